@@ -1,0 +1,339 @@
+"""sites.yaml → typed, validated configuration: the one place that reads configuration.
+
+The file is checked against the JSON Schema shipped beside this module (unknown keys are
+errors), then by the rules a schema cannot say (duplicate site ids, secrets written inline).
+Every error names the file, the site and the key, so a data engineer can fix it in one go.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+CONFIG_ENV = "RESCUE_CONFIG"
+DEFAULT_WAREHOUSE = "warehouse/rescue.duckdb"
+SOURCE_KINDS = ("ndjson", "fhir", "bulk")
+# Keys that would hold a secret itself; the file must name an environment variable instead.
+_INLINE_SECRET_KEYS = {
+    "token": "token_env",
+    "access_token": "token_env",
+    "bearer_token": "token_env",
+    "client_secret": "client_secret_env",
+    "private_key": "key_file_env",
+    "key": "key_file_env",
+    "key_file": "key_file_env",
+    "password": "an environment variable (…_env)",
+    "secret": "an environment variable (…_env)",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded for the person who edits sites.yaml."""
+
+
+@dataclass(frozen=True)
+class ConceptMapping:
+    """One site-local code and the standard code it stands for."""
+
+    system: str
+    code: str
+    target_system: str
+    target_code: str
+    display: str | None = None
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    kind: Literal["none", "bearer", "smart-backend"] = "none"
+    token_env: str | None = None
+    client_id: str | None = None
+    token_url: str | None = None
+    scope: str | None = None
+    key_file_env: str | None = None
+    key_id: str | None = None
+    client_secret_env: str | None = None
+
+
+@dataclass(frozen=True)
+class NdjsonSource:
+    path: Path
+    kind: Literal["ndjson"] = "ndjson"
+
+
+@dataclass(frozen=True)
+class FhirSource:
+    base_url: str
+    auth: AuthConfig = AuthConfig()
+    timeout_seconds: float = 60.0
+    max_attempts: int = 5
+    types: tuple[str, ...] = ()
+    ca_bundle: Path | None = None
+    page_size: int = 200
+    overlap_seconds: int = 300
+    search: dict[str, dict[str, str]] = field(default_factory=dict)
+    kind: Literal["fhir"] = "fhir"
+
+
+@dataclass(frozen=True)
+class BulkSource:
+    base_url: str
+    auth: AuthConfig = AuthConfig()
+    timeout_seconds: float = 60.0
+    max_attempts: int = 5
+    types: tuple[str, ...] = ()
+    ca_bundle: Path | None = None
+    level: Literal["system", "group", "patient"] = "system"
+    group_id: str | None = None
+    max_wait_seconds: int = 3600
+    deadline_hours: float = 72.0
+    kind: Literal["bulk"] = "bulk"
+
+
+Source = NdjsonSource | FhirSource | BulkSource
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    id: str
+    source: Source
+    name: str | None = None
+    timezone: str = "UTC"
+    concept_map: tuple[ConceptMapping, ...] = ()
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Rule settings; recorded with every derivation run."""
+
+    data_cutoff: dt.date | None = None
+    assessment_interval_days: int = 84
+    assessment_window_days: int = 14
+    pfi_sensitive_days: int = 183
+    month_days: float = 30.4375
+    ca125_uln_u_per_ml: float = 35.0
+    pfs_window_days: int = 730
+    pfs_gcig_progression: bool = False
+    pfs_censor_new_therapy: bool = True
+    regimen_gap_days: int = 90
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    study_id: str
+    warehouse: Path
+    analysis: AnalysisConfig
+    sites: tuple[SiteConfig, ...]
+
+    @property
+    def work_db(self) -> Path:
+        """Beside the published file: rescue.duckdb → rescue.work.duckdb."""
+        return self.warehouse.with_name(f"{self.warehouse.stem}.work{self.warehouse.suffix}")
+
+    def site(self, site_id: str) -> SiteConfig:
+        for site in self.sites:
+            if site.id == site_id:
+                return site
+        known = ", ".join(s.id for s in self.sites)
+        raise ConfigError(f"{self.path}: no site {site_id!r} (sites: {known})")
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("rescue_pipeline").joinpath("config_schema.json").read_text("utf-8")
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    """--config wins, then RESCUE_CONFIG; there is no silent default."""
+    value = explicit or os.environ.get(CONFIG_ENV)
+    if not value:
+        raise ConfigError(
+            f"no configuration: pass --config sites.yaml or set {CONFIG_ENV} "
+            "(`rescue demo` writes one to rescue-demo/sites.yaml)"
+        )
+    return Path(value)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a sites.yaml; raise ConfigError naming file, site and key."""
+    path = Path(path)
+    try:
+        text = path.read_text("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, path)
+
+
+def parse_config(data: Any, path: Path) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    data = _jsonable(data)
+    _precheck(data, path)
+    _validate_schema(data, path)
+    base = path.resolve().parent
+    sites = tuple(_site(s, base, path) for s in data["sites"])
+    analysis = data.get("analysis") or {}
+    cutoff = analysis.get("data_cutoff")
+    return Config(
+        path=path,
+        study_id=data["study_id"],
+        warehouse=_resolve(base, data.get("warehouse", DEFAULT_WAREHOUSE)),
+        analysis=AnalysisConfig(
+            **{k: v for k, v in analysis.items() if k != "data_cutoff"},
+            data_cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
+        ),
+        sites=sites,
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    """YAML reads 2026-06-30 as a date; the schema speaks JSON, so dates become ISO strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def _where(data: dict[str, Any], parts: list[str | int]) -> str:
+    """Turn a JSON path into words: sites/1/source/path → site 'site-b': source.path."""
+    if len(parts) >= 2 and parts[0] == "sites" and isinstance(parts[1], int):
+        sites = data.get("sites") or []
+        site = sites[parts[1]] if parts[1] < len(sites) else None
+        sid = site.get("id") if isinstance(site, dict) else None
+        label = f"site {sid!r}" if sid else f"site #{parts[1] + 1}"
+        rest = ".".join(str(p) for p in parts[2:])
+        return f"{label}: {rest}" if rest else label
+    return ".".join(str(p) for p in parts) or "top level"
+
+
+def _precheck(data: dict[str, Any], path: Path) -> None:
+    """Rules that read better as their own message than as a schema failure."""
+    sites = data.get("sites")
+    if not isinstance(sites, list):
+        return
+    seen: set[str] = set()
+    for i, site in enumerate(sites):
+        if not isinstance(site, dict):
+            continue
+        sid = site.get("id")
+        if isinstance(sid, str):
+            if sid in seen:
+                raise ConfigError(f"{path}: site {sid!r}: id: duplicate site id")
+            seen.add(sid)
+        source = site.get("source")
+        if not isinstance(source, dict):
+            continue
+        kind = source.get("kind")
+        where = _where(data, ["sites", i, "source", "kind"])
+        if kind is None:
+            raise ConfigError(f"{path}: {where}: missing (one of {', '.join(SOURCE_KINDS)})")
+        if kind not in SOURCE_KINDS:
+            raise ConfigError(
+                f"{path}: {where}: unknown source kind {kind!r} (one of {', '.join(SOURCE_KINDS)})"
+            )
+        for key in ("base_url", "token_url"):
+            url = source.get(key) or (source.get("auth") or {}).get(key)
+            if isinstance(url, str) and re.match(r"^[a-z]+://[^/@]*:[^/@]*@", url):
+                raise ConfigError(
+                    f"{path}: {_where(data, ['sites', i, 'source', key])}: credentials written "
+                    "inline in the URL; use auth with an environment variable"
+                )
+        for scope, mapping in (("source", source), ("source.auth", source.get("auth"))):
+            if not isinstance(mapping, dict):
+                continue
+            for key, instead in _INLINE_SECRET_KEYS.items():
+                if key in mapping:
+                    raise ConfigError(
+                        f"{path}: {_where(data, ['sites', i])}: {scope}.{key}: a secret written "
+                        f"inline; name the environment variable that holds it with {instead}"
+                    )
+
+
+def _validate_schema(data: dict[str, Any], path: Path) -> None:
+    import jsonschema  # imported here: keeps `rescue --help` fast
+
+    validator = jsonschema.Draft202012Validator(
+        schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.message))
+    if not errors:
+        return
+    error = errors[-1] if errors[0].validator in ("if", "allOf") else errors[0]
+    parts = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        where = _where(data, [*parts, extra[0]] if extra else parts)
+        raise ConfigError(f"{path}: {where}: unknown key")
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        where = _where(data, [*parts, missing[0]] if missing else parts)
+        raise ConfigError(f"{path}: {where}: required key is missing")
+    raise ConfigError(f"{path}: {_where(data, parts)}: {error.message}")
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _auth(data: dict[str, Any] | None, where: str) -> AuthConfig:
+    if not data:
+        return AuthConfig()
+    auth = AuthConfig(**data)
+    needs = {
+        "bearer": ("token_env",),
+        "smart-backend": ("client_id",),
+    }.get(auth.kind, ())
+    for key in needs:
+        if getattr(auth, key) is None:
+            raise ConfigError(f"{where}: auth.{key}: required for auth kind {auth.kind!r}")
+    if auth.kind == "smart-backend" and not (auth.key_file_env or auth.client_secret_env):
+        raise ConfigError(
+            f"{where}: auth: smart-backend needs key_file_env (private_key_jwt) "
+            "or client_secret_env"
+        )
+    return auth
+
+
+def _site(data: dict[str, Any], base: Path, path: Path) -> SiteConfig:
+    sid = data["id"]
+    src = dict(data["source"])
+    kind = src.pop("kind")
+    where = f"{path}: site {sid!r}: source"
+    source: Source
+    if kind == "ndjson":
+        source = NdjsonSource(path=_resolve(base, src["path"]))
+    else:
+        auth = _auth(src.pop("auth", None), where)
+        if "types" in src:
+            src["types"] = tuple(src["types"])
+        if "ca_bundle" in src:
+            src["ca_bundle"] = _resolve(base, src["ca_bundle"])
+        source = (FhirSource if kind == "fhir" else BulkSource)(auth=auth, **src)
+    return SiteConfig(
+        id=sid,
+        name=data.get("name"),
+        timezone=data.get("timezone", "UTC"),
+        source=source,
+        concept_map=tuple(ConceptMapping(**m) for m in data.get("concept_map") or ()),
+    )

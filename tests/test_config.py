@@ -1,0 +1,197 @@
+"""sites.yaml: the typed result, and one clear error naming file, site and key for each mistake."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rescue_pipeline.config import (
+    ConfigError,
+    FhirSource,
+    NdjsonSource,
+    config_path,
+    load_config,
+)
+
+
+def _base(**site: object) -> dict[str, object]:
+    entry = {"id": "site-a", "source": {"kind": "ndjson", "path": "data/site-a"}} | site
+    return {"study_id": "RESCUE", "sites": [entry]}
+
+
+def test_valid_config_is_typed_and_paths_are_relative_to_the_file(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config(
+        {
+            "study_id": "RESCUE",
+            "warehouse": "wh/rescue.duckdb",
+            "analysis": {"data_cutoff": "2026-06-30", "assessment_interval_days": 84},
+            "sites": [
+                {
+                    "id": "site-a",
+                    "timezone": "Europe/Paris",
+                    "source": {"kind": "ndjson", "path": "data/site-a"},
+                    "concept_map": [
+                        {
+                            "system": "urn:lab",
+                            "code": "CA125",
+                            "target_system": "http://loinc.org",
+                            "target_code": "10334-1",
+                        }
+                    ],
+                },
+                {
+                    "id": "site-b",
+                    "source": {
+                        "kind": "fhir",
+                        "base_url": "https://fhir.site-b.example/R4",
+                        "auth": {"kind": "bearer", "token_env": "SITE_B_TOKEN"},
+                    },
+                },
+            ],
+        }
+    )
+    config = load_config(path)
+    base = path.parent.resolve()
+    assert config.warehouse == base / "wh" / "rescue.duckdb"
+    assert config.work_db == base / "wh" / "rescue.work.duckdb"
+    assert config.analysis.data_cutoff == dt.date(2026, 6, 30)
+    assert config.analysis.pfi_sensitive_days == 183  # default: 6 x 30.4375 days
+    site_a, site_b = config.sites
+    assert isinstance(site_a.source, NdjsonSource)
+    assert site_a.source.path == base / "data" / "site-a"
+    assert site_a.concept_map[0].target_code == "10334-1"
+    assert isinstance(site_b.source, FhirSource)
+    assert site_b.source.auth.token_env == "SITE_B_TOKEN"
+    assert site_b.timezone == "UTC"
+
+
+def test_yaml_dates_are_accepted_for_the_cutoff(tmp_path: Path) -> None:
+    path = tmp_path / "sites.yaml"
+    path.write_text(
+        "study_id: RESCUE\nanalysis: {data_cutoff: 2026-06-30}\n"
+        "sites:\n  - {id: site-a, source: {kind: ndjson, path: a}}\n"
+    )
+    assert load_config(path).analysis.data_cutoff == dt.date(2026, 6, 30)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            _base(source={"kind": "ftp", "path": "x"}),
+            "site 'site-a': source.kind: unknown source kind 'ftp'",
+        ),
+        (_base(source={"kind": "ndjson"}), "site 'site-a': source.path: required key is missing"),
+        (_base(source={"path": "x"}), "site 'site-a': source.kind: missing"),
+        (_base(colour="blue"), "site 'site-a': colour: unknown key"),
+        (
+            _base(
+                source={
+                    "kind": "bulk",
+                    "base_url": "https://x/R4",
+                    "auth": {"kind": "bearer", "token": "s3cr3t"},
+                }
+            ),
+            "site 'site-a': source.auth.token: a secret written inline; name the environment variable",
+        ),
+        (
+            _base(
+                source={
+                    "kind": "fhir",
+                    "base_url": "https://x/R4",
+                    "auth": {"kind": "smart-backend", "client_id": "c", "client_secret": "s3cr3t"},
+                }
+            ),
+            "source.auth.client_secret: a secret written inline",
+        ),
+        (
+            _base(source={"kind": "fhir", "base_url": "https://user:s3cr3t@x/R4"}),
+            "site 'site-a': source.base_url: credentials written inline",
+        ),
+        (
+            _base(source={"kind": "fhir", "base_url": "https://x/R4", "auth": {"kind": "bearer"}}),
+            "site 'site-a': source: auth.token_env: required",
+        ),
+        (
+            _base(
+                source={
+                    "kind": "fhir",
+                    "base_url": "https://x/R4",
+                    "auth": {"kind": "smart-backend", "client_id": "c"},
+                }
+            ),
+            "smart-backend needs key_file_env",
+        ),
+        (
+            {"sites": [{"id": "site-a", "source": {"kind": "ndjson", "path": "a"}}]},
+            "study_id: required key is missing",
+        ),
+        ({"study_id": "RESCUE", "sites": []}, "sites: [] should be non-empty"),
+        ({"study_id": "RESCUE", "sites": [], "extra": 1}, "extra: unknown key"),
+        (
+            {
+                "study_id": "RESCUE",
+                "analysis": {"data_cutoff": "30/06/2026"},
+                "sites": [{"id": "a", "source": {"kind": "ndjson", "path": "a"}}],
+            },
+            "analysis.data_cutoff: '30/06/2026' is not a 'date'",
+        ),
+        (
+            {
+                "study_id": "RESCUE",
+                "sites": [{"id": "Site A", "source": {"kind": "ndjson", "path": "a"}}],
+            },
+            "site 'Site A': id: 'Site A' does not match",
+        ),
+    ],
+)
+def test_configuration_errors_name_file_site_and_key(
+    write_config: Callable[..., Path], data: dict[str, object], expected: str
+) -> None:
+    path = write_config(data)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(str(path))
+    assert expected in message
+    assert "s3cr3t" not in message  # secrets never echoed
+
+
+def test_duplicate_site_ids_are_an_error(write_config: Callable[..., Path]) -> None:
+    site = {"id": "site-a", "source": {"kind": "ndjson", "path": "a"}}
+    path = write_config({"study_id": "RESCUE", "sites": [site, dict(site)]})
+    with pytest.raises(ConfigError, match="site 'site-a': id: duplicate site id"):
+        load_config(path)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study_id: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just text\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(scalar)
+
+
+def test_config_path_needs_an_explicit_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RESCUE_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="pass --config"):
+        config_path(None)
+    monkeypatch.setenv("RESCUE_CONFIG", "/x/sites.yaml")
+    assert config_path(None) == Path("/x/sites.yaml")
+    assert config_path("other.yaml") == Path("other.yaml")
+
+
+def test_unknown_site_lookup_lists_the_known_ones(write_config: Callable[..., Path]) -> None:
+    config = load_config(write_config(_base()))
+    with pytest.raises(ConfigError, match=r"no site 'site-z' \(sites: site-a\)"):
+        config.site("site-z")
