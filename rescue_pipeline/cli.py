@@ -1,0 +1,313 @@
+"""The `rescue` command line: parses arguments, calls the layers, turns errors into one line.
+
+Exit codes (DESIGN.md): 0 success; 1 the job failed; 2 bad usage or configuration; 3 a critical
+data-quality check refused (part of) the publish; 4 another load holds the warehouse;
+5 `status`: something needs attention. Heavy imports (dagster, great_expectations) happen inside
+the commands that need them, so `rescue --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rescue_pipeline.config import Config, ConfigError, config_path, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUALITY, EXIT_BUSY, EXIT_ATTENTION = 0, 1, 2, 3, 4, 5
+
+DEMO_DIR = Path("rescue-demo")
+DEMO_PATIENTS = 240
+DEMO_SEED = 20261125
+
+
+class CommandError(Exception):
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(config_path(args.config))
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------- synth
+def cmd_synth(args: argparse.Namespace) -> int:
+    from rescue_pipeline import synth
+    from rescue_pipeline.progress import Stage
+
+    out = Path(args.out)
+    with Stage(f"synthesising {args.patients:,} patients", total=args.patients) as stage:
+        last = [0]
+
+        def progress(done: int, total: int) -> None:
+            stage.advance(done - last[0])
+            last[0] = done
+
+        try:
+            summary = synth.generate(
+                out,
+                patients=args.patients,
+                sites=args.sites,
+                seed=args.seed,
+                reference_date=args.reference_date,
+                fault_rate=args.fault_rate,
+                progress=progress,
+            )
+        except ValueError as exc:
+            raise CommandError(f"synth: {exc}", EXIT_USAGE) from None
+    lines = sum(sum(files.values()) for files in summary.files.values())
+    _say(f"wrote {lines:,} FHIR lines for {args.patients:,} patients at {len(summary.sites)} sites")
+    _say(f"  data:         {out}/<site-id>/<Type>.ndjson (+ manifest.json)")
+    _say(f"  ground truth: {summary.ground_truth_path}")
+    _say(f"  config:       {summary.config_path}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- run / demo
+def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | None) -> int:
+    from rescue_pipeline.dagster_defs.in_process import instance_for, run_sites
+    from rescue_pipeline.progress import Stage
+    from rescue_pipeline.site_load import work_db
+
+    instance = instance_for(dagster_home)
+    stages: dict[str, Stage] = {}
+
+    def on_site(site_id: str) -> None:
+        stages[site_id] = Stage(f"landing {site_id}").__enter__()
+
+    def on_done(run: Any) -> None:
+        stage = stages[run.site_id]
+        stage.note = "" if run.success else f"FAILED: {run.error}"
+        stage.__exit__(None if run.success else RuntimeError, None, None)
+
+    result = run_sites(config, site_ids, instance=instance, on_site=on_site, on_done=on_done)
+    with work_db(config, read_only=True) as con:
+        _print_raw_summary(con, config, site_ids)
+    for failed in result.failed:
+        print(f"error: {failed.error}", file=sys.stderr)
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def _print_raw_summary(con: Any, config: Config, site_ids: list[str]) -> None:
+    from rescue_pipeline.raw import summary
+
+    loads = summary.latest_loads(con, site_ids)
+    rows = summary.load_counts(con, list(loads.values()))
+    _say()
+    _say("Landed (latest load per site):")
+    header = ("site", "resource type", "received", "accepted", "quarantined", "new versions")
+    counts = [(r.received, r.accepted, r.quarantined, r.new_versions) for r in rows]
+    table: list[tuple[object, ...]] = [header]
+    table += [(r.site_id, r.resource_type, *c) for r, c in zip(rows, counts, strict=True)]
+    table.append(("all", "", *(sum(c[i] for c in counts) for i in range(4))))
+    _say(_format_table(table))
+    reasons = summary.quarantine_reasons(con, site_ids)
+    held = summary.stored(con, site_ids)
+    _say("Stored (all loads):")
+    for site_id in sorted(held):
+        resources, versions, quarantined = held[site_id]
+        why = ", ".join(f"{r} {n}" for s, r, n in reasons if s == site_id)
+        _say(
+            f"  {site_id}: {resources:,} resources in {versions:,} versions; "
+            f"{quarantined:,} lines quarantined" + (f" ({why})" if why else "")
+        )
+    unchanged = [s for s in site_ids if s in loads and not any(r.site_id == s for r in rows)]
+    if unchanged:
+        _say(f"Unchanged since the last load (nothing new read): {', '.join(unchanged)}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    site_ids = [config.site(args.site).id] if args.site else [s.id for s in config.sites]
+    if args.full:
+        from rescue_pipeline.site_load import load_site
+
+        for site_id in site_ids:  # a full reload re-reads every file; Dagster runs the rest
+            load_site(config, config.site(site_id), full=True)
+    return _run_pipeline(config, site_ids, dagster_home=None)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rescue_pipeline import synth
+
+    out = Path(args.out)
+    started = time.perf_counter()
+    _say(f"rescue demo: a synthetic {args.patients}-patient cohort at 3 sites, in {out}/")
+    synth_args = argparse.Namespace(
+        out=str(out),
+        patients=args.patients,
+        sites=3,
+        seed=DEMO_SEED,
+        reference_date=synth.DEFAULT_REFERENCE_DATE,
+        fault_rate=synth.DEFAULT_FAULT_RATE,
+    )
+    cmd_synth(synth_args)
+    config = load_config(out / "sites.yaml")
+    code = _run_pipeline(config, [s.id for s in config.sites], dagster_home=out / "dagster_home")
+    _say()
+    _say(f"Working database (raw, ops): {config.work_db}")
+    _say(f'Query it:   rescue query --work --config {out}/sites.yaml "SELECT * FROM raw.loads"')
+    _say(
+        f"Dagster UI: DAGSTER_HOME={out.resolve()}/dagster_home "
+        f"RESCUE_CONFIG={out.resolve()}/sites.yaml dagster dev -w workspace.yaml"
+        "   (from the repository; then open http://127.0.0.1:3000)"
+    )
+    _say(f"Done in {time.perf_counter() - started:.1f}s.")
+    return code
+
+
+# ---------------------------------------------------------------- query
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    config = _config(args)
+    path = config.work_db if args.work else config.warehouse
+    if not path.exists():
+        hint = "run `rescue run` first" if args.work else "query the working database with --work"
+        raise CommandError(f"no database at {path}: {hint}", EXIT_USAGE)
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:
+        raise CommandError(f"{path}: {exc}", EXIT_BUSY) from None
+    try:
+        cursor = con.execute(args.sql)
+        columns = [d[0] for d in cursor.description or ()]
+        rows = cursor.fetchall()
+    except duckdb.Error as exc:
+        raise CommandError(f"query failed: {str(exc).splitlines()[0]}", EXIT_USAGE) from None
+    finally:
+        con.close()
+    if args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(columns)
+        writer.writerows(rows)
+    elif args.format == "json":
+        import orjson
+
+        records = [dict(zip(columns, row, strict=True)) for row in rows]
+        sys.stdout.write(orjson.dumps(records, default=str, option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+        _say(_format_table([tuple(columns), *rows]))
+        _say(f"({len(rows)} rows)")
+    return EXIT_OK
+
+
+def _format_table(rows: Sequence[Sequence[object]]) -> str:
+    text = [["" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in text) for i in range(len(text[0]))] if text else []
+    numeric = [
+        all(isinstance(row[i], int | float) for row in rows[1:] if row[i] is not None)
+        for i in range(len(widths))
+    ]
+    out = []
+    for n, row in enumerate(text):
+        cells = [
+            c.rjust(w) if numeric[i] and n else c.ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.append("  " + "  ".join(cells).rstrip())
+        if n == 0:
+            out.append("  " + "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- parser
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rescue",
+        description="RESCUE trial clinical-data pipeline: FHIR R4 sites → DuckDB warehouse.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, *, config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        if config:
+            p.add_argument("--config", help="sites.yaml (default: $RESCUE_CONFIG)")
+        p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        return p
+
+    from_synth = "synthetic cohort (FHIR NDJSON per site) with ground truth and a sites.yaml"
+    p = add("synth", f"write a {from_synth}", config=False)
+    p.add_argument("--patients", type=int, required=True)
+    p.add_argument("--sites", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--reference-date", type=_date, default=None, help="dates are placed before it")
+    p.add_argument("--fault-rate", type=float, default=None, help="share of injected faults")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_synth)
+
+    p = add("demo", "synthesise a 3-site cohort and run the whole pipeline on it", config=False)
+    p.add_argument("--out", default=str(DEMO_DIR))
+    p.add_argument("--patients", type=int, default=DEMO_PATIENTS)
+    p.set_defaults(func=cmd_demo)
+
+    p = add("run", "extract and land every site (or one), incrementally")
+    p.add_argument("--site")
+    p.add_argument("--full", action="store_true", help="re-read everything (ignore watermarks)")
+    p.set_defaults(func=cmd_run)
+
+    p = add("query", "read-only SQL on the published warehouse (or --work)")
+    p.add_argument("sql")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("--work", action="store_true", help="query the working database")
+    p.set_defaults(func=cmd_query)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "synth":
+        from rescue_pipeline import synth
+
+        args.reference_date = args.reference_date or synth.DEFAULT_REFERENCE_DATE
+        args.fault_rate = synth.DEFAULT_FAULT_RATE if args.fault_rate is None else args.fault_rate
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        code, message = _classify(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+def _classify(exc: Exception) -> tuple[int, str]:
+    from rescue_pipeline.site_load import SiteLoadError, WarehouseBusy
+
+    if isinstance(exc, CommandError):
+        return exc.code, str(exc)
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE, str(exc)
+    if isinstance(exc, WarehouseBusy):
+        return EXIT_BUSY, str(exc)
+    if isinstance(exc, SiteLoadError):
+        return EXIT_FAILED, str(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return EXIT_FAILED, f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Dagster wiring: assets call the layers' functions and report metadata; nothing is computed here.
+
+`build_definitions(config)` builds everything from one configuration, so a new site in
+sites.yaml brings its partition with no code change. `defs` is what `dagster dev` and
+`dagster definitions validate` load (workspace.yaml): it reads the configuration named by
+RESCUE_CONFIG when the code location loads, never at import.
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from rescue_pipeline.config import CONFIG_ENV, Config, ConfigError, load_config
+from rescue_pipeline.site_load import load_site, validate_site, work_db
+
+RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
+RAW_VALIDATION = dg.AssetKey(["raw", "version_validation"])
+DEMO_CONFIG = Path("rescue-demo") / "sites.yaml"
+
+
+class RescueConfig(dg.ConfigurableResource):
+    """Where the pipeline's configuration lives; read once per run."""
+
+    config_path: str
+
+    def load(self) -> Config:
+        return load_config(self.config_path)
+
+
+def site_partitions(config: Config) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition([site.id for site in config.sites])
+
+
+def build_assets(config: Config) -> list[dg.AssetsDefinition]:
+    partitions = site_partitions(config)
+
+    @dg.asset(
+        key=RAW_RESOURCES,
+        group_name="raw",
+        partitions_def=partitions,
+        kinds={"duckdb"},
+        description=(
+            "Every FHIR resource a site sent, landed as distinct versions "
+            "(raw.fhir_resource_versions / raw.fhir_resources); lines that fail the structural "
+            "checks go to raw.quarantine."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "received_reconciles",
+                asset=RAW_RESOURCES,
+                description="For this load: received = accepted + quarantined, per resource type.",
+            )
+        ],
+    )
+    def raw_fhir_resources(
+        context: dg.AssetExecutionContext, rescue: RescueConfig
+    ) -> dg.MaterializeResult:
+        cfg = rescue.load()
+        site = cfg.site(context.partition_key)
+        result = load_site(cfg, site)
+        total = result.total()
+        with work_db(cfg) as con:
+            mismatched = con.execute(
+                "SELECT resource_type FROM raw.loads "
+                "WHERE load_id = ? AND received <> accepted + quarantined",
+                [result.load_id],
+            ).fetchall()
+        return dg.MaterializeResult(
+            metadata={
+                "load_id": result.load_id,
+                "received": total.received,
+                "accepted": total.accepted,
+                "quarantined": total.quarantined,
+                "new_versions": total.new_versions,
+                "files_read": result.files_read,
+                "files_unchanged": result.files_unchanged,
+                "seconds": round(result.seconds, 2),
+                "quarantine_reasons": dict(result.reasons),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="received_reconciles",
+                    passed=not mismatched,
+                    severity=dg.AssetCheckSeverity.ERROR,
+                    metadata={"types_not_reconciling": [r[0] for r in mismatched]},
+                )
+            ],
+        )
+
+    @dg.asset(
+        key=RAW_VALIDATION,
+        group_name="raw",
+        partitions_def=partitions,
+        deps=[RAW_RESOURCES],
+        kinds={"duckdb"},
+        description=(
+            "Full FHIR validation (fhir.resources R4B models) of each new version, once, "
+            "beside the landing: findings are recorded, resources are never moved."
+        ),
+    )
+    def raw_version_validation(
+        context: dg.AssetExecutionContext, rescue: RescueConfig
+    ) -> dg.MaterializeResult:
+        result = validate_site(rescue.load(), context.partition_key)
+        return dg.MaterializeResult(
+            metadata={
+                "validated": result.validated,
+                "outcomes": dict(result.outcomes),
+                "resources_per_second": round(result.per_second, 1),
+            }
+        )
+
+    return [raw_fhir_resources, raw_version_validation]
+
+
+def build_definitions(config: Config) -> dg.Definitions:
+    return dg.Definitions(
+        assets=build_assets(config),
+        resources={"rescue": RescueConfig(config_path=str(config.path.resolve()))},
+    )
+
+
+def configured_path() -> Path:
+    value = os.environ.get(CONFIG_ENV)
+    if value:
+        return Path(value)
+    if DEMO_CONFIG.exists():
+        return DEMO_CONFIG
+    raise ConfigError(
+        f"set {CONFIG_ENV} to a sites.yaml (or run `rescue demo` here to create {DEMO_CONFIG})"
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_config(configured_path()))

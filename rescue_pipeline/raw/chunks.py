@@ -1,0 +1,204 @@
+"""A span of an NDJSON file → Arrow tables of accepted versions and quarantine rows.
+
+Pure CPU work with no database, so it can run in worker processes while the landing process
+inserts the previous span: the landing's throughput is then bounded by the slower of the two, not
+by their sum. A worker reads its own byte range of the file, and hands its versions back as an
+Arrow IPC file in shared memory (the multiprocessing pipe is far slower for tens of MB).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import uuid
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import cast
+
+import pyarrow as pa
+
+from rescue_pipeline.raw.lines import Accepted, Rejected, classify
+
+VERSION_SCHEMA = pa.schema(
+    [
+        ("resource_type", pa.string()),
+        ("resource_id", pa.string()),
+        ("version_id", pa.string()),
+        ("last_updated", pa.string()),
+        ("payload_sha256", pa.string()),
+        ("arrival", pa.int64()),
+        ("line_number", pa.int64()),
+        ("payload", pa.large_string()),
+    ]
+)
+_KEYS_SCHEMA = pa.schema([VERSION_SCHEMA.field(i) for i in range(len(VERSION_SCHEMA) - 1)])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("resource_type", pa.string()),
+        ("resource_id", pa.string()),
+        ("line_number", pa.int64()),
+        ("reason", pa.string()),
+        ("element", pa.string()),
+        ("detail", pa.string()),
+        ("raw_bytes", pa.binary()),
+        ("bytes_sha256", pa.string()),
+    ]
+)
+
+
+@dataclass
+class ChunkCounts:
+    """Per resource type: lines received, accepted and quarantined in one chunk."""
+
+    received: Counter[str] = field(default_factory=Counter)
+    accepted: Counter[str] = field(default_factory=Counter)
+    quarantined: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class ClassifiedChunk:
+    versions: pa.Table | None  # None when handed over as a file (versions_path)
+    quarantine: pa.Table
+    counts: ChunkCounts
+    lines: int
+    versions_path: str | None = None
+
+    def take_versions(self) -> pa.Table:
+        """The versions table; a spilled one is read back zero-copy and its file removed."""
+        if self.versions is not None:
+            return self.versions
+        if self.versions_path is None:
+            raise RuntimeError("a classified chunk without versions")
+        try:
+            return pa.ipc.open_file(pa.memory_map(self.versions_path)).read_all()
+        finally:
+            os.remove(self.versions_path)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Whole lines of one file: bytes [offset, offset + length), the first being line first_line."""
+
+    path: str
+    offset: int
+    length: int
+    first_line: int
+    file_type: str
+    arrival_base: int
+
+
+def plan_spans(
+    path: str, file_type: str, arrival_base: int, target_bytes: int
+) -> tuple[list[Span], int]:
+    """Cut a file into spans of about target_bytes at line ends; also returns its line count."""
+    spans: list[Span] = []
+    offset = 0
+    line = 1
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(target_bytes)
+            if not block:
+                break
+            if not block.endswith(b"\n"):
+                block += f.readline()  # finish the line the block cut
+            lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+            spans.append(Span(path, offset, len(block), line, file_type, arrival_base))
+            offset += len(block)
+            line += lines
+    return spans, line - 1
+
+
+def spill_dir() -> str:
+    """Shared memory when the system has it: the hand-over then never touches a disk.
+
+    Files are created with unique random names by their writer (classify_span) and removed by
+    their reader, so a shared folder is safe here.
+    """
+    shm = "/dev/shm"  # noqa: S108
+    return shm if os.path.isdir(shm) else tempfile.gettempdir()
+
+
+def classify_span(span: Span, spill: str | None = None) -> ClassifiedChunk:
+    """Read and classify a span; with `spill`, write the versions there as an Arrow IPC file."""
+    with open(span.path, "rb") as f:
+        f.seek(span.offset)
+        data = f.read(span.length)
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    chunk = classify_chunk(lines, span.first_line, span.file_type, span.arrival_base)
+    if spill is None or chunk.versions is None:
+        return chunk
+    path = os.path.join(spill, f"rescue-landing-{uuid.uuid4().hex}.arrow")
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, chunk.versions.schema) as writer:
+        writer.write_table(chunk.versions)
+    chunk.versions, chunk.versions_path = None, path
+    return chunk
+
+
+def classify_chunk(
+    lines: list[bytes], first_line: int, file_type: str, arrival_base: int
+) -> ClassifiedChunk:
+    """Classify lines (without line ends) numbered from `first_line`.
+
+    Arrival order, which breaks ties between versions, is arrival_base + line number.
+    """
+    cols: dict[str, list[object]] = {name: [] for name in VERSION_SCHEMA.names[:-1]}
+    payloads = bytearray()
+    offsets = array("q", [0])
+    quarantined: dict[str, list[object]] = {name: [] for name in QUARANTINE_SCHEMA.names}
+    counts = ChunkCounts()
+    seen: set[str] = set()
+    accepted: dict[str, int] = {}
+    types, ids, versions_, updated, shas, arrivals, numbers = (
+        cols[name] for name in VERSION_SCHEMA.names[:-1]
+    )
+    for number, line in enumerate(lines, start=first_line):
+        outcome = classify(line.removesuffix(b"\r"), first_line=number == 1)
+        if type(outcome) is Accepted:
+            rtype, rid, version_id, last_updated, payload, sha = outcome
+            accepted[rtype] = accepted.get(rtype, 0) + 1
+            if sha in seen:
+                continue  # the same version twice in a span: accepted, stored once
+            seen.add(sha)
+            types.append(rtype)
+            ids.append(rid)
+            versions_.append(version_id)
+            updated.append(last_updated)
+            shas.append(sha)
+            arrivals.append(arrival_base + number)
+            numbers.append(number)
+            payloads += payload
+            offsets.append(len(payloads))
+        else:
+            outcome = cast(Rejected, outcome)
+            rtype = outcome.resource_type or file_type
+            counts.quarantined[rtype] += 1
+            counts.reasons[outcome.reason] += 1
+            quarantined["resource_type"].append(rtype)
+            quarantined["resource_id"].append(outcome.resource_id)
+            quarantined["line_number"].append(number)
+            quarantined["reason"].append(outcome.reason)
+            quarantined["element"].append(outcome.element)
+            quarantined["detail"].append(outcome.detail)
+            quarantined["raw_bytes"].append(line)
+            quarantined["bytes_sha256"].append(hashlib.sha256(line).hexdigest())
+            counts.received[rtype] += 1
+    counts.accepted.update(accepted)
+    counts.received.update(accepted)
+    # orjson writes valid UTF-8, so the buffer becomes a string column without re-encoding.
+    payload = pa.LargeStringArray.from_buffers(
+        len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(bytes(payloads))
+    )
+    versions = pa.Table.from_pydict(cols, schema=_KEYS_SCHEMA).append_column(
+        VERSION_SCHEMA.field("payload"), payload
+    )
+    return ClassifiedChunk(
+        versions=versions,
+        quarantine=pa.Table.from_pydict(quarantined, schema=QUARANTINE_SCHEMA),
+        counts=counts,
+        lines=len(lines),
+    )

@@ -1,0 +1,108 @@
+"""One NDJSON line → an accepted version (canonical JSON + sha256) or a quarantine reason.
+
+This is the landing's hot loop: orjson for parsing and canonical serialisation, hashlib for the
+digest, and the structural checks of structure.py. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+
+from rescue_pipeline.raw.fast_check import passes
+from rescue_pipeline.raw.structure import ID_RE, Problem, check_resource, r4_resource_types
+
+_CANONICAL = orjson.OPT_SORT_KEYS
+_R4_TYPES = r4_resource_types()
+_BOM = b"\xef\xbb\xbf"
+
+
+class Accepted(NamedTuple):
+    """An accepted line (a tuple: the hot loop makes one per line)."""
+
+    resource_type: str
+    resource_id: str
+    version_id: str | None
+    last_updated: str | None
+    payload: bytes  # canonical JSON, UTF-8
+    payload_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+    element: str | None
+    detail: str
+    resource_type: str | None
+    resource_id: str | None
+
+
+def canonical_json(resource: Any) -> bytes:
+    """Sorted keys, no insignificant whitespace, UTF-8: the bytes a version's hash is taken of."""
+    return orjson.dumps(resource, option=_CANONICAL)
+
+
+def _utf8_problem(line: bytes) -> str | None:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"invalid UTF-8 byte 0x{line[exc.start]:02x} at byte offset {exc.start}"
+    return None
+
+
+def classify(line: bytes, *, first_line: bool = False) -> Accepted | Rejected:
+    """Decide one line (without its line end)."""
+    if first_line and line.startswith(_BOM):
+        line = line[len(_BOM) :]
+    if not line or (line[:1].isspace() and not line.strip()):
+        return Rejected("empty_line", None, "empty line", None, None)
+    try:
+        resource = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        utf8 = _utf8_problem(line)
+        if utf8:
+            return Rejected("invalid_utf8", None, utf8, None, None)
+        return Rejected("not_json", None, f"not valid JSON: {exc}", None, None)
+    if not isinstance(resource, dict):
+        kind = type(resource).__name__
+        return Rejected("not_an_object", None, f"JSON {kind}, not an object", None, None)
+    rtype = resource.get("resourceType")
+    if not isinstance(rtype, str):
+        return Rejected(
+            "missing_resource_type", "resourceType", "resourceType is missing", None, None
+        )
+    if rtype not in _R4_TYPES:
+        return Rejected(
+            "unknown_resource_type",
+            "resourceType",
+            f"resourceType {rtype[:80]!r} is not a FHIR R4 resource type",
+            None,
+            None,
+        )
+    rid = resource.get("id")
+    if not isinstance(rid, str) or ID_RE.fullmatch(rid) is None:
+        what = "missing" if rid is None else "not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)"
+        return Rejected("invalid_id", "id", f"{rtype}.id is {what}", rtype, None)
+    if not passes(line, rtype):
+        # Slow path, only for lines that fail: name the element and the reason.
+        problem = check_resource(resource, rtype) or Problem(
+            "wrong_type", None, "an element the pipeline reads does not have the expected type"
+        )
+        return Rejected(problem.reason, problem.element, f"{rtype}.{problem.detail}", rtype, rid)
+    meta = resource.get("meta")
+    version_id = last_updated = None
+    if meta:
+        version_id = meta.get("versionId")
+        last_updated = meta.get("lastUpdated")
+    canonical = canonical_json(resource)
+    return Accepted(
+        rtype,
+        rid,
+        version_id,
+        last_updated,
+        canonical,
+        hashlib.sha256(canonical).hexdigest(),
+    )

@@ -1,0 +1,195 @@
+"""Table definitions of the working database: the data dictionary's single source.
+
+Comments on tables and columns are the documentation analysts and data engineers read
+(`rescue dictionary`, Dagster metadata, DuckDB's own `COMMENT ON`), so they say what a value means,
+not how it is computed. Table names are contracts (DESIGN.md): columns may grow, never change
+meaning. No integer surrogate keys: duckdb-engine turns them into SERIAL, which DuckDB rejects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+TS = DateTime(timezone=True)
+
+
+def _c(name: str, type_: Any, comment: str, *, nullable: bool = True) -> Column[Any]:
+    return Column(name, type_, nullable=nullable, comment=comment)
+
+
+fhir_resource_versions = Table(
+    "fhir_resource_versions",
+    metadata,
+    _c("site_id", String, "Site the resource came from (sites.yaml id).", nullable=False),
+    _c("resource_type", String, "FHIR resourceType.", nullable=False),
+    _c("resource_id", String, "FHIR logical id, unique within site and type.", nullable=False),
+    _c("version_id", String, "meta.versionId as sent (may be absent)."),
+    _c("last_updated", TS, "meta.lastUpdated as sent (may be absent)."),
+    _c(
+        "payload",
+        JSON,
+        "The resource as canonical JSON (sorted keys, no whitespace).",
+        nullable=False,
+    ),
+    _c(
+        "payload_sha256",
+        String(64),
+        "sha256 of the canonical JSON: identifies this version.",
+        nullable=False,
+    ),
+    _c("received_at", TS, "When this version first arrived.", nullable=False),
+    _c("load_id", String, "Load that first brought this version.", nullable=False),
+    _c(
+        "arrival",
+        BigInteger,
+        "Arrival order across loads: breaks ties between versions.",
+        nullable=False,
+    ),
+    _c("source", String, "File or URL the version first came from."),
+    _c("line_number", BigInteger, "Line of that file (1-based), for NDJSON sources."),
+    schema="raw",
+    comment=(
+        "Every distinct version of every FHIR resource received, each once (PHI: raw layer only). "
+        "The current version per resource is raw.fhir_resources."
+    ),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    _c("site_id", String, "Site the line came from.", nullable=False),
+    _c("resource_type", String, "Resource type of the file (or of the line, when readable)."),
+    _c("resource_id", String, "FHIR id, when it could be read."),
+    _c("source", String, "File or URL the bytes came from.", nullable=False),
+    _c("line_number", BigInteger, "Line of that file (1-based).", nullable=False),
+    _c(
+        "reason", String, "Reason code (see rescue_pipeline.raw.structure.REASONS).", nullable=False
+    ),
+    _c("element", String, "Element at fault, when one is (e.g. valueQuantity.value)."),
+    _c("detail", String, "The reason in words, for the site's data manager.", nullable=False),
+    _c("raw_bytes", LargeBinary, "The bytes exactly as received.", nullable=False),
+    _c("bytes_sha256", String(64), "sha256 of raw_bytes: reloading adds nothing.", nullable=False),
+    _c("load_id", String, "Load that first quarantined these bytes.", nullable=False),
+    _c("received_at", TS, "When the bytes arrived.", nullable=False),
+    schema="raw",
+    comment="Every line received that could not be accepted, with why, and its bytes as received.",
+)
+
+loads = Table(
+    "loads",
+    metadata,
+    _c("load_id", String, "Load identifier (one per site per run).", nullable=False),
+    _c("site_id", String, "Site loaded.", nullable=False),
+    _c("resource_type", String, "Resource type counted.", nullable=False),
+    _c("received", BigInteger, "Lines received (= accepted + quarantined).", nullable=False),
+    _c("accepted", BigInteger, "Lines that passed the structural checks.", nullable=False),
+    _c("quarantined", BigInteger, "Lines sent to raw.quarantine.", nullable=False),
+    _c(
+        "new_versions",
+        BigInteger,
+        "Accepted lines that were versions not seen before.",
+        nullable=False,
+    ),
+    _c("started_at", TS, "When the load started.", nullable=False),
+    _c("finished_at", TS, "When the last file of this type was committed."),
+    PrimaryKeyConstraint("load_id", "site_id", "resource_type"),
+    schema="raw",
+    comment="Per load, site and resource type: what was received, accepted and quarantined.",
+)
+
+version_validation = Table(
+    "version_validation",
+    metadata,
+    _c("site_id", String, "Site of the version.", nullable=False),
+    _c("resource_type", String, "FHIR resourceType.", nullable=False),
+    _c("resource_id", String, "FHIR id.", nullable=False),
+    _c("payload_sha256", String(64), "Version validated.", nullable=False),
+    _c(
+        "outcome",
+        String,
+        "valid, invalid, or not_in_r4b (type unknown to the R4B models).",
+        nullable=False,
+    ),
+    _c("findings", String, "What full validation found, one finding per line (no values)."),
+    _c("validator", String, "Validator and version.", nullable=False),
+    _c("validated_at", TS, "When it was validated.", nullable=False),
+    PrimaryKeyConstraint("site_id", "payload_sha256"),
+    schema="raw",
+    comment=(
+        "Full FHIR validation of each distinct version, run once per version beside the landing. "
+        "Findings are recorded against the accepted version; they never move it."
+    ),
+)
+
+landed_files = Table(
+    "landed_files",
+    metadata,
+    _c("site_id", String, "Site.", nullable=False),
+    _c("source", String, "File landed.", nullable=False),
+    _c("file_sha256", String(64), "sha256 of the whole file.", nullable=False),
+    _c("size_bytes", BigInteger, "File size.", nullable=False),
+    _c("lines", BigInteger, "Lines read.", nullable=False),
+    _c("load_id", String, "Load that landed it.", nullable=False),
+    _c("landed_at", TS, "When it was committed.", nullable=False),
+    PrimaryKeyConstraint("site_id", "source", "file_sha256"),
+    schema="ops",
+    comment="Ledger of files landed whole: an unchanged file is not read again.",
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    _c("load_id", String, "Load identifier.", nullable=False),
+    _c("site_id", String, "Site.", nullable=False),
+    _c("source_kind", String, "ndjson, fhir or bulk.", nullable=False),
+    _c("started_at", TS, "Start.", nullable=False),
+    _c("finished_at", TS, "End (null while running or if killed)."),
+    _c("status", String, "running, succeeded or failed.", nullable=False),
+    _c("files_read", BigInteger, "Files read."),
+    _c("files_unchanged", BigInteger, "Files skipped because already landed."),
+    _c("message", String, "Failure reason (never secrets or PHI)."),
+    _c("full", Boolean, "Whether it ignored watermarks."),
+    PrimaryKeyConstraint("load_id"),
+    schema="ops",
+    comment="One row per site load: status and timing.",
+)
+
+RAW_TABLES = (fhir_resource_versions, quarantine, loads, version_validation)
+OPS_TABLES = (landed_files, runs)
+
+CURRENT_VIEW_SQL = """
+CREATE OR REPLACE VIEW raw.fhir_resources AS
+SELECT * EXCLUDE (rank_in_resource)
+FROM (
+    SELECT v.*,
+        row_number() OVER (
+            PARTITION BY site_id, resource_type, resource_id
+            ORDER BY last_updated DESC NULLS LAST,
+                     TRY_CAST(version_id AS BIGINT) DESC NULLS LAST,
+                     version_id DESC NULLS LAST,
+                     arrival DESC
+        ) AS rank_in_resource
+    FROM raw.fhir_resource_versions v
+)
+WHERE rank_in_resource = 1
+"""
+CURRENT_VIEW_COMMENT = (
+    "The current version of each resource: latest meta.lastUpdated, then highest versionId, "
+    "then latest arrival. An older version arriving late is kept in fhir_resource_versions "
+    "but does not become current."
+)

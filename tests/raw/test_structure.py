@@ -1,0 +1,177 @@
+"""Structural checks: what decides acceptance, element by element."""
+
+from __future__ import annotations
+
+import pytest
+
+from rescue_pipeline.raw.lines import Accepted, Rejected, canonical_json, classify
+from rescue_pipeline.raw.structure import REASONS, check_resource, r4_resource_types
+from tests.conftest import line, obs
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2024",
+        "2024-02",
+        "2024-02-29",
+        "2024-02-29T10:00:00Z",
+        "2024-02-29T10:00:00.123+05:30",
+        "2024-12-31T23:59:60-14:00",
+    ],
+)
+def test_valid_datetimes_pass(value: str) -> None:
+    assert check_resource(obs("o1", effectiveDateTime=value), "Observation") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2023-02-29",
+        "2024-02-30T10:00:00Z",
+        "2024-13-01",
+        "2024-01-01T10:00:00",
+        "01/02/2024",
+        "2024-1-5",
+        "0000",
+    ],
+)
+def test_invalid_datetimes_are_invalid_date(value: str) -> None:
+    problem = check_resource(obs("o1", effectiveDateTime=value), "Observation")
+    assert problem is not None
+    assert (problem.reason, problem.element) == ("invalid_date", "effectiveDateTime")
+    assert value not in problem.detail  # a date may be PHI: never echoed
+
+
+def test_birth_date_must_be_a_date_not_a_datetime() -> None:
+    problem = check_resource(
+        {"resourceType": "Patient", "id": "p", "birthDate": "1960-01-01T00:00:00Z"}, "Patient"
+    )
+    assert problem is not None and problem.element == "birthDate"
+
+
+@pytest.mark.parametrize(
+    ("resource", "reason", "element"),
+    [
+        (obs("o1", value="40"), "wrong_type", "valueQuantity.value"),
+        (obs("o1", value=True), "wrong_type", "valueQuantity.value"),
+        (obs("o1", code={"coding": {"code": "x"}}), "wrong_type", "code.coding"),
+        (obs("o1", code={"coding": [{"code": 10334}]}), "wrong_type", "code.coding[0].code"),
+        (obs("o1", subject="Patient/p1"), "wrong_type", "subject"),
+        (
+            obs("o1", effectivePeriod={"start": "2024-02-30"}),
+            "invalid_date",
+            "effectivePeriod.start",
+        ),
+        (obs("o1", partOf={"reference": "Procedure/x"}), "wrong_type", "partOf"),
+        ({**obs("o1"), "meta": {"versionId": 2}}, "wrong_type", "meta.versionId"),
+        ({**obs("o1"), "meta": {"lastUpdated": "2024-01-01"}}, "invalid_date", "meta.lastUpdated"),
+        ({k: v for k, v in obs("o1").items() if k != "code"}, "missing_element", "code"),
+        ({k: v for k, v in obs("o1").items() if k != "status"}, "missing_element", "status"),
+        (
+            {"resourceType": "Consent", "id": "c", "status": "active", "scope": {}, "category": []},
+            "missing_element",
+            "category",
+        ),
+        (
+            {"resourceType": "MedicationAdministration", "id": "m", "status": "completed"},
+            "missing_element",
+            "subject",
+        ),
+    ],
+)
+def test_structural_problems_name_the_element(
+    resource: dict[str, object], reason: str, element: str
+) -> None:
+    problem = check_resource(resource, str(resource["resourceType"]))
+    assert problem is not None
+    assert (problem.reason, problem.element) == (reason, element)
+    assert problem.reason in REASONS
+
+
+def test_types_without_rules_get_the_common_checks_only() -> None:
+    assert (
+        check_resource(
+            {"resourceType": "Encounter", "id": "e", "class": {"code": "AMB"}}, "Encounter"
+        )
+        is None
+    )
+    problem = check_resource({"resourceType": "Encounter", "id": "e", "meta": []}, "Encounter")
+    assert problem is not None and problem.element == "meta"
+
+
+def test_r4_resource_types_are_complete_and_r4_specific() -> None:
+    types = r4_resource_types()
+    assert len(types) == 146
+    assert {
+        "Patient",
+        "MedicationStatement",
+        "MedicinalProduct",
+        "EffectEvidenceSynthesis",
+    } <= types
+    assert "Ingredient" not in types  # R4B/R5 only
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"", "empty_line"),
+        (b"   ", "empty_line"),
+        (
+            b'{"resourceType": "Patient", "id": "p1", "name": [{"family": "Zo\xeb"}]}',
+            "invalid_utf8",
+        ),
+        (b'{"resourceType": "Patient", "id": "p1"', "not_json"),
+        (b"[1, 2]", "not_an_object"),
+        (b'{"id": "p1"}', "missing_resource_type"),
+        (b'{"resourceType": "Observaton", "id": "p1"}', "unknown_resource_type"),
+        (b'{"resourceType": "Patient"}', "invalid_id"),
+        (b'{"resourceType": "Patient", "id": "has space"}', "invalid_id"),
+        (b'{"resourceType": "Patient", "id": "' + b"x" * 65 + b'"}', "invalid_id"),
+    ],
+)
+def test_line_level_rejections(raw: bytes, reason: str) -> None:
+    outcome = classify(raw)
+    assert isinstance(outcome, Rejected)
+    assert outcome.reason == reason
+
+
+def test_invalid_utf8_detail_gives_the_offset() -> None:
+    outcome = classify(b'{"a": "\xff"}')
+    assert (
+        isinstance(outcome, Rejected)
+        and outcome.detail == "invalid UTF-8 byte 0xff at byte offset 7"
+    )
+
+
+def test_accepted_version_is_canonical_and_hashed() -> None:
+    spaced = b'{ "status": "final", "resourceType": "Observation",  "id": "o1", "code": {"text": "CA-125"} }'
+    outcome = classify(spaced)
+    compact = classify(
+        line(
+            {
+                "resourceType": "Observation",
+                "id": "o1",
+                "status": "final",
+                "code": {"text": "CA-125"},
+            }
+        )
+    )
+    assert isinstance(outcome, Accepted) and isinstance(compact, Accepted)
+    assert (
+        outcome.payload
+        == b'{"code":{"text":"CA-125"},"id":"o1","resourceType":"Observation","status":"final"}'
+    )
+    assert (
+        outcome.payload_sha256 == compact.payload_sha256
+    )  # whitespace and key order do not make a version
+    import hashlib
+
+    assert outcome.payload_sha256 == hashlib.sha256(outcome.payload).hexdigest()
+    assert canonical_json({"b": 1, "a": 2}) == b'{"a":2,"b":1}'
+
+
+def test_bom_is_tolerated_on_the_first_line_only() -> None:
+    raw = b"\xef\xbb\xbf" + line({"resourceType": "Patient", "id": "p1"})
+    assert isinstance(classify(raw, first_line=True), Accepted)
+    assert isinstance(classify(raw), Rejected)

@@ -1,0 +1,55 @@
+"""Full R4B validation beside the landing: findings recorded, nothing moved, each version once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rescue_pipeline.extract.ndjson import discover
+from rescue_pipeline.raw.landing import land_files, new_load_id
+from rescue_pipeline.raw.validation import validate_payload, validate_pending
+from rescue_pipeline.warehouse.database import open_work_db
+from tests.conftest import line, obs
+
+
+def test_validate_payload_outcomes() -> None:
+    assert validate_payload("Observation", line(obs("o1")).decode()) == ("valid", None)
+    outcome, findings = validate_payload("Observation", line(obs("o1", ca125Comment="x")).decode())
+    assert outcome == "invalid" and findings == "ca125Comment: Extra inputs are not permitted"
+    outcome, findings = validate_payload(
+        "SubstancePolymer", '{"resourceType":"SubstancePolymer","id":"s"}'
+    )
+    assert outcome == "not_in_r4b" and "not defined by the R4B models" in (findings or "")
+
+
+def test_findings_never_repeat_values() -> None:
+    resource = {"resourceType": "Patient", "id": "p1", "birthDate": "1961-04-17", "gender": 7}
+    outcome, findings = validate_payload("Patient", line(resource).decode())
+    assert outcome == "invalid" and findings is not None
+    assert (
+        "gender" in findings
+        and "1961-04-17" not in findings
+        and "7" not in findings.split(":", 1)[1]
+    )
+
+
+def test_validation_runs_once_per_version_and_moves_nothing(tmp_path: Path, write_site) -> None:
+    con = open_work_db(tmp_path / "rescue.work.duckdb")
+    folder = write_site(
+        "site-a",
+        {
+            "Observation": [obs("o1"), obs("o2", ca125Comment="x")],
+            "SubstancePolymer": [{"resourceType": "SubstancePolymer", "id": "s1"}],
+        },
+    )
+    land_files(con, "site-a", discover(folder, "site-a"), load_id=new_load_id("site-a"))
+    first = validate_pending(con)
+    assert first.validated == 3 and dict(first.outcomes) == {
+        "valid": 1,
+        "invalid": 1,
+        "not_in_r4b": 1,
+    }
+    assert validate_pending(con).validated == 0
+    assert (
+        con.execute("SELECT count(*) FROM raw.fhir_resources").fetchall()[0][0] == 3
+    )  # the invalid one stays
+    con.close()

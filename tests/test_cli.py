@@ -1,0 +1,179 @@
+"""The `rescue` command line end to end on temporary folders: outputs, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rescue_pipeline.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def synthesised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    code, out, _ = run(
+        capsys,
+        "synth",
+        "--patients",
+        "60",
+        "--sites",
+        "2",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path / "c"),
+    )
+    assert code == 0 and "for 60 patients at 2 sites" in out
+    return tmp_path / "c"
+
+
+def test_synth_writes_the_contracted_layout(synthesised: Path) -> None:
+    assert (synthesised / "ground_truth.json").exists()
+    assert (synthesised / "sites.yaml").exists()
+    for site in ("site-a", "site-b"):
+        manifest = json.loads((synthesised / site / "manifest.json").read_text())
+        for entry in manifest["output"]:
+            assert (synthesised / site / entry["url"]).exists()
+
+
+def test_run_then_query_the_working_database(
+    synthesised: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(synthesised / "sites.yaml")
+    code, out, err = run(capsys, "run", "--config", config)
+    assert code == 0, err
+    assert "Landed (latest load per site)" in out and "site-b" in out
+    code, out, _ = run(
+        capsys,
+        "query",
+        "--work",
+        "--config",
+        config,
+        "--format",
+        "json",
+        "SELECT site_id, sum(received) AS received, sum(accepted + quarantined) AS landed FROM raw.loads GROUP BY ALL ORDER BY 1",
+    )
+    assert code == 0
+    rows = json.loads(out)
+    assert [r["site_id"] for r in rows] == ["site-a", "site-b"]
+    assert all(r["received"] == r["landed"] > 0 for r in rows)
+    code, out, _ = run(
+        capsys,
+        "query",
+        "--work",
+        "--config",
+        config,
+        "--format",
+        "csv",
+        "SELECT 1 AS one, 'x' AS two",
+    )
+    assert out.splitlines() == ["one,two", "1,x"]
+    code, out, _ = run(capsys, "query", "--work", "--config", config, "SELECT 42 AS answer")
+    assert "answer" in out and "42" in out and "(1 rows)" in out
+    # a second run reads nothing new
+    code, out, _ = run(capsys, "run", "--config", config, "--site", "site-a")
+    assert code == 0 and "Unchanged since the last load" in out
+
+
+def test_query_is_read_only(synthesised: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(synthesised / "sites.yaml")
+    assert run(capsys, "run", "--config", config)[0] == 0
+    code, _, err = run(capsys, "query", "--work", "--config", config, "DELETE FROM raw.loads")
+    assert code == 2 and err.startswith("error: query failed:") and "read-only" in err
+
+
+def test_query_without_a_published_warehouse_says_what_to_do(
+    synthesised: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "query", "--config", str(synthesised / "sites.yaml"), "SELECT 1")
+    assert code == 2 and "no database at" in err and "--work" in err
+
+
+def test_a_broken_site_fails_alone(synthesised: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = yaml.safe_load((synthesised / "sites.yaml").read_text())
+    data["sites"].append({"id": "site-z", "source": {"kind": "ndjson", "path": "missing-folder"}})
+    (synthesised / "sites.yaml").write_text(yaml.safe_dump(data))
+    code, out, err = run(capsys, "run", "--config", str(synthesised / "sites.yaml"))
+    assert code == 1
+    assert "error: site site-z: source folder" in err and "does not exist" in err
+    assert "Traceback" not in err
+    code, out, _ = run(
+        capsys,
+        "query",
+        "--work",
+        "--config",
+        str(synthesised / "sites.yaml"),
+        "--format",
+        "json",
+        "SELECT site_id, status, message FROM ops.runs ORDER BY site_id",
+    )
+    runs = json.loads(out)
+    assert [(r["site_id"], r["status"]) for r in runs] == [
+        ("site-a", "succeeded"),
+        ("site-b", "succeeded"),
+        ("site-z", "failed"),
+    ]
+    assert "does not exist" in runs[2]["message"]
+
+
+def test_configuration_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "sites.yaml"
+    bad.write_text("study_id: RESCUE\nsites:\n  - {id: site-a, source: {kind: ftp, path: x}}\n")
+    code, _, err = run(capsys, "run", "--config", str(bad))
+    assert code == 2 and err.count("\n") == 1
+    assert "site 'site-a': source.kind: unknown source kind 'ftp'" in err
+    monkeypatch.delenv("RESCUE_CONFIG", raising=False)
+    code, _, err = run(capsys, "run")
+    assert code == 2 and "pass --config" in err
+
+
+def test_source_kinds_not_built_yet_fail_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "sites.yaml"
+    config.write_text(
+        "study_id: RESCUE\nsites:\n  - {id: site-r, source: {kind: fhir, base_url: 'https://127.0.0.1:9/R4'}}\n"
+    )
+    code, _, err = run(capsys, "run", "--config", str(config))
+    assert code == 1 and "site site-r: source kind 'fhir' is not available in this version" in err
+
+
+def test_bad_synth_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "synth", "--patients", "0", "--out", str(tmp_path / "x"))
+    assert code == 2 and "error: synth: patients must be at least 1" in err
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--patients", "90")
+    assert code == 0, err
+    assert (tmp_path / "demo" / "sites.yaml").exists()
+    assert (tmp_path / "demo" / "warehouse" / "rescue.work.duckdb").exists()
+    for expected in (
+        "site-a",
+        "site-b",
+        "site-c",
+        "quarantined",
+        "Dagster UI:",
+        "rescue query --work",
+    ):
+        assert expected in out
+    assert "landing site-c" in err  # per-stage progress lines
+    # the demo's Dagster instance has the runs, one per site
+    import dagster as dg
+
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "demo" / "dagster_home"))
+    assert len(instance.get_runs()) == 3
+    # rerun: idempotent, nothing new landed
+    code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--patients", "90")
+    assert code == 0 and "Unchanged since the last load" in out
