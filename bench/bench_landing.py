@@ -57,6 +57,7 @@ def run_native(data: Path, db: Path, threads: int) -> dict[str, float]:
         """,
         {"glob": str(data / "*" / "*.ndjson")},
     )
+    con.execute("CHECKPOINT")  # both paths are timed until their data is in the database file
     seconds = time.perf_counter() - started
     rows = con.execute("SELECT count(*) FROM versions").fetchall()[0][0]
     con.close()
@@ -81,6 +82,7 @@ def run_landing(data: Path, db: Path) -> dict[str, float]:
         accepted += total.accepted
         quarantined += total.quarantined
         versions += total.new_versions
+    con.execute("CHECKPOINT")
     seconds = time.perf_counter() - started
     reload_started = time.perf_counter()
     for site in sorted(p for p in data.iterdir() if p.is_dir()):
@@ -107,7 +109,7 @@ def run_validation(db: Path, sample: int) -> dict[str, float]:
     con = duckdb.connect(str(db), read_only=True)
     rows = con.execute(
         "SELECT resource_type, payload::VARCHAR FROM raw.fhir_resource_versions "
-        "USING SAMPLE reservoir($n ROWS) REPEATABLE (7)",
+        "ORDER BY hash(payload_sha256) LIMIT $n",
         {"n": sample},
     ).fetchall()
     con.close()

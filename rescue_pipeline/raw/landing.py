@@ -1,8 +1,10 @@
 """Landing: every line received becomes a stored version or a quarantine row, never neither.
 
-Per file, one transaction holds the new versions, the quarantine rows, the load counts and the
-file's ledger entry, so a load killed at any point leaves whole files landed and the rest for the
-next run; a file already in the ledger (same site, name and sha256) is not read again.
+One transaction per site load holds the new versions, the quarantine rows, the load counts and
+the files' ledger entries, so a load killed at any point leaves the raw layer as it was and the
+next run lands it again; a file already in the ledger (same site, name, sha256) is not re-read.
+(One commit per load rather than per file: each DuckDB commit of this size checkpoints, and
+per-file commits cost more than the whole insert.)
 Versions are deduplicated in SQL against what is stored (site, payload sha256), so reloading the
 same bytes adds nothing, and which version is current is decided by the raw.fhir_resources view.
 Large loads classify their chunks in worker processes while this process inserts (chunks.py).
@@ -10,6 +12,7 @@ Large loads classify their chunks in worker processes while this process inserts
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import hashlib
 import multiprocessing
@@ -22,33 +25,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 
 from rescue_pipeline.extract.ndjson import SourceFile
-from rescue_pipeline.raw.chunks import ClassifiedChunk, Span, classify_span, plan_spans, spill_dir
+from rescue_pipeline.raw.chunks import (
+    VERSION_SCHEMA,
+    ClassifiedChunk,
+    Span,
+    classify_span,
+    plan_spans,
+    spill_dir,
+)
 
 SPAN_BYTES = 8 * 2**20
 # Below this many bytes to read, worker processes cost more to start than they save.
 PARALLEL_MIN_BYTES = 32 * 2**20
 WORKERS_MAX = 4
 
+# One statement per load, fed by a stream of classified spans: DuckDB then writes whole row
+# groups as it goes (many small INSERTs would leave it all to a slow, single-threaded COMMIT).
 _INSERT_VERSIONS = """
 INSERT INTO raw.fhir_resource_versions
 SELECT $site, b.resource_type, b.resource_id, b.version_id, TRY_CAST(b.last_updated AS TIMESTAMPTZ),
-       b.payload::JSON, b.payload_sha256, $now, $load, b.arrival, $source, b.line_number
-FROM landing_batch b
+       b.payload::JSON, b.payload_sha256, $now, $load, b.arrival, b.source, b.line_number
+FROM landing_stream b
 WHERE NOT EXISTS (
     SELECT 1 FROM raw.fhir_resource_versions v
     WHERE v.site_id = $site AND v.payload_sha256 = b.payload_sha256
 )
 """
+_STREAM_SCHEMA = VERSION_SCHEMA.append(pa.field("source", pa.string()))
 _INSERT_QUARANTINE = """
 INSERT INTO raw.quarantine
-SELECT $site, q.resource_type, q.resource_id, $source, q.line_number, q.reason, q.element, q.detail,
-       q.raw_bytes, q.bytes_sha256, $load, $now
+SELECT $site, q.resource_type, q.resource_id, q.source, q.line_number, q.reason, q.element,
+       q.detail, q.raw_bytes, q.bytes_sha256, $load, $now
 FROM landing_quarantine q
 WHERE NOT EXISTS (
     SELECT 1 FROM raw.quarantine x
-    WHERE x.site_id = $site AND x.source = $source AND x.line_number = q.line_number
+    WHERE x.site_id = $site AND x.source = q.source AND x.line_number = q.line_number
       AND x.bytes_sha256 = q.bytes_sha256
 )
 """
@@ -108,6 +122,25 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes kept for the life of this process: starting them costs ~0.5 s each."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        context = multiprocessing.get_context("spawn")  # fork is unsafe beside DuckDB's threads
+        pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context)
+        if len(_POOLS) == 1:
+            atexit.register(_shutdown_pools)
+    return pool
+
+
+def _shutdown_pools() -> None:
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(cancel_futures=True)
+
+
 def _workers_for(files: list[tuple[SourceFile, str]]) -> int:
     size = sum(source.path.stat().st_size for source, _ in files)
     return min(os.cpu_count() or 1, WORKERS_MAX) if size >= PARALLEL_MIN_BYTES else 0
@@ -130,7 +163,6 @@ def land_files(
     size). `progress(n)` is told of every n further lines read.
     """
     started = time.perf_counter()
-    started_at = dt.datetime.now(dt.UTC)
     result = LoadResult(load_id, site_id)
     todo: list[tuple[SourceFile, str]] = []
     for source in files:
@@ -143,34 +175,134 @@ def land_files(
             result.files_unchanged += 1
         else:
             todo.append((source, sha))
+    if todo:
+        workers = _workers_for(todo) if workers is None else workers
+        pool = _pool(workers) if workers > 0 else None
+        con.execute("BEGIN")
+        try:
+            _land(con, site_id, todo, load_id, pool, result, progress)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            if pool is not None:  # a worker may have died: start afresh next time
+                _shutdown_pools()
+            raise
+    result.files_read = len(todo)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _land(
+    con: duckdb.DuckDBPyConnection,
+    site_id: str,
+    todo: list[tuple[SourceFile, str]],
+    load_id: str,
+    pool: ProcessPoolExecutor | None,
+    result: LoadResult,
+    progress: Callable[[int], None] | None,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
     arrival = int(
         con.execute("SELECT coalesce(max(arrival), 0) FROM raw.fhir_resource_versions").fetchall()[
             0
         ][0]
     )
     plans: list[list[Span]] = []
+    line_counts: list[int] = []
     for source, _ in todo:  # arrival = base + line number, so each file starts past the last
         spans, lines = plan_spans(str(source.path), source.resource_type, arrival, SPAN_BYTES)
         plans.append(spans)
+        line_counts.append(lines)
         arrival += lines
-    workers = _workers_for(todo) if workers is None else workers
-    pool = (
-        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        if workers > 0
-        else None
-    )
+    quarantined: list[pa.Table] = []
+    failure: list[BaseException] = []
+    # Versions seen earlier in this load (a window function in SQL would make the insert wait
+    # for the whole load; this keeps it streaming). 16 bytes of the digest per version.
+    seen: set[bytes] = set()
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        """Classified spans in order, tallied as they pass; DuckDB pulls them."""
+        try:
+            stream = _classified(plans, pool)
+            for (source, _), spans in zip(todo, plans, strict=True):
+                label = pa.scalar(source.label, pa.string())
+                for _ in spans:
+                    chunk = next(stream)
+                    _tally(result, chunk)
+                    if chunk.quarantine.num_rows:
+                        column = pa.repeat(label, chunk.quarantine.num_rows)
+                        quarantined.append(chunk.quarantine.append_column("source", column))
+                    versions = chunk.take_versions()
+                    if progress:
+                        progress(chunk.lines)
+                    versions = _first_arrivals(versions, seen)
+                    if versions.num_rows:
+                        column = pa.repeat(label, versions.num_rows)
+                        yield from versions.append_column("source", column).to_batches()
+        except BaseException as exc:  # DuckDB would only see a generic error
+            failure.append(exc)
+            raise
+
+    reader = pa.RecordBatchReader.from_batches(_STREAM_SCHEMA, batches())
+    params = {"site": site_id, "load": load_id, "now": now}
+    con.register("landing_stream", reader)  # replaced by the next load if this one fails
     try:
-        stream = _classified(plans, pool)
-        for (source, sha), spans in zip(todo, plans, strict=True):
-            _land_file(
-                con, site_id, source, sha, load_id, started_at, spans, stream, result, progress
-            )
-            result.files_read += 1
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    result.seconds = time.perf_counter() - started
-    return result
+        con.execute(_INSERT_VERSIONS, params)
+    except duckdb.Error:
+        if failure:
+            raise failure[0] from None
+        raise
+    con.unregister("landing_stream")
+    if quarantined:
+        con.register("landing_quarantine", pa.concat_tables(quarantined))
+        con.execute(_INSERT_QUARANTINE, params)
+        con.unregister("landing_quarantine")
+    new = con.execute(
+        "SELECT resource_type, count(*) FROM raw.fhir_resource_versions "
+        "WHERE load_id = ? GROUP BY ALL",
+        [load_id],
+    ).fetchall()
+    for rtype, n in new:
+        result.counts.setdefault(rtype, TypeCounts()).new_versions = int(n)
+    for rtype, c in result.counts.items():
+        con.execute(
+            _UPSERT_LOAD,
+            {
+                "load": load_id,
+                "site": site_id,
+                "now": dt.datetime.now(dt.UTC),
+                "type": rtype,
+                "received": c.received,
+                "accepted": c.accepted,
+                "quarantined": c.quarantined,
+                "new": c.new_versions,
+                "started": now,
+            },
+        )
+    for (source, sha), lines in zip(todo, line_counts, strict=True):
+        con.execute(
+            "INSERT INTO ops.landed_files VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [site_id, source.label, sha, source.path.stat().st_size, lines, load_id, now],
+        )
+
+
+def _first_arrivals(versions: pa.Table, seen: set[bytes]) -> pa.Table:
+    """Drop versions already sent earlier in this load (spans dedupe only within themselves)."""
+    keep = []
+    for sha in versions.column("payload_sha256").to_pylist():
+        key = bytes.fromhex(sha[:32])
+        keep.append(key not in seen)
+        seen.add(key)
+    return versions if all(keep) else versions.filter(pa.array(keep))
+
+
+def _tally(result: LoadResult, chunk: ClassifiedChunk) -> None:
+    for rtype, n in chunk.counts.received.items():
+        c = result.counts.setdefault(rtype, TypeCounts())
+        c.received += n
+        c.accepted += chunk.counts.accepted[rtype]
+        c.quarantined += chunk.counts.quarantined[rtype]
+    result.reasons.update(chunk.counts.reasons)
 
 
 def _classified(
@@ -178,8 +310,8 @@ def _classified(
 ) -> Iterator[ClassifiedChunk]:
     """Every span of every file, classified, in order: inline, or in the pool.
 
-    With a pool, spans of the next file are already being classified while this process
-    inserts and commits the current one; a few spans in flight keep memory bounded.
+    With a pool, the next spans are being classified while DuckDB inserts the current one; a
+    few spans in flight keep memory bounded.
     """
     spans = [span for plan in plans for span in plan]
     if pool is None:
@@ -188,7 +320,7 @@ def _classified(
         return
     spill = spill_dir()
     pending: deque[Future[ClassifiedChunk]] = deque()
-    limit = 2 * WORKERS_MAX + 1
+    limit = 4 * WORKERS_MAX + 1
     try:
         for span in spans:
             pending.append(pool.submit(classify_span, span, spill))
@@ -206,76 +338,3 @@ def _classified(
                 continue
             if chunk.versions_path:
                 Path(chunk.versions_path).unlink(missing_ok=True)
-
-
-def _land_file(
-    con: duckdb.DuckDBPyConnection,
-    site_id: str,
-    source: SourceFile,
-    sha: str,
-    load_id: str,
-    started_at: dt.datetime,
-    spans: list[Span],
-    stream: Iterator[ClassifiedChunk],
-    result: LoadResult,
-    progress: Callable[[int], None] | None,
-) -> None:
-    now = dt.datetime.now(dt.UTC)
-    params = {"site": site_id, "source": source.label, "load": load_id, "now": now}
-    counts: dict[str, TypeCounts] = {}
-    lines = 0
-    con.execute("BEGIN")
-    try:
-        for _ in spans:
-            chunk = next(stream)
-            lines += chunk.lines
-            versions = chunk.take_versions()
-            if versions.num_rows:
-                con.register("landing_batch", versions)
-                con.execute(_INSERT_VERSIONS, params)
-                con.unregister("landing_batch")
-            if chunk.quarantine.num_rows:
-                con.register("landing_quarantine", chunk.quarantine)
-                con.execute(_INSERT_QUARANTINE, params)
-                con.unregister("landing_quarantine")
-            for rtype, n in chunk.counts.received.items():
-                c = counts.setdefault(rtype, TypeCounts())
-                c.received += n
-                c.accepted += chunk.counts.accepted[rtype]
-                c.quarantined += chunk.counts.quarantined[rtype]
-            result.reasons.update(chunk.counts.reasons)
-            if progress:
-                progress(chunk.lines)
-        new = dict(
-            con.execute(
-                "SELECT resource_type, count(*) FROM raw.fhir_resource_versions "
-                "WHERE load_id = ? AND source = ? GROUP BY ALL",
-                [load_id, source.label],
-            ).fetchall()
-        )
-        for rtype, c in counts.items():
-            c.new_versions = int(new.get(rtype, 0))
-            con.execute(
-                _UPSERT_LOAD,
-                {
-                    "load": load_id,
-                    "site": site_id,
-                    "now": now,
-                    "type": rtype,
-                    "received": c.received,
-                    "accepted": c.accepted,
-                    "quarantined": c.quarantined,
-                    "new": c.new_versions,
-                    "started": started_at,
-                },
-            )
-        con.execute(
-            "INSERT INTO ops.landed_files VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [site_id, source.label, sha, source.path.stat().st_size, lines, load_id, now],
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    for rtype, c in counts.items():
-        result.counts.setdefault(rtype, TypeCounts()).add(c)

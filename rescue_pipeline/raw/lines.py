@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from rescue_pipeline.raw.fast_check import passes
-from rescue_pipeline.raw.structure import ID_RE, Problem, check_resource, r4_resource_types
+from rescue_pipeline.raw.structure import ID_RE, check_resource, r4_resource_types
 
 _CANONICAL = orjson.OPT_SORT_KEYS
 _R4_TYPES = r4_resource_types()
@@ -87,11 +87,12 @@ def classify(line: bytes, *, first_line: bool = False) -> Accepted | Rejected:
         what = "missing" if rid is None else "not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)"
         return Rejected("invalid_id", "id", f"{rtype}.id is {what}", rtype, None)
     if not passes(line, rtype):
-        # Slow path, only for lines that fail: name the element and the reason.
-        problem = check_resource(resource, rtype) or Problem(
-            "wrong_type", None, "an element the pipeline reads does not have the expected type"
-        )
-        return Rejected(problem.reason, problem.element, f"{rtype}.{problem.detail}", rtype, rid)
+        # The fast path is stricter than the rules (e.g. partial dates): the checker decides,
+        # and names the element and the reason.
+        problem = check_resource(resource, rtype)
+        if problem is not None:
+            detail = f"{rtype}.{problem.detail}"
+            return Rejected(problem.reason, problem.element, detail, rtype, rid)
     meta = resource.get("meta")
     version_id = last_updated = None
     if meta:

@@ -33,10 +33,13 @@ REASONS: dict[str, str] = {
 }
 
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
-# Month and day ranges are in the patterns; only days 29-31 need a calendar look-up.
+# FHIR's date/dateTime/instant syntax, read as RFC 3339 reads a full date-time: "T", "t" or a
+# space before the time, "Z" or "z", an offset with or without its colon, any fraction. Those
+# variants are unambiguous and every reader downstream takes them; full validation still flags
+# them. Month and day ranges are in the patterns; only days 29-31 need a calendar look-up.
 _Y, _M, _D = r"(?!0000)(\d{4})", r"(0[1-9]|1[0-2])", r"(0[1-9]|[12]\d|3[01])"
-_TIME = r"T(?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)(?:\.\d{1,9})?"
-_TZ = r"(?:Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)"
+_TIME = r"[Tt ](?:[01]\d|2[0-3]):[0-5]\d:(?:[0-5]\d|60)(?:\.\d+)?"
+_TZ = r"(?:[Zz]|[+-](?:[01]\d|2[0-3]):?[0-5]\d)"
 _DATE_RE = re.compile(rf"{_Y}(?:-{_M}(?:-{_D})?)?")
 _DATETIME_RE = re.compile(rf"{_Y}(?:-{_M}(?:-{_D}(?:{_TIME}{_TZ})?)?)?")
 _INSTANT_RE = re.compile(rf"{_Y}-{_M}-{_D}{_TIME}{_TZ}")

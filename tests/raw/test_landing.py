@@ -232,7 +232,7 @@ def test_crlf_line_ends_are_accepted(con, write_site) -> None:
     assert land(con, folder).total().accepted == 2
 
 
-def test_a_failed_file_rolls_back_whole(con, write_site, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_load_rolls_back_whole(con, write_site, monkeypatch: pytest.MonkeyPatch) -> None:
     import rescue_pipeline.raw.landing as landing
 
     monkeypatch.setattr(landing, "SPAN_BYTES", 10)
@@ -247,7 +247,7 @@ def test_a_failed_file_rolls_back_whole(con, write_site, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(landing, "classify_span", second_span_fails)
     with pytest.raises(RuntimeError):
-        land(con, folder)  # the first chunk was inserted, then the file failed
+        land(con, folder)  # the first span was inserted, then the load failed
     monkeypatch.undo()
     assert rows(con, "SELECT count(*) FROM raw.fhir_resource_versions")[0][0] == 0
     assert rows(con, "SELECT count(*) FROM ops.landed_files")[0][0] == 0
