@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -75,7 +76,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- run / demo
 def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | None) -> int:
-    from rescue_pipeline.dagster_defs.in_process import instance_for, run_sites
+    from rescue_pipeline.dagster_defs.in_process import instance_for, run_core, run_sites
     from rescue_pipeline.progress import Stage
     from rescue_pipeline.site_load import work_db
 
@@ -90,12 +91,42 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
         stage.note = "" if run.success else f"FAILED: {run.error}"
         stage.__exit__(None if run.success else RuntimeError, None, None)
 
+    from rescue_pipeline.core.pseudonym import pseudonym_key
+
+    pseudonym_key()  # fail before landing anything, not after
     result = run_sites(config, site_ids, instance=instance, on_site=on_site, on_done=on_done)
+    with Stage("building core tables") as stage:
+        core = run_core(config, instance=instance)
+        if not core.success:
+            stage.note = f"FAILED: {core.error}"
     with work_db(config, read_only=True) as con:
         _print_raw_summary(con, config, site_ids)
+        if core.success:
+            _print_core_summary(con)
     for failed in result.failed:
         print(f"error: {failed.error}", file=sys.stderr)
-    return EXIT_FAILED if result.failed else EXIT_OK
+    if not core.success:
+        print(f"error: core build: {core.error}", file=sys.stderr)
+    return EXIT_FAILED if result.failed or not core.success else EXIT_OK
+
+
+def _print_core_summary(con: Any) -> None:
+    rows = con.execute(
+        'SELECT "rows", seconds FROM core.build_runs ORDER BY built_at DESC LIMIT 1'
+    ).fetchall()
+    if not rows:
+        return
+    import json
+
+    counts = json.loads(rows[0][0])
+    _say()
+    _say(f"Core tables (built in {rows[0][1]:.1f}s):")
+    _say(_format_table([("table", "rows"), *((f"core.{k}", v) for k, v in counts.items())]))
+    subjects = con.execute(
+        "SELECT count(*), count(arm), count(*) FILTER (WHERE NOT consent_data_transfer) "
+        "FROM core.subjects"
+    ).fetchall()[0]
+    _say(f"Subjects: {subjects[0]} ({subjects[1]} randomised)")
 
 
 def _print_raw_summary(con: Any, config: Config, site_ids: list[str]) -> None:
@@ -153,6 +184,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     cmd_synth(synth_args)
     config = load_config(out / "sites.yaml")
+    from rescue_pipeline.core.pseudonym import DEMO_KEY, KEY_ENV
+
+    if not os.environ.get(KEY_ENV):
+        os.environ[KEY_ENV] = DEMO_KEY  # the demo's documented key; real runs must set their own
+        _say(f"(demo: {KEY_ENV} set to the documented demo key)")
     code = _run_pipeline(config, [s.id for s in config.sites], dagster_home=out / "dagster_home")
     _say()
     _say(f"Working database (raw, ops): {config.work_db}")
@@ -164,6 +200,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     _say(f"Done in {time.perf_counter() - started:.1f}s.")
     return code
+
+
+# ---------------------------------------------------------------- dictionary
+def cmd_dictionary(args: argparse.Namespace) -> int:
+    from rescue_pipeline.warehouse import dictionary
+
+    for path in dictionary.write(Path(args.out)):
+        _say(f"wrote {path}")
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- query
@@ -265,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="re-read everything (ignore watermarks)")
     p.set_defaults(func=cmd_run)
 
+    p = add("dictionary", "write the data dictionary (Markdown and HTML)", config=False)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_dictionary)
+
     p = add("query", "read-only SQL on the published warehouse (or --work)")
     p.add_argument("sql")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
@@ -295,8 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _classify(exc: Exception) -> tuple[int, str]:
+    from rescue_pipeline.core.pseudonym import PseudonymKeyMissing
     from rescue_pipeline.site_load import SiteLoadError, WarehouseBusy
 
+    if isinstance(exc, PseudonymKeyMissing):
+        return EXIT_USAGE, str(exc)
     if isinstance(exc, CommandError):
         return exc.code, str(exc)
     if isinstance(exc, ConfigError):

@@ -1,6 +1,7 @@
-"""Load one site: its configured source → the raw layer of the working database.
+"""The pipeline's steps as the CLI and the Dagster assets both call them: load one site (its
+source → the raw layer of the working database), validate, rebuild the core layer.
 
-The seam the CLI and the Dagster assets both call, so a load behaves the same from either.
+A step behaves the same from either caller.
 It records each load in ops.runs (running → succeeded / failed with the reason) and turns
 DuckDB's file lock into a clear "another load holds the warehouse" error.
 """
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 import duckdb
 
 from rescue_pipeline.config import Config, NdjsonSource, SiteConfig
+from rescue_pipeline.core.build import CoreBuildResult, build_core
+from rescue_pipeline.core.pseudonym import pseudonym_key
 from rescue_pipeline.extract.ndjson import SourceError, discover
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
@@ -123,3 +126,12 @@ def validate_site(
     """Full FHIR validation of the versions not validated yet (off the landing's path)."""
     with work_db(config) as con:
         return validate_pending(con, site_id=site_id, progress=progress)
+
+
+def build_core_layer(
+    config: Config, *, progress: Callable[[str], None] | None = None
+) -> CoreBuildResult:
+    """Rebuild the core tables from the raw layer (all sites)."""
+    key = pseudonym_key()
+    with work_db(config) as con:
+        return build_core(con, config, key=key, progress=progress)

@@ -11,6 +11,11 @@ import yaml
 from rescue_pipeline.cli import main
 
 
+@pytest.fixture(autouse=True)
+def pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESCUE_PSEUDONYM_KEY", "cli-test-key-0123456789")
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out, err = capsys.readouterr()
@@ -173,7 +178,49 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(tmp_path / "demo" / "dagster_home"))
-    assert len(instance.get_runs()) == 3
+    assert len(instance.get_runs()) == 4  # one per site, then the core build
     # rerun: idempotent, nothing new landed
     code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--patients", "90")
     assert code == 0 and "Unchanged since the last load" in out
+
+
+def test_run_needs_the_pseudonym_key_and_lands_nothing_without_it(
+    synthesised: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RESCUE_PSEUDONYM_KEY")
+    code, _, err = run(capsys, "run", "--config", str(synthesised / "sites.yaml"))
+    assert code == 2 and "RESCUE_PSEUDONYM_KEY is not set" in err
+    assert not (synthesised / "warehouse" / "rescue.work.duckdb").exists()
+
+
+def test_run_builds_core_and_prints_its_counts(
+    synthesised: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "run", "--config", str(synthesised / "sites.yaml"))
+    assert code == 0, err
+    assert "Core tables (built in" in out and "core.subjects" in out and "core.regimens" in out
+    code, out, _ = run(
+        capsys,
+        "query",
+        "--work",
+        "--config",
+        str(synthesised / "sites.yaml"),
+        "--format",
+        "json",
+        "SELECT count(*) AS n FROM core.subjects",
+    )
+    assert json.loads(out)[0]["n"] > 40
+
+
+def test_dictionary_is_written_from_the_table_comments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, _ = run(capsys, "dictionary", "--out", str(tmp_path / "dd"))
+    assert code == 0
+    md = (tmp_path / "dd" / "data-dictionary.md").read_text()
+    page = (tmp_path / "dd" / "data-dictionary.html").read_text()
+    assert "## core.ca125_measurements" in md and "| value_u_per_ml | DOUBLE" in md
+    assert "Value in U/mL (UCUM conversion)" in md
+    assert (
+        "<h2 id='core.subjects'>core.subjects</h2>" in page and "raw.fhir_resource_versions" in page
+    )

@@ -7,12 +7,15 @@ RESCUE_CONFIG when the code location loads, never at import.
 """
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+from sqlalchemy import Table
 
 from rescue_pipeline.config import CONFIG_ENV, Config, ConfigError, load_config
-from rescue_pipeline.site_load import load_site, validate_site, work_db
+from rescue_pipeline.site_load import build_core_layer, load_site, validate_site, work_db
+from rescue_pipeline.warehouse.core_tables import CORE_TABLES
 
 RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
 RAW_VALIDATION = dg.AssetKey(["raw", "version_validation"])
@@ -111,7 +114,41 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
             }
         )
 
-    return [raw_fhir_resources, raw_version_validation]
+    core_specs = [
+        dg.AssetSpec(
+            key=dg.AssetKey(["core", table.name]),
+            group_name="core",
+            deps=[RAW_RESOURCES],
+            kinds={"duckdb"},
+            description=table.comment,
+            metadata={"dagster/column_schema": _column_schema(table)},
+        )
+        for table in CORE_TABLES
+        if table.name != "build_runs"
+    ]
+
+    @dg.multi_asset(specs=core_specs, name="core_tables")
+    def core_tables(
+        context: dg.AssetExecutionContext, rescue: RescueConfig
+    ) -> Iterator[dg.MaterializeResult]:
+        result = build_core_layer(rescue.load())
+        for spec in core_specs:
+            name = spec.key.path[-1]
+            yield dg.MaterializeResult(
+                asset_key=spec.key,
+                metadata={
+                    "dagster/row_count": result.rows.get(name, 0),
+                    "build_seconds": result.seconds,
+                },
+            )
+
+    return [raw_fhir_resources, raw_version_validation, core_tables]
+
+
+def _column_schema(table: Table) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(c.name, str(c.type), description=c.comment) for c in table.columns]
+    )
 
 
 def build_definitions(config: Config) -> dg.Definitions:

@@ -17,7 +17,7 @@ from sqlalchemy.schema import CreateTable
 from rescue_pipeline.warehouse import tables
 
 
-def _dialect() -> Dialect:
+def dialect() -> Dialect:
     from duckdb_engine import Dialect as DuckDBDialect
 
     return DuckDBDialect()
@@ -29,10 +29,10 @@ def _literal(text: str) -> str:
 
 
 def ddl(tables_: Iterable[Table]) -> list[str]:
-    dialect = _dialect()
+    dialect_ = dialect()
     out: list[str] = []
     for table in tables_:
-        create = str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)).strip()
+        create = str(CreateTable(table, if_not_exists=True).compile(dialect=dialect_)).strip()
         out.append(create)
         if table.comment:
             out.append(f"COMMENT ON TABLE {table.fullname} IS {_literal(table.comment)}")

@@ -1,0 +1,263 @@
+"""Build the core layer in the working database: flat views, then set-based SQL, then the two
+rules that need Python (lines of therapy, recurrence numbering), each a pure function.
+
+Order: terminology → flat.* (ViewDefinitions compiled to DuckDB SQL) → usubjids → sql/00..05 →
+regimens → recurrences → sql/06..07. Every core table is dropped and rebuilt from the raw layer
+on each build (a replay: the same raw layer gives the same core).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import cache, partial
+from importlib import resources
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from rescue_pipeline.config import Config
+from rescue_pipeline.core import pseudonym, terminology
+from rescue_pipeline.rules.recurrence import DiseaseEvent, find_recurrences
+from rescue_pipeline.rules.regimens import Administration, group_lines
+from rescue_pipeline.viewdef import compile_view
+from rescue_pipeline.warehouse.core_tables import CORE_TABLES
+from rescue_pipeline.warehouse.database import ddl
+
+STUDY_NCT = "NCT07295132"
+
+
+@dataclass
+class CoreBuildResult:
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@cache
+def view_definitions() -> dict[str, dict[str, Any]]:
+    folder = resources.files("rescue_pipeline.core").joinpath("views")
+    views = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".json"):
+            view = json.loads(entry.read_text("utf-8"))
+            views[view["name"]] = view
+    return views
+
+
+def _sql(name: str) -> str:
+    return resources.files("rescue_pipeline.core").joinpath("sql", name).read_text("utf-8")
+
+
+def build_core(
+    con: duckdb.DuckDBPyConnection,
+    config: Config,
+    *,
+    key: bytes,
+    today: dt.date | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CoreBuildResult:
+    started = time.perf_counter()
+    result = CoreBuildResult()
+
+    def stage(name: str, work: Callable[[], object]) -> None:
+        if progress:
+            progress(name)
+        t = time.perf_counter()
+        work()
+        result.stage_seconds[name] = round(time.perf_counter() - t, 3)
+
+    con.execute("BEGIN")
+    try:
+        for schema in ("flat", "core", "core_stage"):
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        stage("terminology", lambda: terminology.load(con, config.sites))
+        stage("flat views", lambda: _flatten(con))
+        stage("tables", lambda: _recreate_tables(con))
+        low, high = terminology.epithelial_range()
+        con.execute(f"SET VARIABLE epithelial_low = {int(low)}")
+        con.execute(f"SET VARIABLE epithelial_high = {int(high)}")
+        con.execute("SET VARIABLE study_nct = ?", [STUDY_NCT])
+        stage("subject ids", lambda: _usubjids(con, key))
+        for name in (
+            "00_stage",
+            "01_subjects",
+            "02_diagnoses",
+            "03_ca125",
+            "04_drug_administrations",
+            "05_observations",
+        ):
+            stage(name, partial(con.execute, _sql(f"{name}.sql")))
+        stage("regimens", lambda: _regimens(con, config.analysis.regimen_gap_days))
+        cutoff = config.analysis.data_cutoff or today or dt.date.today()
+        stage("recurrences", lambda: _recurrences(con, config.analysis.ca125_uln_u_per_ml, cutoff))
+        for name in ("06_progression", "07_accounting"):
+            stage(name, partial(con.execute, _sql(f"{name}.sql")))
+        for table in CORE_TABLES:
+            if table.name != "build_runs":
+                n = con.execute(f"SELECT count(*) FROM core.{table.name}").fetchall()[0][0]
+                result.rows[table.name] = int(n)
+        result.seconds = round(time.perf_counter() - started, 3)
+        con.execute(
+            "INSERT INTO core.build_runs VALUES (?, ?, ?, ?)",
+            [
+                dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                json.dumps(asdict(config.analysis), default=str),
+                json.dumps(result.rows),
+                result.seconds,
+            ],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _flatten(con: duckdb.DuckDBPyConnection) -> None:
+    for name, view in view_definitions().items():
+        con.execute(f"CREATE OR REPLACE TABLE flat.{name} AS {compile_view(view)}")
+
+
+def _recreate_tables(con: duckdb.DuckDBPyConnection) -> None:
+    history = []
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() "
+        "WHERE schema_name = 'core' AND table_name = 'build_runs'"
+    ).fetchall()[0][0]
+    if exists:
+        history = con.execute("SELECT * FROM core.build_runs").fetchall()
+    for table in CORE_TABLES:
+        con.execute(f"DROP TABLE IF EXISTS {table.fullname}")
+    for statement in ddl(CORE_TABLES):
+        con.execute(statement)
+    if history:
+        con.executemany("INSERT INTO core.build_runs VALUES (?, ?, ?, ?)", history)
+
+
+def _usubjids(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
+    rows = con.execute(
+        "SELECT site_id, id, patient_id, subject_identifier FROM flat.research_subject"
+    ).fetchall()
+    table = pa.table(
+        {
+            "site_id": [r[0] for r in rows],
+            "research_subject_id": [r[1] for r in rows],
+            "usubjid": [pseudonym.usubjid(key, r[0], r[2] or r[1], r[3]) for r in rows],
+        }
+    )
+    con.register("usubjid_source", table)
+    con.execute("CREATE OR REPLACE TABLE core_stage.usubjids AS FROM usubjid_source")
+    con.unregister("usubjid_source")
+
+
+def _regimens(con: duckdb.DuckDBPyConnection, gap_days: int) -> None:
+    rows = con.execute(
+        "SELECT usubjid, site_id, started_on, ended_on, drug, drug_class, platinum, "
+        "maintenance_capable, source_type, source_id FROM core.drug_administrations "
+        "ORDER BY usubjid, started_on"
+    ).fetchall()
+    by_subject: dict[tuple[str, str], list[Administration]] = defaultdict(list)
+    for usubjid, site, start, end, drug, cls, plat, maint, stype, sid in rows:
+        by_subject[(usubjid, site)].append(
+            Administration(start, drug, cls, bool(plat), bool(maint), stype, sid, end)
+        )
+    out: dict[str, list[Any]] = defaultdict(list)
+    for (usubjid, site), administrations in by_subject.items():
+        for regimen in group_lines(administrations, gap_days=gap_days):
+            first = min(regimen.administrations, key=lambda a: (a.day, a.source_id))
+            values = {
+                "usubjid": usubjid,
+                "line": regimen.line,
+                "maintenance": regimen.maintenance,
+                "drugs": ", ".join(regimen.drugs),
+                "platinum": regimen.platinum,
+                "started_on": regimen.start,
+                "ended_on": regimen.end,
+                "cycles": regimen.cycles,
+                "administrations": len(regimen.administrations),
+                "site_id": site,
+                "source_type": first.source_type,
+                "source_id": first.source_id,
+            }
+            for k, v in values.items():
+                out[k].append(v)
+    _insert(con, "core.regimens", out)
+
+
+def _recurrences(con: duckdb.DuckDBPyConnection, uln: float, cutoff: dt.date) -> None:
+    first_line = dict(
+        con.execute(
+            "SELECT usubjid, max(ended_on) FROM core.regimens "
+            "WHERE line = 1 AND NOT maintenance GROUP BY usubjid"
+        ).fetchall()
+    )
+    until = {
+        u: (rand or consent or cutoff)
+        for u, rand, consent in con.execute(
+            "SELECT usubjid, randomised_on, consented_on FROM core.subjects"
+        ).fetchall()
+    }
+    events = con.execute(
+        """
+        SELECT usubjid, site_id, assessed_on,
+               CASE status WHEN 'ned' THEN 'disease_free' ELSE 'worsening' END,
+               source_type, source_id
+        FROM core.disease_statuses WHERE status IN ('ned', 'worsened') AND assessed_on IS NOT NULL
+        UNION ALL
+        SELECT usubjid, site_id, assessed_on,
+               CASE response WHEN 'CR' THEN 'disease_free' ELSE 'worsening' END,
+               source_type, source_id
+        FROM core.tumour_assessments WHERE basis = 'recist' AND response IN ('CR', 'PD')
+        UNION ALL
+        SELECT usubjid, site_id, measured_on, 'disease_free', source_type, source_id
+        FROM core.ca125_measurements WHERE below_lod OR value_u_per_ml < $uln
+        UNION ALL
+        SELECT s.usubjid, c.site_id, TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE),
+               'worsening', 'Condition', c.id
+        FROM flat.condition c
+        JOIN core_stage.resource_concept rc
+          ON rc.site_id = c.site_id AND rc.resource_type = 'Condition' AND rc.id = c.id
+        JOIN core_stage.subject_of_patient s
+          ON s.site_id = c.site_id AND s.patient_id = c.patient_id
+        WHERE rc.concept = 'secondary_malignancy'
+          AND c.verification IS DISTINCT FROM 'entered-in-error'
+          AND coalesce(c.onset, c.recorded) IS NOT NULL
+        """,
+        {"uln": uln},
+    ).fetchall()
+    by_subject: dict[str, list[DiseaseEvent]] = defaultdict(list)
+    sites: dict[str, str] = {}
+    for usubjid, site, day, kind, stype, sid in events:
+        if day is not None:
+            by_subject[usubjid].append(DiseaseEvent(day, kind, stype, sid))
+            sites[usubjid] = site
+    out: dict[str, list[Any]] = defaultdict(list)
+    for usubjid, subject_events in by_subject.items():
+        end = first_line.get(usubjid)
+        if end is None or usubjid not in until:
+            continue  # no first line of treatment recorded: nothing can be a recurrence
+        for rec in find_recurrences(subject_events, first_line_end=end, until=until[usubjid]):
+            for k, v in (
+                ("usubjid", usubjid),
+                ("number", rec.number),
+                ("recurred_on", rec.day),
+                ("site_id", sites[usubjid]),
+                ("source_type", rec.source_type),
+                ("source_id", rec.source_id),
+            ):
+                out[k].append(v)
+    _insert(con, "core.recurrences", out)
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, list[Any]]) -> None:
+    if not columns:
+        return
+    con.register("core_insert_source", pa.table(columns))
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM core_insert_source")
+    con.unregister("core_insert_source")

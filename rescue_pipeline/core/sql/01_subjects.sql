@@ -1,0 +1,48 @@
+-- core.subjects: one row per ResearchSubject of the trial (usubjid computed in Python first,
+-- into core_stage.usubjids: identifier rule or keyed HMAC, see core/pseudonym.py).
+INSERT INTO core.subjects BY NAME
+WITH rs AS (
+    SELECT r.*, u.usubjid
+    FROM flat.research_subject r
+    JOIN core_stage.usubjids u ON u.site_id = r.site_id AND u.research_subject_id = r.id
+    WHERE r.status IS DISTINCT FROM 'entered-in-error'
+      AND (r.study IS NULL OR r.study = getvariable('study_nct'))
+),
+consent AS (  -- the consent the subject points to, else the patient's latest research consent
+    SELECT rs.site_id, rs.id AS rs_id, c.date_time, c.status, c.provision_type, c.disclose,
+           row_number() OVER (PARTITION BY rs.site_id, rs.id
+                              ORDER BY (c.id = rs.consent_id) DESC, c.date_time DESC) AS pick
+    FROM rs JOIN flat.consent c
+      ON c.site_id = rs.site_id AND (c.id = rs.consent_id OR c.patient_id = rs.patient_id)
+    WHERE c.status IS DISTINCT FROM 'entered-in-error'
+),
+base AS (
+    SELECT rs.usubjid, rs.site_id, rs.id AS source_id, rs.patient_id, rs.status,
+           upper(substr(trim(rs.assigned_arm), 1, 1)) AS arm_letter,
+           TRY_CAST(substr(rs.period_start, 1, 10) AS DATE) AS period_start,
+           p.gender, p.birth_date, TRY_CAST(substr(p.birth_date, 1, 10) AS DATE) AS birth_day,
+           TRY_CAST(substr(p.deceased_on, 1, 10) AS DATE) AS died_on,
+           TRY_CAST(substr(c.date_time, 1, 10) AS DATE) AS consented_on,
+           c.status AS consent_status, c.provision_type, c.disclose
+    FROM rs
+    LEFT JOIN flat.patient p ON p.site_id = rs.site_id AND p.id = rs.patient_id
+    LEFT JOIN consent c ON c.site_id = rs.site_id AND c.rs_id = rs.id AND c.pick = 1
+)
+SELECT usubjid, site_id, gender AS sex,
+       TRY_CAST(substr(birth_date, 1, 4) AS INTEGER) AS birth_year,
+       CASE WHEN birth_day IS NOT NULL AND consented_on IS NOT NULL THEN
+           year(consented_on) - year(birth_day)
+           - CASE WHEN strftime(consented_on, '%m-%d') < strftime(birth_day, '%m-%d') THEN 1 ELSE 0 END
+       END AS age_at_consent,
+       CASE WHEN arm_letter IN ('A', 'B') THEN arm_letter END AS arm,
+       CASE WHEN arm_letter IN ('A', 'B') THEN period_start END AS randomised_on,
+       consented_on,
+       CASE WHEN consent_status IS NULL THEN NULL
+            ELSE consent_status = 'active' AND provision_type = 'permit' AND coalesce(disclose, false)
+       END AS consent_data_transfer,
+       died_on, status AS subject_status, patient_id,
+       'ResearchSubject' AS source_type, source_id
+FROM base;
+
+CREATE OR REPLACE TABLE core_stage.subject_of_patient AS
+SELECT site_id, patient_id, min(usubjid) AS usubjid FROM core.subjects GROUP BY ALL;

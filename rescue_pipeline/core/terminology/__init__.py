@@ -1,0 +1,110 @@
+"""Value sets, drug attributes, unit conversions (value_sets.yaml) and the sites' concept maps,
+loaded into the `terminology` schema of the working database for the core SQL to join on.
+
+Data, not code: a reviewer checks every code in one file. A site-local code is resolved through
+the site's concept_map in sites.yaml to a standard code, then through the value sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import yaml
+
+from rescue_pipeline.config import SiteConfig
+
+
+@cache
+def value_sets() -> dict[str, Any]:
+    text = resources.files("rescue_pipeline.core.terminology").joinpath("value_sets.yaml")
+    data: dict[str, Any] = yaml.safe_load(text.read_text("utf-8"))
+    return data
+
+
+def _codes(
+    section: dict[str, list[list[str]]], systems: dict[str, str]
+) -> list[tuple[str, str, str]]:
+    return [
+        (name, systems[alias], str(code))
+        for name, codes in section.items()
+        for alias, code in codes
+    ]
+
+
+def load(con: duckdb.DuckDBPyConnection, sites: Iterable[SiteConfig]) -> None:
+    """(Re)create the terminology tables; called at the start of every core build."""
+    vs = value_sets()
+    systems: dict[str, str] = vs["systems"]
+    concepts = _codes(vs["concepts"], systems)
+    answers = _codes(vs["answers"], systems)
+    tables: dict[str, pa.Table] = {
+        "concept_codes": pa.table(
+            {
+                "concept": [c for c, _, _ in concepts],
+                "system": [s for _, s, _ in concepts],
+                "code": [k for _, _, k in concepts],
+            }
+        ),
+        "answer_codes": pa.table(
+            {
+                "answer": [a for a, _, _ in answers],
+                "system": [s for _, s, _ in answers],
+                "code": [k for _, _, k in answers],
+            }
+        ),
+        "status_as_response": pa.table(
+            {
+                "status": list(vs["status_as_response"]),
+                "response": list(vs["status_as_response"].values()),
+            }
+        ),
+        "figo_stage": pa.table(
+            {"code": list(vs["figo_stage"]), "stage": list(vs["figo_stage"].values())}
+        ),
+        "drugs": pa.table(
+            {
+                "rxnorm": [str(k) for k in vs["drugs"]],
+                "name": [d["name"] for d in vs["drugs"].values()],
+                "drug_class": [d["class"] for d in vs["drugs"].values()],
+                "platinum": [bool(d["platinum"]) for d in vs["drugs"].values()],
+                "maintenance_capable": [bool(d["maintenance"]) for d in vs["drugs"].values()],
+                "system": [systems["rxnorm"]] * len(vs["drugs"]),
+            }
+        ),
+        "ca125_units": pa.table(
+            {
+                "unit": list(vs["ca125_units"]),
+                "factor": [float(f) for f in vs["ca125_units"].values()],
+            }
+        ),
+        "site_concept_map": pa.table(
+            {
+                "site_id": [s.id for s in sites for _ in s.concept_map],
+                "system": [m.system for s in sites for m in s.concept_map],
+                "code": [m.code for s in sites for m in s.concept_map],
+                "target_system": [m.target_system for s in sites for m in s.concept_map],
+                "target_code": [m.target_code for s in sites for m in s.concept_map],
+            },
+            schema=pa.schema(
+                [
+                    (n, pa.string())
+                    for n in ("site_id", "system", "code", "target_system", "target_code")
+                ]
+            ),
+        ),
+    }
+    con.execute("CREATE SCHEMA IF NOT EXISTS terminology")
+    for name, table in tables.items():
+        con.register("terminology_source", table)
+        con.execute(f"CREATE OR REPLACE TABLE terminology.{name} AS FROM terminology_source")
+        con.unregister("terminology_source")
+
+
+def epithelial_range() -> tuple[int, int]:
+    low, high = value_sets()["epithelial_morphology"]
+    return int(low), int(high)

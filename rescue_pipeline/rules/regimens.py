@@ -1,0 +1,125 @@
+"""Lines of therapy from drug administrations.
+
+The rule follows the common real-world-data line-of-therapy conventions (e.g. Flatiron Health's
+oncology LoT rules; Hess et al., "Identifying lines of therapy in oncology", JCO CCI 2021),
+narrowed to this trial's drugs:
+
+1. A line starts with the first administration. Drugs first given within `window_days` (28) of
+   the line's start make up its regimen (a doublet started a few days apart is one regimen).
+2. After that window, a new drug of the same class as one in the regimen (carboplatin <-> cisplatin,
+   paclitaxel <-> docetaxel) is a switch within the line, not a new line.
+3. Maintenance drugs (PARP inhibitors, bevacizumab) never start a line by themselves.
+4. A non-maintenance drug starts a new line when it is new to the regimen after the window, or
+   when more than `gap_days` (configurable, default 90) have passed since the line's last
+   non-maintenance administration (a re-challenge after maintenance or after a break). Any drug
+   more than `gap_days` after the line's last administration (or oral course end) starts one too.
+5. Maintenance drugs given after the line's last non-maintenance administration form the line's
+   maintenance phase: a second regimen row of the same line, flagged maintenance. A line of
+   maintenance drugs only (bevacizumab or a PARP inhibitor alone) is flagged maintenance too.
+
+Cycles: an administration of the regimen's anchor drugs (platinum when the regimen has one)
+starts a new cycle when it is at least 14 days after the previous cycle's start, so day-8 and
+day-15 doses belong to their cycle (the counting rule of issue 5 / GCIG cycle reporting).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+CYCLE_MIN_DAYS = 14
+
+
+@dataclass(frozen=True)
+class Administration:
+    day: date
+    drug: str  # ingredient name, e.g. "carboplatin"
+    drug_class: str  # e.g. "platinum", "taxane", "parp_inhibitor", "anti_vegf"
+    platinum: bool
+    maintenance_capable: bool  # PARP inhibitors, bevacizumab
+    source_type: str
+    source_id: str
+    end: date | None = None  # oral courses sent as a period
+
+
+@dataclass
+class Regimen:
+    line: int
+    maintenance: bool
+    administrations: list[Administration] = field(default_factory=list)
+
+    @property
+    def drugs(self) -> list[str]:
+        return sorted({a.drug for a in self.administrations})
+
+    @property
+    def start(self) -> date:
+        return min(a.day for a in self.administrations)
+
+    @property
+    def end(self) -> date:
+        return max(a.end or a.day for a in self.administrations)
+
+    @property
+    def platinum(self) -> bool:
+        return any(a.platinum for a in self.administrations)
+
+    @property
+    def cycles(self) -> int:
+        anchors = [a for a in self.administrations if a.platinum] or self.administrations
+        return count_cycles(a.day for a in anchors)
+
+
+def count_cycles(days: Iterable[date]) -> int:
+    """Cycle starts: a dose at least 14 days after the previous cycle's start begins a cycle."""
+    count, start = 0, None
+    for day in sorted(days):
+        if start is None or (day - start).days >= CYCLE_MIN_DAYS:
+            count, start = count + 1, day
+    return count
+
+
+def group_lines(
+    administrations: Sequence[Administration], *, gap_days: int = 90, window_days: int = 28
+) -> list[Regimen]:
+    """Regimen rows in time order for one subject's administrations (given in any order)."""
+    lines: list[list[Administration]] = []
+    for adm in sorted(administrations, key=lambda a: (a.day, a.drug, a.source_id)):
+        line = lines[-1] if lines else None
+        if line is None or _starts_new_line(adm, line, gap_days, window_days):
+            lines.append([adm])
+        else:
+            line.append(adm)
+    out: list[Regimen] = []
+    for number, line in enumerate(lines, start=1):
+        chemo = [a.day for a in line if not a.maintenance_capable]
+        if not chemo:
+            out.append(Regimen(number, True, line))
+            continue
+        last = max(chemo)
+        treatment = [a for a in line if not (a.maintenance_capable and a.day > last)]
+        maintenance = [a for a in line if a.maintenance_capable and a.day > last]
+        out.append(Regimen(number, False, treatment))
+        if maintenance:
+            out.append(Regimen(number, True, maintenance))
+    return out
+
+
+def _starts_new_line(
+    adm: Administration, line: list[Administration], gap_days: int, window_days: int
+) -> bool:
+    last_any = max(a.end or a.day for a in line)
+    if (adm.day - last_any).days > gap_days:
+        return True
+    if adm.maintenance_capable:
+        return False
+    chemo = [a for a in line if not a.maintenance_capable]
+    if chemo and (adm.day - max(a.day for a in chemo)).days > gap_days:
+        return True
+    start = min(a.day for a in line)
+    if (adm.day - start).days < window_days:
+        return False
+    regimen = {a.drug for a in line if (a.day - start).days < window_days}
+    classes = {a.drug_class for a in line if not a.maintenance_capable}
+    return adm.drug not in regimen and adm.drug_class not in classes
