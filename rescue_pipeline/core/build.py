@@ -120,8 +120,22 @@ def build_core(
 
 
 def _flatten(con: duckdb.DuckDBPyConnection) -> None:
+    """Each resource type's current versions are selected once (the raw.fhir_resources view
+    ranks versions with a window function), then every view of that type reads them."""
+    by_type: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for name, view in view_definitions().items():
-        con.execute(f"CREATE OR REPLACE TABLE flat.{name} AS {compile_view(view)}")
+        by_type[view["resource"]].append((name, view))
+    for resource_type, views in by_type.items():
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE flat_source AS "
+            "SELECT site_id, resource_type, resource_id, payload FROM raw.fhir_resources "
+            "WHERE resource_type = ?",
+            [resource_type],
+        )
+        for name, view in views:
+            sql = compile_view(view, source="flat_source")
+            con.execute(f"CREATE OR REPLACE TABLE flat.{name} AS {sql}")
+    con.execute("DROP TABLE IF EXISTS flat_source")
 
 
 def _recreate_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -157,16 +171,26 @@ def _usubjids(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
 
 
 def _regimens(con: duckdb.DuckDBPyConnection, gap_days: int) -> None:
-    rows = con.execute(
-        "SELECT usubjid, site_id, started_on, ended_on, drug, drug_class, platinum, "
-        "maintenance_capable, source_type, source_id FROM core.drug_administrations "
-        "ORDER BY usubjid, started_on"
-    ).fetchall()
-    by_subject: dict[tuple[str, str], list[Administration]] = defaultdict(list)
-    for usubjid, site, start, end, drug, cls, plat, maint, stype, sid in rows:
-        by_subject[(usubjid, site)].append(
-            Administration(start, drug, cls, bool(plat), bool(maint), stype, sid, end)
+    columns = (
+        con.sql(
+            "SELECT usubjid, site_id, started_on, drug, drug_class, platinum, "
+            "maintenance_capable, source_type, source_id, ended_on FROM core.drug_administrations"
         )
+        .to_arrow_table()
+        .to_pydict()
+    )
+    by_subject: dict[tuple[str, str], list[Administration]] = defaultdict(list)
+    names = ("started_on", "drug", "drug_class", "platinum", "maintenance_capable")
+    for usubjid, site, *fields in zip(
+        columns["usubjid"],
+        columns["site_id"],
+        *(columns[n] for n in names),
+        columns["source_type"],
+        columns["source_id"],
+        columns["ended_on"],
+        strict=True,
+    ):
+        by_subject[(usubjid, site)].append(Administration(*fields))
     out: dict[str, list[Any]] = defaultdict(list)
     for (usubjid, site), administrations in by_subject.items():
         for regimen in group_lines(administrations, gap_days=gap_days):

@@ -27,12 +27,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import NamedTuple
 
 CYCLE_MIN_DAYS = 14
 
 
-@dataclass(frozen=True)
-class Administration:
+class Administration(NamedTuple):
+    """One dose, or an oral course (a tuple: hundreds of thousands are made per build)."""
+
     day: date
     drug: str  # ingredient name, e.g. "carboplatin"
     drug_class: str  # e.g. "platinum", "taxane", "parp_inhibitor", "anti_vegf"
@@ -80,46 +82,58 @@ def count_cycles(days: Iterable[date]) -> int:
     return count
 
 
+@dataclass
+class _Line:
+    """A line being built, with the running facts the rules look at (no rescans)."""
+
+    start: date
+    administrations: list[Administration] = field(default_factory=list)
+    last_any: date = date.min
+    last_chemo: date | None = None
+    regimen: set[str] = field(default_factory=set)  # drugs of the first `window_days`
+    classes: set[str] = field(default_factory=set)  # classes of its non-maintenance drugs
+
+    def add(self, adm: Administration, window_days: int) -> None:
+        self.administrations.append(adm)
+        self.last_any = max(self.last_any, adm.end or adm.day)
+        if (adm.day - self.start).days < window_days:
+            self.regimen.add(adm.drug)
+        if not adm.maintenance_capable:
+            self.last_chemo = adm.day if self.last_chemo is None else max(self.last_chemo, adm.day)
+            self.classes.add(adm.drug_class)
+
+    def starts_new(self, adm: Administration, gap_days: int, window_days: int) -> bool:
+        if (adm.day - self.last_any).days > gap_days:
+            return True
+        if adm.maintenance_capable:
+            return False
+        if self.last_chemo is not None and (adm.day - self.last_chemo).days > gap_days:
+            return True
+        if (adm.day - self.start).days < window_days:
+            return False
+        return adm.drug not in self.regimen and adm.drug_class not in self.classes
+
+
 def group_lines(
     administrations: Sequence[Administration], *, gap_days: int = 90, window_days: int = 28
 ) -> list[Regimen]:
     """Regimen rows in time order for one subject's administrations (given in any order)."""
-    lines: list[list[Administration]] = []
+    lines: list[_Line] = []
     for adm in sorted(administrations, key=lambda a: (a.day, a.drug, a.source_id)):
-        line = lines[-1] if lines else None
-        if line is None or _starts_new_line(adm, line, gap_days, window_days):
-            lines.append([adm])
-        else:
-            line.append(adm)
+        if not lines or lines[-1].starts_new(adm, gap_days, window_days):
+            lines.append(_Line(adm.day))
+        lines[-1].add(adm, window_days)
     out: list[Regimen] = []
     for number, line in enumerate(lines, start=1):
-        chemo = [a.day for a in line if not a.maintenance_capable]
-        if not chemo:
-            out.append(Regimen(number, True, line))
+        if line.last_chemo is None:
+            out.append(Regimen(number, True, line.administrations))
             continue
-        last = max(chemo)
-        treatment = [a for a in line if not (a.maintenance_capable and a.day > last)]
-        maintenance = [a for a in line if a.maintenance_capable and a.day > last]
+        last = line.last_chemo
+        treatment = [
+            a for a in line.administrations if not (a.maintenance_capable and a.day > last)
+        ]
+        maintenance = [a for a in line.administrations if a.maintenance_capable and a.day > last]
         out.append(Regimen(number, False, treatment))
         if maintenance:
             out.append(Regimen(number, True, maintenance))
     return out
-
-
-def _starts_new_line(
-    adm: Administration, line: list[Administration], gap_days: int, window_days: int
-) -> bool:
-    last_any = max(a.end or a.day for a in line)
-    if (adm.day - last_any).days > gap_days:
-        return True
-    if adm.maintenance_capable:
-        return False
-    chemo = [a for a in line if not a.maintenance_capable]
-    if chemo and (adm.day - max(a.day for a in chemo)).days > gap_days:
-        return True
-    start = min(a.day for a in line)
-    if (adm.day - start).days < window_days:
-        return False
-    regimen = {a.drug for a in line if (a.day - start).days < window_days}
-    classes = {a.drug_class for a in line if not a.maintenance_capable}
-    return adm.drug not in regimen and adm.drug_class not in classes

@@ -10,6 +10,7 @@ rows built with list lambdas (a *factor*). Columns keep the view's depth-first o
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,10 +124,16 @@ def compile_view(
         filters.append(f"coalesce({cond}, false)")
 
     relation = f"SELECT * FROM {sql.table(source)} WHERE " + " AND ".join(filters)
+    outputs_of = {name: parts.single.get(name) for name in parts.order}
+    fusion = _Fusion(root.sql)
+    items = [fusion.rewrite(step.items) for step in steps]
+    outputs_of = {n: fusion.rewrite(v) if v is not None else None for n, v in outputs_of.items()}
+    if fusion.columns():
+        relation = f"SELECT *, {fusion.columns()} FROM ({relation})"
     where_of: dict[str, str] = {}
-    for step in steps:
+    for step, step_items in zip(steps, items, strict=True):
         # The list is computed once per row, then unnested (with its 0-based positions).
-        relation = f"SELECT *, {step.items} AS {step.alias}_l FROM ({relation})"
+        relation = f"SELECT *, {step_items} AS {step.alias}_l FROM ({relation})"
         positions = f"unnest(range(0, len({step.alias}_l))) AS {step.alias}_i"
         relation = (
             f"SELECT *, unnest({step.alias}_l) AS {step.alias}, {positions} FROM ({relation})"
@@ -136,9 +143,45 @@ def compile_view(
         )
     outputs = [sql.ident(name) for name in passthrough]
     for name in parts.order:
-        value = parts.single.get(name) or where_of[name]
+        value = outputs_of[name] or where_of[name]
         outputs.append(f"{value} AS {sql.ident(name)}")
     return f"SELECT {', '.join(outputs)} FROM ({relation})"
+
+
+class _Fusion:
+    """Fuses the resource's single-path extractions into one multi-path call per row.
+
+    DuckDB parses the JSON document once per json_extract call: a view of 14 columns parsed
+    each Observation 14 times. `json_extract_string(payload, ['$.a', '$.b'])` parses it once and
+    returns the values in order, so each call becomes an index into that list (2-3x faster on
+    our views). Wildcard paths return lists of their own and stay as they are.
+    """
+
+    _CALL = re.compile(r"""(json_extract_string|json_extract)\(([^,()]+), '((?:[^']|'')*)'\)""")
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.paths: dict[str, list[str]] = {"json_extract_string": [], "json_extract": []}
+
+    def rewrite(self, text: str) -> str:
+        def fuse(m: re.Match[str]) -> str:
+            function, base, path = m.group(1), m.group(2), m.group(3)
+            if base != self.root or "[*]" in path:
+                return m.group(0)
+            paths = self.paths[function]
+            if path not in paths:
+                paths.append(path)
+            return f'"__fused_{function}"[{paths.index(path) + 1}]'
+
+        return self._CALL.sub(fuse, text)
+
+    def columns(self) -> str:
+        return ", ".join(
+            f"{function}({self.root}, [{', '.join(chr(39) + p + chr(39) for p in paths)}])"
+            f' AS "__fused_{function}"'
+            for function, paths in self.paths.items()
+            if paths
+        )
 
 
 def _constants(items: object) -> dict[str, Expr]:

@@ -165,8 +165,21 @@ def test_known_single_paths_compile_to_direct_json_extraction() -> None:
     sql = compile_view(_view("name.family", collection=True) | {})
     assert "json_extract_string(\"payload\", '$.name[*].family')" in sql
     sql = compile_view(_view("gender"))
-    assert "json_extract_string(\"payload\", '$.gender')" in sql
+    # single paths of the resource are fused into one multi-path extraction (one parse a row)
+    assert "json_extract_string(\"payload\", ['$.gender'])" in sql
     assert "lambda" not in sql
+
+
+def test_single_paths_are_fused_into_one_parse_per_row() -> None:
+    view = _view("gender")
+    view["select"][0]["column"].append({"name": "birth", "path": "birthDate"})
+    view["select"][0]["column"].append({"name": "family", "path": "name.family", "collection": True})
+    sql = compile_view(view)
+    assert sql.count("json_extract_string(\"payload\", [") == 1
+    assert "['$.gender', '$.birthDate']" in sql
+    assert "json_extract_string(\"payload\", '$.name[*].family')" in sql  # wildcards stay apart
+    con = _con([{"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1960", "name": [{"family": "A"}, {"family": "B"}]}])
+    assert con.execute(sql).fetchall() == [("site-a", "female", "1960", ["A", "B"])]
 
 
 def test_extension_of_unknown_shape_uses_generic_collection() -> None:
