@@ -147,10 +147,14 @@ def main() -> None:
     }
     (OUT / f"core-{args.patients}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"cohort: {args.patients:,} patients; {core['resources']:,} current resources")
-    print(f"native read_ndjson_objects + json_extract_string: {native['seconds']:.2f} s, "
-          f"{native_rate:,.0f} lines/s, peak {native['peak_mb']:,.0f} MB")
-    print(f"core build (flatten + SQL + rules):               {core['seconds']:.2f} s, "
-          f"{core_rate:,.0f} resources/s, peak {core['peak_mb']:,.0f} MB")
+    print(
+        f"native read_ndjson_objects + json_extract_string: {native['seconds']:.2f} s, "
+        f"{native_rate:,.0f} lines/s, peak {native['peak_mb']:,.0f} MB"
+    )
+    print(
+        f"core build (flatten + SQL + rules):               {core['seconds']:.2f} s, "
+        f"{core_rate:,.0f} resources/s, peak {core['peak_mb']:,.0f} MB"
+    )
     print(f"ratio core / native: {report['ratio_core_to_native']}x   (target >= 0.5x)")
     print("stages (s): " + ", ".join(f"{k} {v}" for k, v in core["stages"].items()))  # type: ignore[attr-defined]
 

@@ -12,7 +12,7 @@ from rescue_pipeline.synth import flavours as fl
 
 MCODE = "http://hl7.org/fhir/us/mcode/StructureDefinition"
 HISTOLOGY_EXT = f"{MCODE}/mcode-histology-morphology-behavior"
-EVIDENCE_EXT = f"{MCODE}/mcode-evidence-type"
+EVIDENCE_EXT = f"{MCODE}/mcode-cancer-disease-status-evidence-type"  # STU2 onwards
 ARMS = {"A": "A: secondary cytoreductive surgery + chemotherapy", "B": "B: chemotherapy alone"}
 
 # drug key: (RxNorm ingredient, display, dose range in mg)

@@ -153,3 +153,109 @@ def test_drug_administrations_and_regimens(build) -> None:
         (1, True, "olaparib", False, 1, "2023-08-01", "2023-08-01"),
     ]
     assert rows(con, "SELECT code, resources FROM core.unmapped_codes") == [("999999", 1)]
+
+
+MCODE = "http://hl7.org/fhir/us/mcode/StructureDefinition"
+
+
+def _status(oid: str, pid: str, value: str, day: str, evidence_url: str | None) -> dict:
+    obs = {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "97509-4"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "effectiveDateTime": day,
+        "valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct", "code": value}]},
+    }
+    if evidence_url:
+        obs["extension"] = [
+            {
+                "url": evidence_url,
+                "valueCodeableConcept": {
+                    "coding": [{"system": "http://snomed.info/sct", "code": "363679005"}]
+                },
+            }
+        ]
+    return obs
+
+
+def test_imaging_disease_status_is_a_tumour_assessment_under_both_mcode_extension_names(
+    build,
+) -> None:
+    con = build(
+        {
+            "Patient": [patient("p1")],
+            "ResearchSubject": [subject("r1", "p1", start="2024-03-01")],
+            "Observation": [
+                _status(
+                    "stu4",
+                    "p1",
+                    "271299001",
+                    "2024-06-01T10:00:00Z",
+                    f"{MCODE}/mcode-cancer-disease-status-evidence-type",
+                ),
+                _status(
+                    "stu1",
+                    "p1",
+                    "359746009",
+                    "2024-05-01T10:00:00Z",
+                    f"{MCODE}/mcode-evidence-type",
+                ),
+                _status("clinical", "p1", "268910001", "2024-04-01T10:00:00Z", None),
+            ],
+        }
+    )
+    assert rows(
+        con, "SELECT source_id, response, basis FROM core.tumour_assessments ORDER BY 1"
+    ) == [
+        ("stu1", "SD", "imaging_disease_status"),
+        ("stu4", "PD", "imaging_disease_status"),
+    ]
+    assert rows(con, "SELECT source_id, basis FROM core.progression_events") == [
+        ("stu4", "imaging_disease_status")
+    ]
+    assert rows(con, "SELECT count(*) FROM core.disease_statuses") == [(3,)]
+
+
+def _condition(cid: str, pid: str, code: str, profile: str | None, onset: str) -> dict:
+    c = {
+        "resourceType": "Condition",
+        "id": cid,
+        "subject": {"reference": f"Patient/{pid}"},
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": code}]},
+        "onsetDateTime": onset,
+    }
+    if profile:
+        c["meta"] = {"profile": [f"{MCODE}/{profile}"]}
+    return c
+
+
+def test_cancer_conditions_are_primary_or_secondary_by_their_mcode_profile(build) -> None:
+    doses = [dose(f"c{i}", "p1", "40048", f"2022-0{1 + i}-01T10:00:00Z") for i in range(6)]
+    con = build(
+        {
+            "Patient": [patient("p1")],
+            "ResearchSubject": [subject("r1", "p1", start="2025-01-01")],
+            "MedicationAdministration": doses,
+            "Observation": [ca125("normal", "p1", 12.0, "U/mL", day="2022-08-01T10:00:00Z")],
+            "Condition": [
+                # 128462008 coded, but claims the primary profile: not a recurrence
+                _condition(
+                    "primary-unspecified",
+                    "p1",
+                    "128462008",
+                    "mcode-primary-cancer-condition",
+                    "2023-01-01",
+                ),
+                # a child code of 128462008 with the secondary profile: a recurrence
+                _condition(
+                    "brain-mets", "p1", "94225005", "mcode-secondary-cancer-condition", "2023-06-01"
+                ),
+            ],
+        }
+    )
+    assert rows(con, "SELECT number, recurred_on::VARCHAR, source_id FROM core.recurrences") == [
+        (1, "2023-06-01", "brain-mets")
+    ]
+    assert rows(con, "SELECT count(*) FROM core.unmapped_codes WHERE code = '94225005'") == [(0,)]

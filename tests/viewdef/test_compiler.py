@@ -173,12 +173,24 @@ def test_known_single_paths_compile_to_direct_json_extraction() -> None:
 def test_single_paths_are_fused_into_one_parse_per_row() -> None:
     view = _view("gender")
     view["select"][0]["column"].append({"name": "birth", "path": "birthDate"})
-    view["select"][0]["column"].append({"name": "family", "path": "name.family", "collection": True})
+    view["select"][0]["column"].append(
+        {"name": "family", "path": "name.family", "collection": True}
+    )
     sql = compile_view(view)
-    assert sql.count("json_extract_string(\"payload\", [") == 1
+    assert sql.count('json_extract_string("payload", [') == 1
     assert "['$.gender', '$.birthDate']" in sql
     assert "json_extract_string(\"payload\", '$.name[*].family')" in sql  # wildcards stay apart
-    con = _con([{"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1960", "name": [{"family": "A"}, {"family": "B"}]}])
+    con = _con(
+        [
+            {
+                "resourceType": "Patient",
+                "id": "p1",
+                "gender": "female",
+                "birthDate": "1960",
+                "name": [{"family": "A"}, {"family": "B"}],
+            }
+        ]
+    )
     assert con.execute(sql).fetchall() == [("site-a", "female", "1960", ["A", "B"])]
 
 

@@ -21,9 +21,27 @@ LEFT JOIN terminology.concept_codes c ON c.system = m.std_system AND c.code = m.
 LEFT JOIN terminology.drugs d ON d.system = m.std_system AND d.rxnorm = m.std_code;
 
 -- One concept per resource (a resource coded twice, e.g. local + LOINC, resolves once).
+-- A Condition claiming an mCODE cancer-condition profile is primary or secondary by that
+-- profile: SNOMED 128462008 also codes "primary cancer, site unspecified", and secondary
+-- conditions are often coded with a child of it (94225005 brain metastases).
 CREATE OR REPLACE TABLE core_stage.resource_concept AS
-SELECT site_id, resource_type, id, min(concept) AS concept
-FROM core_stage.codings WHERE concept IS NOT NULL GROUP BY ALL;
+WITH coded AS (
+    SELECT site_id, resource_type, id, min(concept) AS concept
+    FROM core_stage.codings WHERE concept IS NOT NULL GROUP BY ALL
+),
+profiled AS (
+    SELECT site_id, 'Condition' AS resource_type, id,
+           CASE WHEN mcode_profile LIKE '%secondary-cancer-condition' THEN 'secondary_malignancy'
+                ELSE 'primary_cancer_unspecified' END AS profile_concept
+    FROM flat.condition WHERE mcode_profile IS NOT NULL
+)
+SELECT site_id, resource_type, id,
+       CASE WHEN p.profile_concept = 'secondary_malignancy' THEN 'secondary_malignancy'
+            WHEN p.profile_concept IS NOT NULL AND c.concept = 'secondary_malignancy'
+            THEN 'primary_cancer_unspecified'
+            ELSE c.concept END AS concept
+FROM coded c FULL JOIN profiled p USING (site_id, resource_type, id)
+WHERE coalesce(c.concept, p.profile_concept) IS NOT NULL;
 
 -- One drug per resource; Medication resources lend theirs to the references.
 CREATE OR REPLACE TABLE core_stage.resource_drug AS
