@@ -95,7 +95,7 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
 
     pseudonym_key()  # fail before landing anything, not after
     result = run_sites(config, site_ids, instance=instance, on_site=on_site, on_done=on_done)
-    with Stage("building core tables") as stage:
+    with Stage("building core and analysis") as stage:
         core = run_core(config, instance=instance)
         if not core.success:
             stage.note = f"FAILED: {core.error}"
@@ -127,6 +127,22 @@ def _print_core_summary(con: Any) -> None:
         "FROM core.subjects"
     ).fetchall()[0]
     _say(f"Subjects: {subjects[0]} ({subjects[1]} randomised)")
+    eligible = dict(
+        con.execute(
+            "SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY 1"
+        ).fetchall()
+    )
+    pfs = dict(
+        con.execute(
+            "SELECT CASE CNSR WHEN 0 THEN 'events' ELSE 'censored' END, count(*) "
+            "FROM analysis.adtte WHERE PARAMCD = 'PFS' GROUP BY 1"
+        ).fetchall()
+    )
+    _say(
+        f"Eligibility: {eligible.get('yes', 0)} eligible, {eligible.get('no', 0)} not eligible, "
+        f"{eligible.get('unknown', 0)} unknown"
+    )
+    _say(f"PFS: {pfs.get('events', 0)} events, {pfs.get('censored', 0)} censored (analysis.adtte)")
 
 
 def _print_raw_summary(con: Any, config: Config, site_ids: list[str]) -> None:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import duckdb
 
+from rescue_pipeline.analysis.build import AnalysisResult, derive_analysis
 from rescue_pipeline.config import Config, NdjsonSource, SiteConfig
 from rescue_pipeline.core.build import CoreBuildResult, build_core
 from rescue_pipeline.core.pseudonym import pseudonym_key
@@ -135,3 +136,9 @@ def build_core_layer(
     key = pseudonym_key()
     with work_db(config) as con:
         return build_core(con, config, key=key, progress=progress)
+
+
+def derive_analysis_layer(config: Config) -> AnalysisResult:
+    """Derive eligibility, ADSL and ADTTE from the core tables."""
+    with work_db(config) as con:
+        return derive_analysis(con, config)

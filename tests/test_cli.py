@@ -171,6 +171,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
         "quarantined",
         "Dagster UI:",
         "rescue query --work",
+        "core.subjects",
+        "Eligibility:",
+        "PFS:",
     ):
         assert expected in out
     assert "landing site-c" in err  # per-stage progress lines
@@ -178,7 +181,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(tmp_path / "demo" / "dagster_home"))
-    assert len(instance.get_runs()) == 4  # one per site, then the core build
+    assert len(instance.get_runs()) == 4  # one per site, then core and analysis
     # rerun: idempotent, nothing new landed
     code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--patients", "90")
     assert code == 0 and "Unchanged since the last load" in out

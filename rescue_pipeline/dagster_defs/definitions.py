@@ -14,7 +14,14 @@ import dagster as dg
 from sqlalchemy import Table
 
 from rescue_pipeline.config import CONFIG_ENV, Config, ConfigError, load_config
-from rescue_pipeline.site_load import build_core_layer, load_site, validate_site, work_db
+from rescue_pipeline.site_load import (
+    build_core_layer,
+    derive_analysis_layer,
+    load_site,
+    validate_site,
+    work_db,
+)
+from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
 from rescue_pipeline.warehouse.core_tables import CORE_TABLES
 
 RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
@@ -142,7 +149,35 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
                 },
             )
 
-    return [raw_fhir_resources, raw_version_validation, core_tables]
+    analysis_specs = [
+        dg.AssetSpec(
+            key=dg.AssetKey(["analysis", table.name]),
+            group_name="analysis",
+            deps=[spec.key for spec in core_specs],
+            kinds={"duckdb"},
+            description=table.comment,
+            metadata={"dagster/column_schema": _column_schema(table)},
+        )
+        for table in ANALYSIS_TABLES
+        if table.name != "derivation_runs"
+    ]
+
+    @dg.multi_asset(specs=analysis_specs, name="analysis_tables")
+    def analysis_tables(
+        context: dg.AssetExecutionContext, rescue: RescueConfig
+    ) -> Iterator[dg.MaterializeResult]:
+        result = derive_analysis_layer(rescue.load())
+        for spec in analysis_specs:
+            yield dg.MaterializeResult(
+                asset_key=spec.key,
+                metadata={
+                    "dagster/row_count": result.rows.get(spec.key.path[-1], 0),
+                    "eligible": result.eligible,
+                    "pfs": result.pfs,
+                },
+            )
+
+    return [raw_fhir_resources, raw_version_validation, core_tables, analysis_tables]
 
 
 def _column_schema(table: Table) -> dg.TableSchema:

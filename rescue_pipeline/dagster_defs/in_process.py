@@ -87,9 +87,9 @@ def run_sites(
 
 
 def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
-    """Materialise the core tables (all sites) in process."""
+    """Materialise the core and analysis tables (all sites) in process."""
     assets = build_assets(config)
-    core_keys = [key for a in assets for key in a.keys if key.path[0] == "core"]
+    core_keys = [key for a in assets for key in a.keys if key.path[0] in ("core", "analysis")]
     result = dg.materialize(
         assets,
         selection=core_keys,

@@ -1,0 +1,1 @@
+"""The analysis layer: eligibility with evidence, ADSL and ADTTE, derived from core."""

@@ -1,0 +1,409 @@
+"""Derive the analysis datasets from core: eligibility (with evidence), ADSL and ADTTE.
+
+SQL gathers each subject's facts in a handful of set-based queries (no per-subject queries);
+the pure rules in rescue_pipeline.rules decide; this module only assembles. Every table is
+rebuilt on each derivation, and the settings used are recorded in analysis.derivation_runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from rescue_pipeline.config import Config
+from rescue_pipeline.rules import eligibility as elig
+from rescue_pipeline.rules import tte
+from rescue_pipeline.rules.gcig import Ca125, gcig_response
+from rescue_pipeline.rules.regimens import count_cycles
+from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
+from rescue_pipeline.warehouse.database import ddl
+
+ARM_TEXT = {
+    "A": "Secondary cytoreductive surgery + chemotherapy",
+    "B": "Chemotherapy alone",
+}
+
+
+@dataclass
+class AnalysisResult:
+    rows: dict[str, int] = field(default_factory=dict)
+    eligible: dict[str, int] = field(default_factory=dict)
+    pfs: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _grouped(
+    con: duckdb.DuckDBPyConnection, sql: str, **params: Any
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Rows of a query grouped by its first column (usubjid), in query order."""
+    out: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for row in con.execute(sql, params or None).fetchall():
+        out[row[0]].append(tuple(row[1:]))
+    return out
+
+
+def derive_analysis(
+    con: duckdb.DuckDBPyConnection, config: Config, *, today: dt.date | None = None
+) -> AnalysisResult:
+    started = time.perf_counter()
+    a = config.analysis
+    cutoff = a.data_cutoff or today or dt.date.today()
+    subjects = con.execute(
+        "SELECT usubjid, site_id, arm, randomised_on, consented_on, consent_data_transfer, "
+        "age_at_consent, died_on, source_id, patient_id FROM core.subjects ORDER BY usubjid"
+    ).fetchall()
+    # The screening cut-off per subject: randomisation, else consent, else the data cut-off.
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE screen AS SELECT usubjid, "
+        "coalesce(randomised_on, consented_on, $cutoff::DATE) AS until FROM core.subjects",
+        {"cutoff": cutoff},
+    )
+    recurrences = _grouped(con, "SELECT usubjid, recurred_on, source_id FROM core.recurrences "
+                                "ORDER BY usubjid, number")  # fmt: skip
+    with_status = {
+        u for (u,) in con.execute(
+            "SELECT usubjid FROM core.disease_statuses "
+            "UNION SELECT usubjid FROM core.tumour_assessments"
+        ).fetchall()
+    }  # fmt: skip
+    diagnoses = _grouped(
+        con,
+        "SELECT usubjid, primary_site, behaviour, histology_class, histology_code, source_id "
+        "FROM core.diagnoses ORDER BY usubjid, diagnosed_on NULLS LAST, source_id",
+    )
+    platinum = _grouped(
+        con,
+        """
+        SELECT d.usubjid, d.started_on, d.source_id, r.line
+        FROM core.drug_administrations d JOIN screen s USING (usubjid)
+        LEFT JOIN core.regimens r ON r.usubjid = d.usubjid AND NOT r.maintenance
+             AND d.started_on BETWEEN r.started_on AND r.ended_on
+        WHERE d.platinum AND d.started_on <= s.until
+        ORDER BY d.usubjid, d.started_on, d.source_id
+        """,
+    )
+    worsenings = _grouped(
+        con,
+        """
+        SELECT w.usubjid, w.day, w.source_id FROM (
+            SELECT usubjid, assessed_on AS day, source_id FROM core.disease_statuses
+            WHERE status = 'worsened'
+            UNION ALL
+            SELECT usubjid, assessed_on, source_id FROM core.tumour_assessments
+            WHERE response = 'PD'
+        ) w JOIN screen s USING (usubjid) WHERE w.day <= s.until ORDER BY 1, 2, 3
+        """,
+    )
+    assessments = _grouped(
+        con,
+        "SELECT t.usubjid, t.assessed_on, t.response, t.source_id FROM core.tumour_assessments t "
+        "JOIN screen s USING (usubjid) WHERE t.assessed_on <= s.until ORDER BY 1, 2, 4",
+    )
+    ca125 = _grouped(
+        con,
+        "SELECT c.usubjid, c.measured_on, c.value_u_per_ml, c.source_id "
+        "FROM core.ca125_measurements c JOIN screen s USING (usubjid) "
+        "WHERE c.value_u_per_ml IS NOT NULL AND c.measured_on <= s.until ORDER BY 1, 2, 4",
+    )
+    resectability = _grouped(
+        con,
+        "SELECT r.usubjid, r.judged_on, r.judgement, r.source_id FROM core.resectability r "
+        "JOIN screen s USING (usubjid) WHERE r.judged_on <= s.until ORDER BY 1, 2, 4",
+    )
+    findings = _grouped(
+        con,
+        "SELECT f.usubjid, f.finding, f.recorded_on, f.source_id FROM core.screening_findings f "
+        "JOIN screen s USING (usubjid) WHERE f.present AND f.recorded_on <= s.until ORDER BY 1, 3",
+    )
+
+    elig_rows: dict[str, list[Any]] = defaultdict(list)
+    summary_rows: dict[str, list[Any]] = defaultdict(list)
+    eligible_of: dict[str, str] = {}
+    for usubjid, site, _arm, _rand, consent_on, transfer, age, _died, rs_id, _pid in subjects:
+        facts, extra = _facts(
+            usubjid=usubjid,
+            consent_on=consent_on,
+            transfer=transfer,
+            age=age,
+            rs_id=rs_id,
+            recurrences=recurrences.get(usubjid, []),
+            has_status=usubjid in with_status,
+            diagnoses=diagnoses.get(usubjid, []),
+            platinum=platinum.get(usubjid, []),
+            worsenings=worsenings.get(usubjid, []),
+            assessments=assessments.get(usubjid, []),
+            ca125=ca125.get(usubjid, []),
+            resectability=resectability.get(usubjid, []),
+            findings=findings.get(usubjid, []),
+            uln=a.ca125_uln_u_per_ml,
+        )
+        criteria = elig.assess(facts, pfi_days=a.pfi_sensitive_days)
+        eligible, failed, unknown = elig.summary(criteria)
+        eligible_of[usubjid] = eligible
+        for c in criteria:
+            for key, value in (
+                ("usubjid", usubjid), ("criterion", c.code), ("status", c.status),
+                ("value", c.value), ("evidence", ",".join(c.evidence) or None), ("site_id", site),
+            ):  # fmt: skip
+                elig_rows[key].append(value)
+        for key, value in (
+            ("usubjid", usubjid), ("eligible", eligible),
+            ("failed_criteria", ",".join(failed) or None),
+            ("unknown_criteria", ",".join(unknown) or None), *extra.items(), ("site_id", site),
+        ):  # fmt: skip
+            summary_rows[key].append(value)
+
+    settings = tte.Settings(
+        data_cutoff=cutoff,
+        window_days=a.pfs_window_days,
+        assessment_interval_days=a.assessment_interval_days,
+        assessment_window_days=a.assessment_window_days,
+    )
+    adtte_rows = _adtte(con, config.study_id, subjects, settings, a.pfs_censor_new_therapy)
+    adsl_rows = _adsl(config.study_id, subjects, eligible_of)
+
+    con.execute("BEGIN")
+    try:
+        con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
+        history = _history(con)
+        for table in ANALYSIS_TABLES:
+            con.execute(f"DROP TABLE IF EXISTS {table.fullname}")
+        for statement in ddl(ANALYSIS_TABLES):
+            con.execute(statement)
+        if history:
+            con.executemany("INSERT INTO analysis.derivation_runs VALUES (?, ?, ?, ?)", history)
+        _insert(con, "analysis.eligibility", elig_rows)
+        _insert(con, "analysis.eligibility_summary", summary_rows)
+        _insert(con, "analysis.adsl", adsl_rows)
+        _insert(con, "analysis.adtte", adtte_rows)
+        result = AnalysisResult()
+        for table in ANALYSIS_TABLES[:-1]:
+            count = con.execute(f"SELECT count(*) FROM {table.fullname}").fetchall()[0][0]
+            result.rows[table.name] = int(count)
+        result.eligible = dict(
+            con.execute("SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY 1")
+            .fetchall()
+        )  # fmt: skip
+        pfs = con.execute(
+            "SELECT CASE CNSR WHEN 0 THEN 'events' ELSE 'censored' END, count(*) "
+            "FROM analysis.adtte WHERE PARAMCD = 'PFS' GROUP BY 1"
+        ).fetchall()
+        result.pfs = {k: int(v) for k, v in pfs}
+        result.seconds = round(time.perf_counter() - started, 3)
+        recorded = {**asdict(a), "data_cutoff": cutoff.isoformat()}
+        con.execute(
+            "INSERT INTO analysis.derivation_runs VALUES (?, ?, ?, ?)",
+            [
+                dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                json.dumps(recorded, default=str),
+                json.dumps(result.rows),
+                result.seconds,
+            ],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _facts(
+    *,
+    usubjid: str,
+    consent_on: dt.date | None,
+    transfer: bool | None,
+    age: int | None,
+    rs_id: str,
+    recurrences: list[tuple[Any, ...]],
+    has_status: bool,
+    diagnoses: list[tuple[Any, ...]],
+    platinum: list[tuple[Any, ...]],
+    worsenings: list[tuple[Any, ...]],
+    assessments: list[tuple[Any, ...]],
+    ca125: list[tuple[Any, ...]],
+    resectability: list[tuple[Any, ...]],
+    findings: list[tuple[Any, ...]],
+    uln: float,
+) -> tuple[elig.ScreeningFacts, dict[str, Any]]:
+    """One subject's screening facts, and the derived values reported beside the criteria."""
+    recs = tuple(elig.Dated(day, sid) for day, sid in recurrences)
+    doses = tuple(elig.Dated(day, sid) for day, sid, _line in platinum)
+    lines: dict[Any, list[elig.Dated]] = defaultdict(list)
+    for day, sid, line in platinum:
+        lines[line].append(elig.Dated(day, sid))
+    rec = recs[-1] if recs else None
+    post = [d for d in doses if rec is not None and d.day > rec.day]
+    first_cycle = min((d.day for d in post), default=None)
+    after = [
+        (day, resp, sid) for day, resp, sid in assessments if first_cycle and day > first_cycle
+    ]
+    gcig = gcig_response(
+        [Ca125(day, float(value), sid) for day, value, sid in ca125],
+        treatment_start=first_cycle,
+        uln=uln,
+    )
+    diagnosis = diagnoses[0] if diagnoses else None
+    resect = resectability[-1] if resectability else None
+    facts = elig.ScreeningFacts(
+        recurrences=recs,
+        has_disease_status_records=has_status,
+        primary_site=diagnosis[0] if diagnosis else None,
+        behaviour=diagnosis[1] if diagnosis else None,
+        histology_class=diagnosis[2] if diagnosis else None,
+        histology_code=diagnosis[3] if diagnosis else None,
+        diagnosis_source=diagnosis[4] if diagnosis else None,
+        platinum_doses=doses,
+        platinum_lines=tuple(elig.PlatinumLine(tuple(v)) for v in lines.values()),
+        worsenings=tuple(elig.Dated(day, sid) for day, sid in worsenings),
+        last_assessment_after_first_cycle=(after[-1][1], after[-1][2]) if after else None,
+        gcig=gcig,
+        age_at_consent=age,
+        subject_source=rs_id,
+        resectability=elig.Dated(resect[0], resect[2]) if resect else None,
+        resectability_judgement=resect[1] if resect else None,
+        consent_on=consent_on,
+        consent_data_transfer=transfer,
+        interfering_malignancy=tuple(
+            elig.Dated(day, sid) for kind, day, sid in findings if kind == "interfering_malignancy"
+        ),
+        comorbidity=tuple(
+            elig.Dated(day, sid)
+            for kind, day, sid in findings
+            if kind == "comorbidity_precluding_surgery"
+        ),
+    )
+    derived = elig.derive(facts)
+    extra = {
+        "pfi_days": derived.pfi_days,
+        "post_recurrence_cycles": count_cycles(d.day for d in post) if post else None,
+        "ca125_response": gcig.outcome,
+        "ca125_response_date": gcig.day,
+    }
+    return facts, extra
+
+
+def _adtte(
+    con: duckdb.DuckDBPyConnection,
+    study_id: str,
+    subjects: Iterable[tuple[Any, ...]],
+    settings: tte.Settings,
+    censor_new_therapy: bool,
+) -> dict[str, list[Any]]:
+    def dated(sql: str, **params: Any) -> dict[str, list[tte.Dated]]:
+        out: dict[str, list[tte.Dated]] = defaultdict(list)
+        for usubjid, day, stype, sid, element in con.execute(sql, params or None).fetchall():
+            out[usubjid].append(tte.Dated(day, stype, sid, element))
+        return out
+
+    progression = dated(
+        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'valueCodeableConcept' "
+        "FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
+        "WHERE t.response = 'PD' AND t.assessed_on > s.randomised_on"
+    )
+    adequate = dated(
+        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effectiveDateTime' "
+        "FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
+        "WHERE t.response <> 'NE' AND t.assessed_on > s.randomised_on"
+    )
+    therapy = dated(
+        # New anticancer therapy (issue 5): a non-maintenance drug given after randomisation
+        # that is not one of the line in progress at randomisation (the trial's own chemotherapy,
+        # however long its pause around surgery), nor maintenance.
+        """
+        WITH at_rand AS (
+            SELECT r.usubjid, string_split(arg_max(r.drugs, r.started_on), ', ') AS drugs
+            FROM core.regimens r JOIN core.subjects s USING (usubjid)
+            WHERE NOT r.maintenance AND r.started_on <= s.randomised_on GROUP BY 1
+        )
+        SELECT d.usubjid, d.started_on, d.source_type, d.source_id,
+               CASE d.kind WHEN 'administration' THEN 'effectiveDateTime'
+                           ELSE 'effectivePeriod.start' END
+        FROM core.drug_administrations d JOIN core.subjects s USING (usubjid)
+        LEFT JOIN at_rand a USING (usubjid)
+        WHERE d.started_on > s.randomised_on AND NOT d.maintenance_capable
+          AND NOT list_contains(coalesce(a.drugs, []), d.drug)
+        """
+    )
+    alive = dated(
+        """
+        SELECT usubjid, max(day), arg_max(source_type, day), arg_max(source_id, day),
+               'effectiveDateTime'
+        FROM (
+            SELECT usubjid, assessed_on AS day, source_type, source_id FROM core.tumour_assessments
+            UNION ALL
+            SELECT usubjid, measured_on, source_type, source_id FROM core.ca125_measurements
+            UNION ALL
+            SELECT usubjid, started_on, source_type, source_id FROM core.drug_administrations
+            UNION ALL SELECT usubjid, assessed_on, source_type, source_id FROM core.disease_statuses
+        ) WHERE day <= $cutoff GROUP BY usubjid
+        """,
+        cutoff=settings.data_cutoff,
+    )
+    out: dict[str, list[Any]] = defaultdict(list)
+    for usubjid, _site, _arm, rand, _consent, _transfer, _age, died, rs_id, pid in subjects:
+        if rand is None:
+            continue
+        start = tte.Dated(rand, "ResearchSubject", rs_id, "period.start")
+        last_alive = alive.get(usubjid, [])
+        timeline = tte.Timeline(
+            start=rand,
+            start_source=start,
+            progression=tuple(progression.get(usubjid, [])),
+            death=(tte.Dated(died, "Patient", pid, "deceasedDateTime"),) if died else (),
+            subsequent_therapy=tuple(therapy.get(usubjid, [])),
+            adequate_assessments=tuple(adequate.get(usubjid, [])),
+            last_known_alive=last_alive[0] if last_alive else None,
+        )
+        for param in (tte.PFS, tte.OS, tte.TFST):
+            row = tte.derive(param, timeline, settings, censor_new_therapy=censor_new_therapy)
+            values = {
+                "STUDYID": study_id, "USUBJID": usubjid, "PARAMCD": row.paramcd,
+                "PARAM": row.param, "STARTDT": row.startdt, "ADT": row.adt, "AVAL": row.aval,
+                "AVALU": "DAYS", "CNSR": row.cnsr, "EVNTDESC": row.evntdesc,
+                "CNSDTDSC": row.cnsdtdsc, "SRCDOM": row.srcdom, "SRCVAR": row.srcvar,
+                "SRCSEQ": None, "SRCID": row.srcid, "RULE": row.rule,
+            }  # fmt: skip
+            for key, value in values.items():
+                out[key].append(value)
+    return out
+
+
+def _adsl(
+    study_id: str, subjects: Iterable[tuple[Any, ...]], eligible_of: dict[str, str]
+) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = defaultdict(list)
+    for usubjid, site, arm, rand, _consent, _transfer, age, _died, _rs, _pid in subjects:
+        flag = "Y" if rand is not None and arm else "N"
+        values = {
+            "STUDYID": study_id, "USUBJID": usubjid, "SITEID": site, "ARM": arm,
+            "TRT01P": ARM_TEXT.get(arm) if arm else None, "RANDDT": rand, "RANDFL": flag,
+            "ITTFL": flag, "AGE": age, "AGEU": "YEARS" if age is not None else None,
+            "ELIGFL": {"yes": "Y", "no": "N"}.get(eligible_of.get(usubjid, ""), "U"),
+        }  # fmt: skip
+        for key, value in values.items():
+            out[key].append(value)
+    return out
+
+
+def _history(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() "
+        "WHERE schema_name = 'analysis' AND table_name = 'derivation_runs'"
+    ).fetchall()[0][0]
+    return con.execute("SELECT * FROM analysis.derivation_runs").fetchall() if exists else []
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, list[Any]]) -> None:
+    if not columns:
+        return
+    con.register("analysis_insert_source", pa.table(columns))
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM analysis_insert_source")
+    con.unregister("analysis_insert_source")

@@ -1,0 +1,87 @@
+"""GCIG CA-125 response (Rustin GJS et al., "Definitions for response and progression in
+ovarian cancer clinical trials incorporating RECIST 1.1 and CA 125 agreed by the Gynecological
+Cancer Intergroup (GCIG)", Int J Gynecol Cancer 2011;21:419-423).
+
+Response: a pre-treatment sample within 14 days before the start of treatment with a value of
+at least twice the upper limit of normal; a fall of at least 50% from it, confirmed by a sample
+at least 28 days later that is still at least 50% down, with no sample in between above the 50%
+line. The response date is the date of the first 50% fall. Values below the detection limit are
+read at the limit (as reported). Without a qualifying pre-treatment sample the response is not
+evaluable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Literal
+
+PRE_TREATMENT_DAYS = 14
+CONFIRMATION_DAYS = 28
+
+Outcome = Literal["response", "no_response", "not_evaluable"]
+
+
+@dataclass(frozen=True)
+class Ca125:
+    day: date
+    value: float  # U/mL
+    source_id: str
+
+
+@dataclass(frozen=True)
+class GcigResponse:
+    outcome: Outcome
+    day: date | None  # date of the first 50% fall, for a response
+    baseline: Ca125 | None
+    evidence: tuple[str, ...]  # source ids decided on
+    reason: str
+
+
+def gcig_response(
+    values: Sequence[Ca125], *, treatment_start: date | None, uln: float = 35.0
+) -> GcigResponse:
+    """GCIG CA-125 response to the treatment starting on `treatment_start`.
+
+    `values` are the samples the rule may use (callers cut them at randomisation or consent).
+    """
+    if treatment_start is None:
+        return GcigResponse("not_evaluable", None, None, (), "no treatment start")
+    ordered = sorted(values, key=lambda v: (v.day, v.source_id))
+    window = treatment_start - timedelta(days=PRE_TREATMENT_DAYS)
+    pre = [v for v in ordered if window <= v.day < treatment_start]
+    if not pre:
+        return GcigResponse("not_evaluable", None, None, (), "no sample in the 14 days before")
+    baseline = pre[-1]
+    if baseline.value < 2 * uln:
+        return GcigResponse(
+            "not_evaluable",
+            None,
+            baseline,
+            (baseline.source_id,),
+            f"pre-treatment {baseline.value:g} U/mL is below 2 x ULN ({2 * uln:g})",
+        )
+    line = baseline.value / 2
+    after = [v for v in ordered if v.day > treatment_start]
+    for i, first in enumerate(after):
+        if first.value > line:
+            continue
+        for later in after[i + 1 :]:
+            if later.value > line:
+                break
+            if (later.day - first.day).days >= CONFIRMATION_DAYS:
+                return GcigResponse(
+                    "response",
+                    first.day,
+                    baseline,
+                    (baseline.source_id, first.source_id, later.source_id),
+                    f"50% fall on {first.day} from {baseline.value:g}, confirmed {later.day}",
+                )
+    return GcigResponse(
+        "no_response",
+        None,
+        baseline,
+        (baseline.source_id,),
+        f"no confirmed 50% fall from {baseline.value:g} U/mL",
+    )

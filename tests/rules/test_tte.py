@@ -1,0 +1,140 @@
+"""PFS (and OS, TFST) on worked examples: one test per row of the censoring table, and ties."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from rescue_pipeline.rules.tte import OS, PFS, TFST, Dated, Settings, Timeline, derive
+
+R = date(2024, 1, 1)  # randomisation
+S = Settings(data_cutoff=date(2026, 6, 30))
+
+
+def at(day: int, sid: str, kind: str = "Observation") -> Dated:
+    return Dated(R + timedelta(days=day), kind, sid, "effectiveDateTime")
+
+
+def timeline(**kw: object) -> Timeline:
+    return Timeline(start=R, start_source=Dated(R, "ResearchSubject", "rs", "period.start"), **kw)  # type: ignore[arg-type]
+
+
+def row(t: Timeline, settings: Settings = S, param=PFS):
+    r = derive(param, t, settings)
+    return (r.adt - R).days, r.cnsr, r.rule, r.srcid
+
+
+ASSESS = tuple(at(d, f"a{d}") for d in (84, 168, 252))
+
+
+def test_rule_4_documented_progression_is_the_event() -> None:
+    t = timeline(progression=(at(252, "pd"),), adequate_assessments=ASSESS)
+    assert row(t) == (252, 0, 4, "pd")
+    r = derive(PFS, t, S)
+    assert (r.aval, r.evntdesc, r.cnsdtdsc, r.srcdom) == (
+        253,
+        "Documented progression",
+        None,
+        "Observation",
+    )
+
+
+def test_rule_4_death_before_the_first_scheduled_assessment_is_an_event() -> None:
+    t = timeline(death=(at(40, "pat", "Patient"),))
+    assert row(t) == (40, 0, 4, "pat")
+
+
+def test_tie_progression_and_death_the_same_day_reports_the_progression() -> None:
+    t = timeline(
+        progression=(at(168, "pd"),),
+        death=(at(168, "pat", "Patient"),),
+        adequate_assessments=ASSESS[:1],
+    )
+    assert row(t) == (168, 0, 4, "pd")
+
+
+def test_rule_2_new_anticancer_therapy_before_progression_censors_at_the_last_assessment_before_it() -> (
+    None
+):
+    t = timeline(
+        progression=(at(252, "pd"),),
+        subsequent_therapy=(at(200, "gem", "MedicationAdministration"),),
+        adequate_assessments=ASSESS,
+    )
+    assert row(t) == (168, 1, 2, "a168")
+    r = derive(PFS, t, S)
+    assert (
+        r.cnsdtdsc == "Last adequate assessment before new anticancer therapy"
+        and r.evntdesc is None
+    )
+
+
+def test_rule_2_therapy_before_any_assessment_censors_at_randomisation() -> None:
+    t = timeline(
+        progression=(at(252, "pd"),),
+        subsequent_therapy=(at(50, "gem"),),
+        adequate_assessments=ASSESS,
+    )
+    assert row(t) == (0, 1, 2, "rs")
+    assert derive(PFS, t, S).aval == 1
+
+
+def test_rule_2_can_be_switched_off() -> None:
+    t = timeline(
+        progression=(at(252, "pd"),),
+        subsequent_therapy=(at(200, "gem"),),
+        adequate_assessments=ASSESS,
+    )
+    r = derive(PFS, t, S, censor_new_therapy=False)
+    assert (r.cnsr, r.rule) == (0, 4)
+
+
+def test_rule_3_event_after_two_missed_assessments_is_censored_at_the_last_adequate_one() -> None:
+    t = timeline(progression=(at(84 + 183, "pd"),), adequate_assessments=ASSESS[:1])
+    assert row(t) == (84, 1, 3, "a84")  # 183 days > 2 x 84 + 14
+    t = timeline(progression=(at(84 + 182, "pd"),), adequate_assessments=ASSESS[:1])
+    assert row(t) == (266, 0, 4, "pd")  # 182 days: not more than 182
+
+
+def test_rule_3_death_long_after_randomisation_without_assessments_is_censored_at_randomisation() -> (
+    None
+):
+    t = timeline(death=(at(200, "pat", "Patient"),))
+    assert row(t) == (0, 1, 3, "rs")
+
+
+def test_ne_assessments_are_not_adequate() -> None:
+    # an NE assessment is not passed as adequate: the gap is counted from day 84
+    t = timeline(progression=(at(300, "pd"),), adequate_assessments=(at(84, "a84"),))
+    assert row(t) == (84, 1, 3, "a84")
+
+
+def test_rule_5_no_event_inside_the_window_censors_at_the_last_adequate_assessment_inside() -> None:
+    late = (*ASSESS, at(700, "a700"), at(760, "a760"))
+    t = timeline(progression=(at(800, "pd"),), adequate_assessments=late)
+    assert row(t) == (700, 1, 5, "a700")  # window ends at day 730
+
+
+def test_rule_5_window_ends_at_the_data_cutoff_when_earlier() -> None:
+    t = timeline(adequate_assessments=ASSESS)
+    assert row(t, Settings(data_cutoff=R + timedelta(days=200))) == (168, 1, 5, "a168")
+
+
+def test_rule_5_no_assessment_at_all_censors_at_randomisation_with_aval_1() -> None:
+    r = derive(PFS, timeline(), S)
+    assert (r.aval, r.cnsr, r.rule, r.srcdom) == (1, 1, 5, "ResearchSubject")
+
+
+def test_os_counts_death_only_and_censors_at_last_known_alive() -> None:
+    t = timeline(progression=(at(100, "pd"),), death=(at(400, "pat", "Patient"),))
+    assert row(t, param=OS) == (400, 0, 4, "pat")
+    t = timeline(progression=(at(100, "pd"),), last_known_alive=at(500, "lab"))
+    assert row(t, param=OS) == (500, 1, 5, "lab")
+
+
+def test_tfst_is_the_first_subsequent_therapy_or_death() -> None:
+    t = timeline(
+        subsequent_therapy=(at(300, "gem"), at(321, "gem2")), death=(at(500, "pat", "Patient"),)
+    )
+    assert row(t, param=TFST) == (300, 0, 4, "gem")
+    t = timeline(last_known_alive=at(90, "lab"))
+    assert row(t, param=TFST) == (90, 1, 5, "lab")
