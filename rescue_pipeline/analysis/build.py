@@ -167,7 +167,9 @@ def derive_analysis(
         assessment_interval_days=a.assessment_interval_days,
         assessment_window_days=a.assessment_window_days,
     )
-    adtte_rows = _adtte(con, config.study_id, subjects, settings, a.pfs_censor_new_therapy)
+    adtte_rows = _adtte(
+        con, config.study_id, subjects, settings, a.pfs_censor_new_therapy, a.pfs_gcig_progression
+    )
     adsl_rows = _adsl(config.study_id, subjects, eligible_of)
 
     con.execute("BEGIN")
@@ -296,6 +298,7 @@ def _adtte(
     subjects: Iterable[tuple[Any, ...]],
     settings: tte.Settings,
     censor_new_therapy: bool,
+    gcig_progression: bool,
 ) -> dict[str, list[Any]]:
     def dated(sql: str, **params: Any) -> dict[str, list[tte.Dated]]:
         out: dict[str, list[tte.Dated]] = defaultdict(list)
@@ -304,9 +307,14 @@ def _adtte(
         return out
 
     progression = dated(
+        # RECIST (or imaging) PD by default; GCIG CA-125 progression only when configured.
         "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'valueCodeableConcept' "
         "FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
-        "WHERE t.response = 'PD' AND t.assessed_on > s.randomised_on"
+        "WHERE t.response = 'PD' AND t.assessed_on > s.randomised_on "
+        "UNION ALL "
+        "SELECT usubjid, progressed_on, source_type, source_id, 'valueQuantity' "
+        "FROM core.progression_events WHERE basis = 'gcig' AND $gcig",
+        gcig=gcig_progression,
     )
     adequate = dated(
         "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effectiveDateTime' "

@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from rescue_pipeline.config import Config
 from rescue_pipeline.core import pseudonym, terminology
+from rescue_pipeline.rules.gcig import Ca125, gcig_progression
 from rescue_pipeline.rules.recurrence import DiseaseEvent, find_recurrences
 from rescue_pipeline.rules.regimens import Administration, group_lines
 from rescue_pipeline.viewdef import compile_view
@@ -98,6 +99,9 @@ def build_core(
         stage("recurrences", lambda: _recurrences(con, config.analysis.ca125_uln_u_per_ml, cutoff))
         for name in ("06_progression", "07_accounting"):
             stage(name, partial(con.execute, _sql(f"{name}.sql")))
+        stage(
+            "gcig progression", lambda: _gcig_progression(con, config.analysis.ca125_uln_u_per_ml)
+        )
         for table in CORE_TABLES:
             if table.name != "build_runs":
                 n = con.execute(f"SELECT count(*) FROM core.{table.name}").fetchall()[0][0]
@@ -277,6 +281,43 @@ def _recurrences(con: duckdb.DuckDBPyConnection, uln: float, cutoff: dt.date) ->
             ):
                 out[k].append(v)
     _insert(con, "core.recurrences", out)
+
+
+def _gcig_progression(con: duckdb.DuckDBPyConnection, uln: float) -> None:
+    """GCIG CA-125 progression after randomisation, as progression_events with basis 'gcig'."""
+    rows = con.execute(
+        """
+        SELECT c.usubjid, c.site_id, c.measured_on, c.value_u_per_ml, c.source_id,
+               c.measured_on > s.randomised_on AS after
+        FROM core.ca125_measurements c JOIN core.subjects s USING (usubjid)
+        WHERE s.randomised_on IS NOT NULL AND c.value_u_per_ml IS NOT NULL
+        ORDER BY c.usubjid, c.measured_on, c.source_id
+        """
+    ).fetchall()
+    baseline: dict[str, float] = {}
+    after: dict[str, list[Ca125]] = defaultdict(list)
+    sites: dict[str, str] = {}
+    for usubjid, site, day, value, sid, is_after in rows:
+        sites[usubjid] = site
+        if is_after:
+            after[usubjid].append(Ca125(day, float(value), sid))
+        else:
+            baseline[usubjid] = float(value)
+    out: dict[str, list[Any]] = defaultdict(list)
+    for usubjid, values in after.items():
+        found = gcig_progression(values, baseline=baseline.get(usubjid), uln=uln)
+        if found is None:
+            continue
+        for key, value in (
+            ("usubjid", usubjid),
+            ("progressed_on", found.day),
+            ("basis", "gcig"),
+            ("site_id", sites[usubjid]),
+            ("source_type", "Observation"),
+            ("source_id", found.evidence[0]),
+        ):
+            out[key].append(value)
+    _insert(con, "core.progression_events", out)
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, list[Any]]) -> None:

@@ -85,3 +85,49 @@ def gcig_response(
         (baseline.source_id,),
         f"no confirmed 50% fall from {baseline.value:g} U/mL",
     )
+
+
+MIN_CONFIRMATION_DAYS = 7
+
+
+@dataclass(frozen=True)
+class GcigProgression:
+    day: date
+    threshold: float
+    evidence: tuple[str, ...]
+    reason: str
+
+
+def gcig_progression(
+    values: Sequence[Ca125], *, baseline: float | None, uln: float = 35.0
+) -> GcigProgression | None:
+    """GCIG CA-125 progression after the start of follow-up (Rustin et al. 2011, table 3).
+
+    `values` are the samples after the start; `baseline` the last value before it. The
+    threshold is 2 x ULN when the baseline was normal or the values normalised, and 2 x the
+    nadir when an elevated baseline never normalised. Progression is a value at or above the
+    threshold confirmed by another at least 7 days later (none in between below it), dated at
+    the first of the two.
+    """
+    ordered = sorted(values, key=lambda v: (v.day, v.source_id))
+    if not ordered:
+        return None
+    elevated = baseline is not None and baseline > uln
+    normalised = any(v.value <= uln for v in ordered)
+    for i, first in enumerate(ordered):
+        nadir = min([v.value for v in ordered[: i + 1]] + ([baseline] if baseline else []))
+        threshold = 2 * nadir if elevated and not any(
+            v.value <= uln for v in ordered[: i + 1]
+        ) else 2 * uln  # fmt: skip
+        if first.value < threshold:
+            continue
+        for later in ordered[i + 1 :]:
+            if later.value < threshold:
+                break
+            if (later.day - first.day).days >= MIN_CONFIRMATION_DAYS:
+                rule = "2 x nadir" if elevated and not normalised else "2 x ULN"
+                return GcigProgression(
+                    first.day, threshold, (first.source_id, later.source_id),
+                    f"CA-125 >= {rule} ({threshold:g} U/mL) on {first.day}, confirmed {later.day}",
+                )  # fmt: skip
+    return None

@@ -220,7 +220,11 @@ progression_events = Table(
     metadata,
     _c("usubjid", String, "Subject.", nullable=False),
     _c("progressed_on", Date, "Date of documented progression."),
-    _c("basis", String, "recist, imaging_disease_status or disease_status (clinical worsening)."),
+    _c(
+        "basis",
+        String,
+        "recist, imaging_disease_status, disease_status (clinical) or gcig (CA-125).",
+    ),
     *_source(),
     schema="core",
     comment="Documented progression after randomisation.",

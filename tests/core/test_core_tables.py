@@ -259,3 +259,21 @@ def test_cancer_conditions_are_primary_or_secondary_by_their_mcode_profile(build
         (1, "2023-06-01", "brain-mets")
     ]
     assert rows(con, "SELECT count(*) FROM core.unmapped_codes WHERE code = '94225005'") == [(0,)]
+
+
+def test_rising_ca125_after_randomisation_is_a_gcig_progression_event(build) -> None:
+    con = build(
+        {
+            "Patient": [patient("p1")],
+            "ResearchSubject": [subject("r1", "p1", start="2024-03-01")],
+            "Observation": [
+                ca125("base", "p1", 300, "U/mL", day="2024-02-20T09:00:00Z"),
+                ca125("low", "p1", 20, "U/mL", day="2024-05-01T09:00:00Z"),
+                ca125("up1", "p1", 75, "U/mL", day="2024-09-01T09:00:00Z"),
+                ca125("up2", "p1", 90, "U/mL", day="2024-09-10T09:00:00Z"),
+            ],
+        }
+    )
+    assert rows(
+        con, "SELECT progressed_on::VARCHAR, basis, source_id FROM core.progression_events"
+    ) == [("2024-09-01", "gcig", "up1")]

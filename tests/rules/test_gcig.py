@@ -67,3 +67,28 @@ def test_pre_treatment_sample_must_be_within_14_days_before_and_the_latest_count
 
 def test_no_treatment_start_is_not_evaluable() -> None:
     assert gcig_response([s(-3, 400)], treatment_start=None).outcome == "not_evaluable"
+
+
+def test_progression_after_normalisation_is_twice_the_uln_confirmed_a_week_later() -> None:
+    from rescue_pipeline.rules.gcig import gcig_progression
+
+    values = [s(30, 20), s(90, 75), s(97, 80)]
+    p = gcig_progression(values, baseline=300)
+    assert p is not None and (p.day, p.threshold) == (C1 + timedelta(days=90), 70.0)
+    assert gcig_progression([s(30, 20), s(90, 75), s(96, 80)], baseline=300) is None  # 6 days
+    assert gcig_progression([s(30, 20), s(90, 75), s(94, 60), s(100, 80)], baseline=300) is None
+
+
+def test_progression_without_normalisation_is_twice_the_nadir() -> None:
+    from rescue_pipeline.rules.gcig import gcig_progression
+
+    values = [s(30, 120), s(60, 60.0), s(90, 125), s(100, 130)]
+    p = gcig_progression(values, baseline=400)
+    assert p is not None and p.threshold == 120.0 and p.day == C1 + timedelta(days=90)
+
+
+def test_no_progression_below_the_threshold() -> None:
+    from rescue_pipeline.rules.gcig import gcig_progression
+
+    assert gcig_progression([s(30, 20), s(60, 60), s(90, 65)], baseline=20) is None
+    assert gcig_progression([], baseline=20) is None
