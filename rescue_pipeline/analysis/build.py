@@ -8,7 +8,6 @@ rebuilt on each derivation, and the settings used are recorded in analysis.deriv
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -16,15 +15,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from rescue_pipeline.config import Config
 from rescue_pipeline.rules import eligibility as elig
 from rescue_pipeline.rules import tte
 from rescue_pipeline.rules.gcig import Ca125, gcig_response
 from rescue_pipeline.rules.regimens import count_cycles
+from rescue_pipeline.warehouse import analysis_tables as tables
 from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
-from rescue_pipeline.warehouse.database import ddl
+from rescue_pipeline.warehouse.database import insert_columns, rebuild_tables, record_run
 
 ARM_TEXT = {
     "A": "Secondary cytoreductive surgery + chemotherapy",
@@ -175,17 +174,11 @@ def derive_analysis(
     con.execute("BEGIN")
     try:
         con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
-        history = _history(con)
-        for table in ANALYSIS_TABLES:
-            con.execute(f"DROP TABLE IF EXISTS {table.fullname}")
-        for statement in ddl(ANALYSIS_TABLES):
-            con.execute(statement)
-        if history:
-            con.executemany("INSERT INTO analysis.derivation_runs VALUES (?, ?, ?, ?)", history)
-        _insert(con, "analysis.eligibility", elig_rows)
-        _insert(con, "analysis.eligibility_summary", summary_rows)
-        _insert(con, "analysis.adsl", adsl_rows)
-        _insert(con, "analysis.adtte", adtte_rows)
+        rebuild_tables(con, ANALYSIS_TABLES, run_log=tables.derivation_runs)
+        insert_columns(con, tables.eligibility, elig_rows)
+        insert_columns(con, tables.eligibility_summary, summary_rows)
+        insert_columns(con, tables.adsl, adsl_rows)
+        insert_columns(con, tables.adtte, adtte_rows)
         result = AnalysisResult()
         for table in ANALYSIS_TABLES[:-1]:
             count = con.execute(f"SELECT count(*) FROM {table.fullname}").fetchall()[0][0]
@@ -201,15 +194,10 @@ def derive_analysis(
         result.pfs = {k: int(v) for k, v in pfs}
         result.seconds = round(time.perf_counter() - started, 3)
         recorded = {**asdict(a), "data_cutoff": cutoff.isoformat()}
-        con.execute(
-            "INSERT INTO analysis.derivation_runs VALUES (?, ?, ?, ?)",
-            [
-                dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                json.dumps(recorded, default=str),
-                json.dumps(result.rows),
-                result.seconds,
-            ],
-        )
+        record_run(
+            con, tables.derivation_runs, settings=recorded, rows=result.rows,
+            seconds=result.seconds,
+        )  # fmt: skip
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -399,19 +387,3 @@ def _adsl(
         for key, value in values.items():
             out[key].append(value)
     return out
-
-
-def _history(con: duckdb.DuckDBPyConnection) -> list[tuple[Any, ...]]:
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() "
-        "WHERE schema_name = 'analysis' AND table_name = 'derivation_runs'"
-    ).fetchall()[0][0]
-    return con.execute("SELECT * FROM analysis.derivation_runs").fetchall() if exists else []
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, list[Any]]) -> None:
-    if not columns:
-        return
-    con.register("analysis_insert_source", pa.table(columns))
-    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM analysis_insert_source")
-    con.unregister("analysis_insert_source")

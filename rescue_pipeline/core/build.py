@@ -27,10 +27,13 @@ from rescue_pipeline.rules.gcig import Ca125, gcig_progression
 from rescue_pipeline.rules.recurrence import DiseaseEvent, find_recurrences
 from rescue_pipeline.rules.regimens import Administration, group_lines
 from rescue_pipeline.viewdef import compile_view
-from rescue_pipeline.warehouse.core_tables import CORE_TABLES
-from rescue_pipeline.warehouse.database import ddl
+from rescue_pipeline.warehouse.core_tables import CORE_TABLES, build_runs, progression_events
+from rescue_pipeline.warehouse.core_tables import recurrences as recurrences_table
+from rescue_pipeline.warehouse.core_tables import regimens as regimens_table
+from rescue_pipeline.warehouse.database import insert_columns, rebuild_tables, record_run
 
 STUDY_NCT = "NCT07295132"
+REGIMEN_BATCH = 200_000  # administrations per batch streamed into the regimen rule
 
 
 @dataclass
@@ -79,7 +82,7 @@ def build_core(
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         stage("terminology", lambda: terminology.load(con, config.sites))
         stage("flat views", lambda: _flatten(con))
-        stage("tables", lambda: _recreate_tables(con))
+        stage("tables", lambda: rebuild_tables(con, CORE_TABLES, run_log=build_runs))
         low, high = terminology.epithelial_range()
         con.execute(f"SET VARIABLE epithelial_low = {int(low)}")
         con.execute(f"SET VARIABLE epithelial_high = {int(high)}")
@@ -107,15 +110,10 @@ def build_core(
                 n = con.execute(f"SELECT count(*) FROM core.{table.name}").fetchall()[0][0]
                 result.rows[table.name] = int(n)
         result.seconds = round(time.perf_counter() - started, 3)
-        con.execute(
-            "INSERT INTO core.build_runs VALUES (?, ?, ?, ?)",
-            [
-                dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                json.dumps(asdict(config.analysis), default=str),
-                json.dumps(result.rows),
-                result.seconds,
-            ],
-        )
+        record_run(
+            con, build_runs, settings=asdict(config.analysis), rows=result.rows,
+            seconds=result.seconds,
+        )  # fmt: skip
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -142,22 +140,6 @@ def _flatten(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("DROP TABLE IF EXISTS flat_source")
 
 
-def _recreate_tables(con: duckdb.DuckDBPyConnection) -> None:
-    history = []
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() "
-        "WHERE schema_name = 'core' AND table_name = 'build_runs'"
-    ).fetchall()[0][0]
-    if exists:
-        history = con.execute("SELECT * FROM core.build_runs").fetchall()
-    for table in CORE_TABLES:
-        con.execute(f"DROP TABLE IF EXISTS {table.fullname}")
-    for statement in ddl(CORE_TABLES):
-        con.execute(statement)
-    if history:
-        con.executemany("INSERT INTO core.build_runs VALUES (?, ?, ?, ?)", history)
-
-
 def _usubjids(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
     rows = con.execute(
         "SELECT site_id, id, patient_id, subject_identifier FROM flat.research_subject"
@@ -175,47 +157,56 @@ def _usubjids(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
 
 
 def _regimens(con: duckdb.DuckDBPyConnection, gap_days: int) -> None:
-    columns = (
-        con.sql(
-            "SELECT usubjid, site_id, started_on, drug, drug_class, platinum, "
-            "maintenance_capable, source_type, source_id, ended_on FROM core.drug_administrations"
-        )
-        .to_arrow_table()
-        .to_pydict()
-    )
-    by_subject: dict[tuple[str, str], list[Administration]] = defaultdict(list)
-    names = ("started_on", "drug", "drug_class", "platinum", "maintenance_capable")
-    for usubjid, site, *fields in zip(
-        columns["usubjid"],
-        columns["site_id"],
-        *(columns[n] for n in names),
-        columns["source_type"],
-        columns["source_id"],
-        columns["ended_on"],
-        strict=True,
-    ):
-        by_subject[(usubjid, site)].append(Administration(*fields))
-    out: dict[str, list[Any]] = defaultdict(list)
-    for (usubjid, site), administrations in by_subject.items():
-        for regimen in group_lines(administrations, gap_days=gap_days):
-            first = min(regimen.administrations, key=lambda a: (a.day, a.source_id))
-            values = {
-                "usubjid": usubjid,
-                "line": regimen.line,
-                "maintenance": regimen.maintenance,
-                "drugs": ", ".join(regimen.drugs),
-                "platinum": regimen.platinum,
-                "started_on": regimen.start,
-                "ended_on": regimen.end,
-                "cycles": regimen.cycles,
-                "administrations": len(regimen.administrations),
-                "site_id": site,
-                "source_type": first.source_type,
-                "source_id": first.source_id,
-            }
-            for k, v in values.items():
-                out[k].append(v)
-    _insert(con, "core.regimens", out)
+    """Lines of therapy per subject, in subject order, a slice at a time: the rows stay in a
+    columnar Arrow table and only one slice at a time becomes Python objects."""
+    table = con.sql(
+        "SELECT usubjid, site_id, started_on, drug, drug_class, platinum, maintenance_capable, "
+        "source_type, source_id, ended_on FROM core.drug_administrations ORDER BY usubjid"
+    ).to_arrow_table()
+    current: tuple[str, str] | None = None
+    administrations: list[Administration] = []
+    for offset in range(0, table.num_rows, REGIMEN_BATCH):
+        batch = table.slice(offset, REGIMEN_BATCH)
+        out: dict[str, list[Any]] = defaultdict(list)
+        columns = batch.to_pydict()
+        for usubjid, site, *fields in zip(*columns.values(), strict=True):
+            if (usubjid, site) != current:
+                if current is not None:
+                    _add_regimens(out, current, administrations, gap_days)
+                current, administrations = (usubjid, site), []
+            administrations.append(Administration(*fields))
+        insert_columns(con, regimens_table, out)
+    if current is not None:
+        out = defaultdict(list)
+        _add_regimens(out, current, administrations, gap_days)
+        insert_columns(con, regimens_table, out)
+
+
+def _add_regimens(
+    out: dict[str, list[Any]],
+    subject: tuple[str, str],
+    administrations: list[Administration],
+    gap_days: int,
+) -> None:
+    usubjid, site = subject
+    for regimen in group_lines(administrations, gap_days=gap_days):
+        first = min(regimen.administrations, key=lambda a: (a.day, a.source_id))
+        values = {
+            "usubjid": usubjid,
+            "line": regimen.line,
+            "maintenance": regimen.maintenance,
+            "drugs": ", ".join(regimen.drugs),
+            "platinum": regimen.platinum,
+            "started_on": regimen.start,
+            "ended_on": regimen.end,
+            "cycles": regimen.cycles,
+            "administrations": len(regimen.administrations),
+            "site_id": site,
+            "source_type": first.source_type,
+            "source_id": first.source_id,
+        }
+        for k, v in values.items():
+            out[k].append(v)
 
 
 def _recurrences(con: duckdb.DuckDBPyConnection, uln: float, cutoff: dt.date) -> None:
@@ -280,7 +271,7 @@ def _recurrences(con: duckdb.DuckDBPyConnection, uln: float, cutoff: dt.date) ->
                 ("source_id", rec.source_id),
             ):
                 out[k].append(v)
-    _insert(con, "core.recurrences", out)
+    insert_columns(con, recurrences_table, out)
 
 
 def _gcig_progression(con: duckdb.DuckDBPyConnection, uln: float) -> None:
@@ -317,12 +308,4 @@ def _gcig_progression(con: duckdb.DuckDBPyConnection, uln: float) -> None:
             ("source_id", found.evidence[0]),
         ):
             out[key].append(value)
-    _insert(con, "core.progression_events", out)
-
-
-def _insert(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, list[Any]]) -> None:
-    if not columns:
-        return
-    con.register("core_insert_source", pa.table(columns))
-    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM core_insert_source")
-    con.unregister("core_insert_source")
+    insert_columns(con, progression_events, out)

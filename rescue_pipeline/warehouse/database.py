@@ -6,10 +6,15 @@ native DuckDB connection, so the landing's bulk inserts use the same connection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import datetime as dt
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
+import pyarrow as pa
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateTable
@@ -43,12 +48,23 @@ def ddl(tables_: Iterable[Table]) -> list[str]:
     return out
 
 
+MEMORY_ENV = "RESCUE_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "4GB"
+
+
 def open_work_db(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (and, for writers, create or upgrade) the working database."""
+    """Open (and, for writers, create or upgrade) the working database.
+
+    DuckDB would otherwise use up to 80% of the machine's memory; a limit (default 4GB, or
+    RESCUE_DUCKDB_MEMORY_LIMIT) makes large builds spill to <file>.tmp, so memory stays bounded.
+    """
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "memory_limit": os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY_LIMIT
+    }
     if read_only:
-        return duckdb.connect(str(path), read_only=True)
+        return duckdb.connect(str(path), read_only=True, config=config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
+    con = duckdb.connect(str(path), config=config)
     ensure_schema(con)
     return con
 
@@ -62,3 +78,56 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(tables.CURRENT_VIEW_SQL)
     con.execute(f"COMMENT ON VIEW raw.fhir_resources IS {_literal(tables.CURRENT_VIEW_COMMENT)}")
     con.execute("COMMIT")
+
+
+def rebuild_tables(
+    con: duckdb.DuckDBPyConnection, tables_: Sequence[Table], *, run_log: Table
+) -> None:
+    """Drop and recreate a layer's tables from their definitions, keeping its run log's rows.
+
+    A layer is rebuilt whole from the layer before it (a replay); only the log of past runs
+    (settings, row counts) carries over.
+    """
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+        [run_log.schema, run_log.name],
+    ).fetchall()[0][0]
+    history = con.execute(f"SELECT * FROM {run_log.fullname}").fetchall() if exists else []
+    for table in tables_:
+        con.execute(f"DROP TABLE IF EXISTS {table.fullname}")
+    for statement in ddl(tables_):
+        con.execute(statement)
+    if history:
+        marks = ", ".join("?" for _ in run_log.columns)
+        con.executemany(f"INSERT INTO {run_log.fullname} VALUES ({marks})", history)
+
+
+def insert_columns(
+    con: duckdb.DuckDBPyConnection, table: Table, columns: Mapping[str, list[Any]]
+) -> None:
+    """Insert rows given as columns (name -> values), matched to the table by name."""
+    if not columns:
+        return
+    con.register("insert_columns_source", pa.table(dict(columns)))
+    con.execute(f"INSERT INTO {table.fullname} BY NAME SELECT * FROM insert_columns_source")
+    con.unregister("insert_columns_source")
+
+
+def record_run(
+    con: duckdb.DuckDBPyConnection,
+    run_log: Table,
+    *,
+    settings: Mapping[str, Any],
+    rows: Mapping[str, int],
+    seconds: float,
+) -> None:
+    """One row in a layer's run log: when, with which settings, how many rows, how long."""
+    con.execute(
+        f"INSERT INTO {run_log.fullname} VALUES (?, ?, ?, ?)",
+        [
+            dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            json.dumps(dict(settings), default=str),
+            json.dumps(dict(rows)),
+            seconds,
+        ],
+    )
