@@ -218,6 +218,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+# ---------------------------------------------------------------- export / km
+def _analysis_db(config: Config) -> Any:
+    """The analysis tables (in the working database until the published warehouse exists)."""
+    from rescue_pipeline.site_load import work_db
+
+    if not config.work_db.exists():
+        raise CommandError(f"no database at {config.work_db}: run `rescue run` first", EXIT_USAGE)
+    return work_db(config, read_only=True)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rescue_pipeline.analysis.exports import ExportError, export
+
+    config = _config(args)
+    with _analysis_db(config) as con:
+        try:
+            result = export(con, study_id=config.study_id, fmt=args.format, out=Path(args.out))
+        except ExportError as exc:
+            raise CommandError(f"export: {exc}") from None
+    for name, path in result.files.items():
+        _say(f"  {name:<9} {result.rows.get(name, 0):>7,} rows  {path}")
+    if result.define:
+        _say(f"  metadata            {result.define}")
+    return EXIT_OK
+
+
+def cmd_km(args: argparse.Namespace) -> int:
+    from rescue_pipeline.analysis.km import kaplan_meier
+
+    config = _config(args)
+    with _analysis_db(config) as con:
+        try:
+            result = kaplan_meier(con, out=Path(args.out), paramcd=args.param)
+        except ValueError as exc:
+            raise CommandError(f"km: {exc}", EXIT_USAGE) from None
+    for kind, path in result.files.items():
+        _say(f"  {kind:<6} {path}")
+    _say("(for analysts only: never part of the sponsors' data-quality report)")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------- dictionary
 def cmd_dictionary(args: argparse.Namespace) -> int:
     from rescue_pipeline.warehouse import dictionary
@@ -325,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--site")
     p.add_argument("--full", action="store_true", help="re-read everything (ignore watermarks)")
     p.set_defaults(func=cmd_run)
+
+    p = add("export", "write ADSL, ADTTE and ADELIG (+ define.json) as Parquet, CSV or SAS XPT")
+    p.add_argument("--format", choices=("parquet", "csv", "xpt"), required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
+
+    p = add("km", "Kaplan-Meier first look (PNG + table), for analysts only")
+    p.add_argument("--out", required=True)
+    p.add_argument("--param", default="PFS", choices=("PFS", "OS", "TFST"))
+    p.set_defaults(func=cmd_km)
 
     p = add("dictionary", "write the data dictionary (Markdown and HTML)", config=False)
     p.add_argument("--out", required=True)

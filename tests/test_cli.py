@@ -227,3 +227,26 @@ def test_dictionary_is_written_from_the_table_comments(
     assert (
         "<h2 id='core.subjects'>core.subjects</h2>" in page and "raw.fhir_resource_versions" in page
     )
+
+
+def test_export_and_km_after_a_run(
+    synthesised: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = str(synthesised / "sites.yaml")
+    code, _, err = run(
+        capsys, "export", "--config", config, "--format", "xpt", "--out", str(tmp_path / "x")
+    )
+    assert code == 2 and "run `rescue run` first" in err
+    assert run(capsys, "run", "--config", config)[0] == 0
+    for fmt, suffix in (("xpt", "xpt"), ("parquet", "parquet"), ("csv", "csv")):
+        code, out, err = run(
+            capsys, "export", "--config", config, "--format", fmt, "--out", str(tmp_path / fmt)
+        )
+        assert code == 0, err
+        assert (tmp_path / fmt / f"adtte.{suffix}").exists() and (
+            tmp_path / fmt / "define.json"
+        ).exists()
+        assert "ADSL" in out and "ADELIG" in out
+    code, out, err = run(capsys, "km", "--config", config, "--out", str(tmp_path / "km"))
+    assert code == 0, err
+    assert (tmp_path / "km" / "km_pfs.png").exists() and "analysts only" in out

@@ -57,7 +57,7 @@ def derive_analysis(
     cutoff = a.data_cutoff or today or dt.date.today()
     subjects = con.execute(
         "SELECT usubjid, site_id, arm, randomised_on, consented_on, consent_data_transfer, "
-        "age_at_consent, died_on, source_id, patient_id FROM core.subjects ORDER BY usubjid"
+        "age_at_consent, died_on, source_id FROM core.subjects ORDER BY usubjid"
     ).fetchall()
     # The screening cut-off per subject: randomisation, else consent, else the data cut-off.
     con.execute(
@@ -126,7 +126,7 @@ def derive_analysis(
     elig_rows: dict[str, list[Any]] = defaultdict(list)
     summary_rows: dict[str, list[Any]] = defaultdict(list)
     eligible_of: dict[str, str] = {}
-    for usubjid, site, _arm, _rand, consent_on, transfer, age, _died, rs_id, _pid in subjects:
+    for usubjid, site, _arm, _rand, consent_on, transfer, age, _died, rs_id in subjects:
         facts, extra = _facts(
             usubjid=usubjid,
             consent_on=consent_on,
@@ -344,7 +344,7 @@ def _adtte(
         cutoff=settings.data_cutoff,
     )
     out: dict[str, list[Any]] = defaultdict(list)
-    for usubjid, _site, _arm, rand, _consent, _transfer, _age, died, rs_id, pid in subjects:
+    for usubjid, _site, _arm, rand, _consent, _transfer, _age, died, rs_id in subjects:
         if rand is None:
             continue
         start = tte.Dated(rand, "ResearchSubject", rs_id, "period.start")
@@ -353,7 +353,8 @@ def _adtte(
             start=rand,
             start_source=start,
             progression=tuple(progression.get(usubjid, [])),
-            death=(tte.Dated(died, "Patient", pid, "deceasedDateTime"),) if died else (),
+            # The Patient id is not exported (it can be the site's MRN): SRCID stays empty.
+            death=(tte.Dated(died, "Patient", "", "deceasedDateTime"),) if died else (),
             subsequent_therapy=tuple(therapy.get(usubjid, [])),
             adequate_assessments=tuple(adequate.get(usubjid, [])),
             last_known_alive=last_alive[0] if last_alive else None,
@@ -365,7 +366,7 @@ def _adtte(
                 "PARAM": row.param, "STARTDT": row.startdt, "ADT": row.adt, "AVAL": row.aval,
                 "AVALU": "DAYS", "CNSR": row.cnsr, "EVNTDESC": row.evntdesc,
                 "CNSDTDSC": row.cnsdtdsc, "SRCDOM": row.srcdom, "SRCVAR": row.srcvar,
-                "SRCSEQ": None, "SRCID": row.srcid, "RULE": row.rule,
+                "SRCSEQ": None, "SRCID": row.srcid or None, "RULE": row.rule,
             }  # fmt: skip
             for key, value in values.items():
                 out[key].append(value)
@@ -376,7 +377,7 @@ def _adsl(
     study_id: str, subjects: Iterable[tuple[Any, ...]], eligible_of: dict[str, str]
 ) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = defaultdict(list)
-    for usubjid, site, arm, rand, _consent, _transfer, age, _died, _rs, _pid in subjects:
+    for usubjid, site, arm, rand, _consent, _transfer, age, _died, _rs in subjects:
         flag = "Y" if rand is not None and arm else "N"
         values = {
             "STUDYID": study_id, "USUBJID": usubjid, "SITEID": site, "ARM": arm,

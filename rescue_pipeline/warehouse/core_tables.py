@@ -44,11 +44,6 @@ subjects = Table(
     _c("consent_data_transfer", Boolean, "Consent is active and permits disclose (data transfer)."),
     _c("died_on", Date, "Date of death (Patient.deceasedDateTime), local date."),
     _c("subject_status", String, "ResearchSubject.status as sent."),
-    _c(
-        "patient_id",
-        String,
-        "FHIR Patient id at the site (a site-system key, not a direct identifier).",
-    ),
     *_source(),
     schema="core",
     comment="One row per trial subject (ResearchSubject of NCT07295132).",

@@ -148,6 +148,8 @@ def test_no_direct_identifier_of_the_cohort_reaches_core(cohort) -> None:
             for n in p.get("name", []):
                 names.update([n.get("family", ""), *n.get("given", [])])
             mrns.update(i["value"] for i in p.get("identifier", []))
+            if isinstance(p.get("id"), str):  # a Patient id can be an MRN: it stays in raw
+                mrns.add(p["id"])
             if p.get("birthDate"):
                 births.add(p["birthDate"])
     needles = {x for x in names | mrns | births if len(x) >= 4}

@@ -40,9 +40,15 @@ SELECT usubjid, site_id, gender AS sex,
        CASE WHEN consent_status IS NULL THEN NULL
             ELSE consent_status = 'active' AND provision_type = 'permit' AND coalesce(disclose, false)
        END AS consent_data_transfer,
-       died_on, status AS subject_status, patient_id,
+       died_on, status AS subject_status,
        'ResearchSubject' AS source_type, source_id
 FROM base;
 
+-- Patient id -> usubjid, for the other tables' joins. It stays in the working database's
+-- staging schema: a site's Patient id can be its MRN, so no core table carries it.
 CREATE OR REPLACE TABLE core_stage.subject_of_patient AS
-SELECT site_id, patient_id, min(usubjid) AS usubjid FROM core.subjects GROUP BY ALL;
+SELECT r.site_id, r.patient_id, min(u.usubjid) AS usubjid
+FROM flat.research_subject r
+JOIN core_stage.usubjids u ON u.site_id = r.site_id AND u.research_subject_id = r.id
+JOIN core.subjects s ON s.usubjid = u.usubjid
+GROUP BY ALL;

@@ -1,0 +1,340 @@
+"""Exports of the analysis datasets: Parquet, CSV, SAS XPT v5 and define.json, on real files.
+
+The analysis schema is built by hand in a DuckDB file from the data dictionary's DDL, with a few
+subjects chosen to exercise missing values, dates, evidence lists and a randomised arm each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyreadstat
+import pytest
+
+from rescue_pipeline.analysis import define
+from rescue_pipeline.analysis.exports import ExportError, export
+from rescue_pipeline.rules.eligibility import CRITERIA
+from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
+from rescue_pipeline.warehouse.database import ddl
+
+STUDY = "RESCUE"
+PATIENT_ID = "pat-secret-4711"  # a site key that must appear in no export
+D = dt.date
+
+
+def make_db(path: Path) -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(str(path))
+    con.execute("CREATE SCHEMA analysis")
+    for statement in ddl(ANALYSIS_TABLES):
+        con.execute(statement)
+    con.executemany(
+        "INSERT INTO analysis.adsl VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                STUDY,
+                "RESCUE-A-0001",
+                "site-a",
+                "A",
+                "Secondary cytoreductive surgery + chemotherapy",
+                D(2024, 3, 1),
+                "Y",
+                "Y",
+                61,
+                "YEARS",
+                "Y",
+            ),
+            (
+                STUDY,
+                "RESCUE-A-0002",
+                "site-a",
+                "B",
+                "Chemotherapy alone",
+                D(2024, 4, 15),
+                "Y",
+                "Y",
+                70,
+                "YEARS",
+                "N",
+            ),
+            (STUDY, "RESCUE-B-0001", "site-b", None, None, None, "N", "N", None, None, "U"),
+        ],
+    )
+    con.executemany(
+        "INSERT INTO analysis.adtte VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                STUDY,
+                "RESCUE-A-0001",
+                "PFS",
+                "Progression-free survival (days)",
+                D(2024, 3, 1),
+                D(2024, 9, 1),
+                185,
+                "DAYS",
+                0,
+                "Documented progression",
+                None,
+                "Observation",
+                "valueCodeableConcept",
+                None,
+                "obs-1",
+                4,
+            ),
+            (
+                STUDY,
+                "RESCUE-A-0002",
+                "PFS",
+                "Progression-free survival (days)",
+                D(2024, 4, 15),
+                D(2024, 4, 15),
+                1,
+                "DAYS",
+                1,
+                None,
+                "Randomisation (no adequate assessment)",
+                "ResearchSubject",
+                "period.start",
+                None,
+                "rs-2",
+                5,
+            ),
+        ],
+    )
+    rows = []
+    for usubjid, site in (("RESCUE-A-0001", "site-a"), ("RESCUE-A-0002", "site-a")):
+        for code in CRITERIA:
+            evidence = "obs-1,cond-2, proc-3" if code == "IN01" else None
+            rows.append(
+                (
+                    usubjid,
+                    code,
+                    "met" if code.startswith("IN") else "not_met",
+                    "PFI 200 days" if code == "IN02" else None,
+                    evidence,
+                    site,
+                )
+            )
+    con.executemany("INSERT INTO analysis.eligibility VALUES (?, ?, ?, ?, ?, ?)", rows)
+    con.executemany(
+        "INSERT INTO analysis.eligibility_summary VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            ("RESCUE-A-0001", "yes", None, None, 200, 3, "response", D(2024, 2, 1), "site-a"),
+            (
+                "RESCUE-A-0002",
+                "no",
+                "IN02,EX05",
+                "IN03",
+                100,
+                None,
+                "not_evaluable",
+                None,
+                "site-a",
+            ),
+        ],
+    )
+    con.execute(
+        "INSERT INTO analysis.derivation_runs VALUES "
+        "('2026-06-30T00:00:00Z', '{\"data_cutoff\": \"2026-06-30\"}', '{}', 0.1)"
+    )
+    # A column added by hand that holds a site key: exports select only declared variables.
+    con.execute("ALTER TABLE analysis.adsl ADD COLUMN patient_id VARCHAR")
+    con.execute("UPDATE analysis.adsl SET patient_id = ?", [PATIENT_ID])
+    return con
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
+    return make_db(tmp_path / "rescue.work.duckdb")
+
+
+def expected(con: duckdb.DuckDBPyConnection, name: str) -> list[dict[str, Any]]:
+    """The dataset's rows straight from the analysis schema, via the spec's own query."""
+    spec = next(s for s in define.dataset_specs() if s.name == name)
+    con.register("export_criteria", pa.table(define.criteria_rows()))
+    sql = spec.select_sql()
+    rel = con.sql(sql, params={"study_id": STUDY} if "$study_id" in sql else None)
+    rows = [dict(zip(rel.columns, r, strict=True)) for r in rel.fetchall()]
+    con.unregister("export_criteria")
+    return rows
+
+
+DATASETS = ("ADSL", "ADTTE", "ADELIG", "ADELIGEV", "ADELIGSM")
+
+
+def test_xpt_round_trip_gives_same_values_dates_and_labels(con, tmp_path):
+    result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt")
+    assert set(result.files) == set(DATASETS)
+    for spec in define.dataset_specs():
+        frame, meta = pyreadstat.read_xport(str(result.files[spec.name]))
+        assert meta.table_name == spec.name
+        assert meta.file_label == spec.label
+        assert meta.column_names_to_labels == {v.name: v.label for v in spec.variables}
+        for v in spec.variables:
+            if v.kind == "date":
+                assert meta.original_variable_types[v.name] == "DATE9"
+        got = frame.to_dict("records")
+        want = expected(con, spec.name)
+        assert len(got) == len(want) == result.rows[spec.name]
+        for g, w in zip(got, want, strict=True):
+            for v in spec.variables:
+                a, b = g[v.name], w[v.name]
+                if b is None:  # SAS: blank text, missing numeric
+                    assert a == "" if v.kind == "text" else (a is None or math.isnan(a)), v.name
+                elif v.kind in ("integer", "float"):
+                    assert a == float(b), v.name
+                else:
+                    assert a == b, (spec.name, v.name)  # dates come back as datetime.date
+
+
+def test_evidence_is_split_one_source_id_per_row(con, tmp_path):
+    result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt")
+    frame, _ = pyreadstat.read_xport(str(result.files["ADELIGEV"]))
+    first = frame[frame.USUBJID == "RESCUE-A-0001"]
+    assert first[["PARAMCD", "SRCSEQ", "SRCID"]].values.tolist() == [
+        ["IN01", 1.0, "obs-1"],
+        ["IN01", 2.0, "cond-2"],
+        ["IN01", 3.0, "proc-3"],
+    ]
+    adelig, _ = pyreadstat.read_xport(str(result.files["ADELIG"]))
+    assert adelig.PARAMCD.tolist()[:14] == list(CRITERIA)  # protocol order
+    assert "EVIDENCE" not in adelig.columns
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_parquet_and_csv_read_back_equal(con, tmp_path, fmt):
+    result = export(con, study_id=STUDY, fmt=fmt, out=tmp_path / fmt)
+    meta = json.loads(result.define.read_text())
+    types = {"text": "VARCHAR", "integer": "BIGINT", "float": "DOUBLE", "date": "DATE"}
+    for dataset in meta["datasets"]:
+        path = str(result.files[dataset["name"]])
+        if fmt == "parquet":
+            cur = duckdb.sql(f"SELECT * FROM read_parquet('{path}')")
+        else:  # types from define.json: it must describe the file well enough to read it
+            columns = {v["name"]: types[v["type"]] for v in dataset["variables"]}
+            cur = duckdb.sql(f"SELECT * FROM read_csv('{path}', header=true, columns={columns})")
+        got = [dict(zip(cur.columns, r, strict=True)) for r in cur.fetchall()]
+        assert got == expected(con, dataset["name"]), dataset["name"]
+    if fmt == "csv":
+        header, first = result.files["ADSL"].read_text().splitlines()[:2]
+        assert header.startswith("STUDYID,USUBJID,SITEID,ARM,TRT01P,RANDDT")
+        assert ",2024-03-01," in first  # ISO dates
+    else:
+        schema = pq.read_schema(result.files["ADTTE"])
+        assert schema.field("ADT").metadata[b"label"] == b"Analysis date (event or censoring)"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "xpt"])
+def test_no_direct_identifier_in_any_export(con, tmp_path, fmt):
+    result = export(con, study_id=STUDY, fmt=fmt, out=tmp_path / fmt)
+    forbidden = {n.upper() for n in define.DIRECT_IDENTIFIERS}
+    for path in [*result.files.values(), result.define]:
+        assert PATIENT_ID.encode() not in path.read_bytes(), path
+    meta = json.loads(result.define.read_text())
+    for dataset in meta["datasets"]:
+        names = {v["name"] for v in dataset["variables"]}
+        assert not names & forbidden
+        spec = next(s for s in define.dataset_specs() if s.name == dataset["name"])
+        assert names == {v.name for v in spec.variables}
+
+
+def test_define_lists_every_dataset_and_variable_exported(con, tmp_path):
+    result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt")
+    meta = json.loads(result.define.read_text())
+    assert meta["study"]["studyid"] == STUDY
+    assert meta["derivation_run"]["settings"] == {"data_cutoff": "2026-06-30"}
+    assert [d["name"] for d in meta["datasets"]] == list(DATASETS)
+    for dataset in meta["datasets"]:
+        frame, _ = pyreadstat.read_xport(str(result.files[dataset["name"]]))
+        assert [v["name"] for v in dataset["variables"]] == list(frame.columns)
+        assert dataset["rows"] == len(frame)
+        assert dataset["file"] == result.files[dataset["name"]].name
+        for v in dataset["variables"]:
+            assert v["origin"] in ("Derived", "Assigned")
+            assert v["derivation"], (dataset["name"], v["name"])
+            assert len(v["label"]) <= 40
+    adtte = meta["datasets"][1]
+    cnsr = next(v for v in adtte["variables"] if v["name"] == "CNSR")
+    assert cnsr["method"] == "MT.TTE" and cnsr["type"] == "integer" and cnsr["length"] == 8
+    adt = next(v for v in adtte["variables"] if v["name"] == "ADT")
+    assert adt["format"] == "DATE9."
+    srcvar = next(v for v in adtte["variables"] if v["name"] == "SRCVAR")
+    assert srcvar["length"] == len("valueCodeableConcept")
+    methods = {m["id"]: m["description"] for m in meta["methods"]}
+    assert "missed assessments" in methods["MT.TTE"]  # the rules' docstring, verbatim
+    levels = {x["where"]: x for x in meta["datasets"][2]["value_level"]}
+    assert "Platinum-free interval" in levels["PARAMCD = 'IN02'"]["derivation"]
+
+
+def test_value_over_200_bytes_is_an_error_naming_dataset_variable_and_row(con, tmp_path):
+    con.execute(
+        "UPDATE analysis.eligibility SET value = ? "
+        "WHERE usubjid = 'RESCUE-A-0002' AND criterion = 'IN03'",
+        ["é" * 101],
+    )
+    with pytest.raises(ExportError) as err:
+        export(con, study_id=STUDY, fmt="csv", out=tmp_path / "csv")
+    message = str(err.value)
+    assert "dataset ADELIG, variable CRITVAL, row 17" in message  # subject 2's 3rd criterion
+    assert "202 bytes" in message and "USUBJID=RESCUE-A-0002" in message
+    assert not (tmp_path / "csv").exists()  # nothing written
+
+
+def test_exactly_200_bytes_is_kept_whole(con, tmp_path):
+    con.execute(
+        "UPDATE analysis.adtte SET EVNTDESC = ? WHERE USUBJID = 'RESCUE-A-0001'", ["x" * 200]
+    )
+    result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt")
+    frame, _ = pyreadstat.read_xport(str(result.files["ADTTE"]))
+    assert frame.EVNTDESC[0] == "x" * 200
+
+
+def test_long_label_fails_loudly(monkeypatch):
+    spec = define.dataset_specs()[0]
+    from rescue_pipeline.analysis import exports
+
+    bad = spec.variables[0].__class__(**{**spec.variables[0].__dict__, "label": "L" * 41})
+    with pytest.raises(ExportError, match=r"dataset ADSL, variable STUDYID: label .* 41 char"):
+        exports.check_metadata(spec.__class__(**{**spec.__dict__, "variables": (bad,)}))
+
+
+@pytest.mark.parametrize("name", ["ADELIGEVX", "adsl", "1ADSL"])
+def test_long_or_bad_names_fail_loudly(name):
+    from rescue_pipeline.analysis import exports
+
+    spec = define.dataset_specs()[0]
+    with pytest.raises(ExportError, match="name must be"):
+        exports.check_metadata(spec.__class__(**{**spec.__dict__, "name": name}))
+    bad = spec.variables[0].__class__(**{**spec.variables[0].__dict__, "name": name})
+    with pytest.raises(ExportError, match="name must be"):
+        exports.check_metadata(spec.__class__(**{**spec.__dict__, "variables": (bad,)}))
+
+
+@pytest.mark.parametrize("name", ["MRN", "SSN", "EMAIL"])
+def test_direct_identifier_variable_is_refused(name):
+    from rescue_pipeline.analysis import exports
+
+    spec = define.dataset_specs()[0]
+    bad = spec.variables[0].__class__(**{**spec.variables[0].__dict__, "name": name})
+    with pytest.raises(ExportError, match="direct identifier"):
+        exports.check_metadata(spec.__class__(**{**spec.__dict__, "variables": (bad,)}))
+
+
+def test_labels_are_shortened_from_comments_sensibly():
+    assert define.short_label("Source sequence (not used for FHIR sources).") == "Source sequence"
+    assert define.short_label("Randomised arm code (A / B), null if not randomised.") == (
+        "Randomised arm code (A / B)"
+    )
+    assert define.short_label("GCIG CA-125 response: response, no_response, not_evaluable.") == (
+        "GCIG CA-125 response"
+    )
+    labels = {v.name: v.label for s in define.dataset_specs() for v in s.variables}
+    assert labels["USUBJID"] == "Unique subject identifier"  # ADSL's label in every dataset
+    assert all(len(x) <= 40 for x in labels.values())
+    assert set(define.CRITERION_TEXT) == set(CRITERIA)
