@@ -95,7 +95,7 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
 
     pseudonym_key()  # fail before landing anything, not after
     result = run_sites(config, site_ids, instance=instance, on_site=on_site, on_done=on_done)
-    with Stage("building core and analysis") as stage:
+    with Stage("core, analysis, publish") as stage:
         core = run_core(config, instance=instance)
         if not core.success:
             stage.note = f"FAILED: {core.error}"
@@ -207,8 +207,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"(demo: {KEY_ENV} set to the documented demo key)")
     code = _run_pipeline(config, [s.id for s in config.sites], dagster_home=out / "dagster_home")
     _say()
+    _say(f"Published warehouse (core, analysis): {config.warehouse}")
     _say(f"Working database (raw, ops): {config.work_db}")
-    _say(f'Query it:   rescue query --work --config {out}/sites.yaml "SELECT * FROM raw.loads"')
+    _say(
+        f"Query it:   rescue query --config {out}/sites.yaml "
+        '"SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY ALL"'
+    )
+    _say(f'            rescue query --work --config {out}/sites.yaml "SELECT * FROM raw.loads"')
     _say(
         f"Dagster UI: DAGSTER_HOME={out.resolve()}/dagster_home "
         f"RESCUE_CONFIG={out.resolve()}/sites.yaml dagster dev -w workspace.yaml"
@@ -220,12 +225,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- export / km
 def _analysis_db(config: Config) -> Any:
-    """The analysis tables (in the working database until the published warehouse exists)."""
-    from rescue_pipeline.site_load import work_db
+    """The published warehouse, read-only: analysts' commands never touch the working one."""
+    import duckdb
 
-    if not config.work_db.exists():
-        raise CommandError(f"no database at {config.work_db}: run `rescue run` first", EXIT_USAGE)
-    return work_db(config, read_only=True)
+    if not config.warehouse.exists():
+        raise CommandError(f"no database at {config.warehouse}: run `rescue run` first", EXIT_USAGE)
+    return duckdb.connect(str(config.warehouse), read_only=True)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

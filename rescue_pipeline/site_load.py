@@ -22,6 +22,7 @@ from rescue_pipeline.extract.ndjson import SourceError, discover
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.warehouse.database import open_work_db
+from rescue_pipeline.warehouse.publish import PublishResult, publish
 
 
 class SiteLoadError(RuntimeError):
@@ -142,3 +143,9 @@ def derive_analysis_layer(config: Config) -> AnalysisResult:
     """Derive eligibility, ADSL and ADTTE from the core tables."""
     with work_db(config) as con:
         return derive_analysis(con, config)
+
+
+def publish_warehouse(config: Config) -> PublishResult:
+    """Copy core and analysis into the next published warehouse and rename it into place."""
+    with work_db(config) as con:
+        return publish(con, config.warehouse)

@@ -250,3 +250,22 @@ def test_export_and_km_after_a_run(
     code, out, err = run(capsys, "km", "--config", config, "--out", str(tmp_path / "km"))
     assert code == 0, err
     assert (tmp_path / "km" / "km_pfs.png").exists() and "analysts only" in out
+
+
+def test_query_reads_the_published_warehouse_which_has_no_raw_layer(
+    synthesised: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(synthesised / "sites.yaml")
+    assert run(capsys, "run", "--config", config)[0] == 0
+    code, out, _ = run(
+        capsys,
+        "query",
+        "--config",
+        config,
+        "--format",
+        "json",
+        "SELECT count(*) AS n FROM analysis.adsl",
+    )
+    assert code == 0 and json.loads(out)[0]["n"] > 40
+    code, _, err = run(capsys, "query", "--config", config, "SELECT count(*) FROM raw.loads")
+    assert code == 2 and "query failed" in err

@@ -18,6 +18,7 @@ from rescue_pipeline.site_load import (
     build_core_layer,
     derive_analysis_layer,
     load_site,
+    publish_warehouse,
     validate_site,
     work_db,
 )
@@ -26,6 +27,7 @@ from rescue_pipeline.warehouse.core_tables import CORE_TABLES
 
 RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
 RAW_VALIDATION = dg.AssetKey(["raw", "version_validation"])
+PUBLISHED = dg.AssetKey(["warehouse", "published"])
 DEMO_CONFIG = Path("rescue-demo") / "sites.yaml"
 
 
@@ -177,7 +179,33 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
                 },
             )
 
-    return [raw_fhir_resources, raw_version_validation, core_tables, analysis_tables]
+    @dg.asset(
+        key=PUBLISHED,
+        group_name="publish",
+        deps=[spec.key for spec in analysis_specs],
+        kinds={"duckdb"},
+        description=(
+            "The published warehouse (core and analysis, never raw): built beside the published "
+            "file and renamed over it, so readers never see a half-written load."
+        ),
+    )
+    def published_warehouse(rescue: RescueConfig) -> dg.MaterializeResult:
+        result = publish_warehouse(rescue.load())
+        return dg.MaterializeResult(
+            metadata={
+                "path": str(result.path),
+                "tables": len(result.rows),
+                "seconds": result.seconds,
+            }
+        )
+
+    return [
+        raw_fhir_resources,
+        raw_version_validation,
+        core_tables,
+        analysis_tables,
+        published_warehouse,
+    ]
 
 
 def _column_schema(table: Table) -> dg.TableSchema:

@@ -87,9 +87,10 @@ def run_sites(
 
 
 def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
-    """Materialise the core and analysis tables (all sites) in process."""
+    """Materialise the core and analysis tables (all sites) and publish, in process."""
     assets = build_assets(config)
-    core_keys = [key for a in assets for key in a.keys if key.path[0] in ("core", "analysis")]
+    layers = ("core", "analysis", "warehouse")
+    core_keys = [key for a in assets for key in a.keys if key.path[0] in layers]
     result = dg.materialize(
         assets,
         selection=core_keys,

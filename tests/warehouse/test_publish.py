@@ -1,0 +1,98 @@
+"""Publishing: the next warehouse is written beside the published one and renamed over it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from rescue_pipeline.analysis.build import derive_analysis
+from rescue_pipeline.config import load_config
+from rescue_pipeline.core.build import build_core
+from rescue_pipeline.site_load import load_site, publish_warehouse, work_db
+from rescue_pipeline.synth import generate
+from rescue_pipeline.warehouse import publish as publish_module
+
+KEY = b"publish-test-key-0123456789"
+
+
+@pytest.fixture
+def config(tmp_path: Path):
+    generate(tmp_path / "c", patients=40, sites=2, seed=9)
+    config = load_config(tmp_path / "c" / "sites.yaml")
+    for site in config.sites:
+        load_site(config, site)
+    with work_db(config) as con:
+        build_core(con, config, key=KEY, today=dt.date(2026, 6, 30))
+        derive_analysis(con, config, today=dt.date(2026, 6, 30))
+    return config
+
+
+def test_published_warehouse_has_core_and_analysis_and_never_raw(config) -> None:
+    result = publish_warehouse(config)
+    assert result.path == config.warehouse and config.warehouse.exists()
+    assert not publish_module.next_path(config.warehouse).exists()
+    con = duckdb.connect(str(config.warehouse), read_only=True)
+    schemas = {
+        s for (s,) in con.execute("SELECT DISTINCT schema_name FROM duckdb_tables()").fetchall()
+    }
+    assert schemas == {"core", "analysis"}
+    with work_db(config, read_only=True) as work:
+        for table in ("core.subjects", "core.regimens", "analysis.adtte", "analysis.eligibility"):
+            assert (
+                con.execute(f"SELECT count(*) FROM {table}").fetchall()
+                == work.execute(f"SELECT count(*) FROM {table}").fetchall()
+            )
+    comment = con.execute(
+        "SELECT comment FROM duckdb_columns() WHERE table_name = 'adtte' AND column_name = 'CNSR'"
+    ).fetchall()
+    assert comment == [("Censor: 0 event, 1 censored.",)]
+
+
+def test_a_reader_keeps_its_view_while_the_next_warehouse_is_published(config) -> None:
+    publish_warehouse(config)
+    reader = duckdb.connect(str(config.warehouse), read_only=True)
+    before = reader.execute("SELECT count(*) FROM core.subjects").fetchall()[0][0]
+    with work_db(config) as con:
+        con.execute(
+            "DELETE FROM core.subjects WHERE usubjid IN (SELECT usubjid FROM core.subjects LIMIT 5)"
+        )
+    publish_warehouse(config)
+    assert (
+        reader.execute("SELECT count(*) FROM core.subjects").fetchall()[0][0] == before
+    )  # old file
+    # another process (as an analyst's would be) opening the path now sees the new warehouse
+    # (inside this process DuckDB would hand back the reader's cached instance)
+    code = (
+        "import duckdb, sys; c = duckdb.connect(sys.argv[1], read_only=True); "
+        "print(c.execute('SELECT count(*) FROM core.subjects').fetchall()[0][0])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(config.warehouse)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(done.stdout) == before - 5
+
+
+def test_a_failed_publish_leaves_the_published_warehouse_as_it_was(
+    config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    publish_warehouse(config)
+    original = config.warehouse.read_bytes()
+
+    def broken(tables):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(publish_module, "ddl", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        publish_warehouse(config)
+    assert config.warehouse.read_bytes() == original
+    monkeypatch.undo()
+    publish_warehouse(config)  # and the next publish works
+    assert not publish_module.next_path(config.warehouse).exists()
