@@ -95,7 +95,7 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
 
     pseudonym_key()  # fail before landing anything, not after
     result = run_sites(config, site_ids, instance=instance, on_site=on_site, on_done=on_done)
-    with Stage("core, analysis, publish") as stage:
+    with Stage("core, analysis, quality, publish") as stage:
         core = run_core(config, instance=instance)
         if not core.success:
             stage.note = f"FAILED: {core.error}"
@@ -103,11 +103,31 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
         _print_raw_summary(con, config, site_ids)
         if core.success:
             _print_core_summary(con)
+            _print_quality_summary(con)
     for failed in result.failed:
         print(f"error: {failed.error}", file=sys.stderr)
+    refused = not core.success and (core.error or "").startswith("publish refused")
     if not core.success:
-        print(f"error: core build: {core.error}", file=sys.stderr)
+        print(
+            f"error: {core.error}" if refused else f"error: core build: {core.error}",
+            file=sys.stderr,
+        )
+    if refused:
+        return EXIT_QUALITY
     return EXIT_FAILED if result.failed or not core.success else EXIT_OK
+
+
+def _print_quality_summary(con: Any) -> None:
+    rows = con.execute(
+        "SELECT severity, success, count(*) FROM quality.results WHERE run_id = "
+        "(SELECT arg_max(run_id, checked_at) FROM quality.results) GROUP BY ALL"
+    ).fetchall()
+    counts = {(sev, ok): n for sev, ok, n in rows}
+    _say(
+        f"Quality: {sum(counts.values())} checks; "
+        f"{counts.get(('critical', False), 0)} critical failures, "
+        f"{counts.get(('warning', False), 0)} warnings (quality.results)"
+    )
 
 
 def _print_core_summary(con: Any) -> None:

@@ -19,6 +19,7 @@ from rescue_pipeline.config import Config, NdjsonSource, SiteConfig
 from rescue_pipeline.core.build import CoreBuildResult, build_core
 from rescue_pipeline.core.pseudonym import pseudonym_key
 from rescue_pipeline.extract.ndjson import SourceError, discover
+from rescue_pipeline.quality.gate import PublishRefused, QualityResult, refusal, run_quality
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.warehouse.database import open_work_db
@@ -145,7 +146,16 @@ def derive_analysis_layer(config: Config) -> AnalysisResult:
         return derive_analysis(con, config)
 
 
-def publish_warehouse(config: Config) -> PublishResult:
-    """Copy core and analysis into the next published warehouse and rename it into place."""
+def check_quality(config: Config) -> QualityResult:
+    """Run every expectation suite; results go to quality.results."""
+    with work_db(config) as con:
+        return run_quality(con, config)
+
+
+def publish_warehouse(config: Config, quality: QualityResult | None = None) -> PublishResult:
+    """Copy core, analysis and quality into the next published warehouse and rename it into
+    place, unless a critical check of `quality` failed (PublishRefused, exit code 3)."""
+    if quality is not None and (reason := refusal(quality)):
+        raise PublishRefused(reason)
     with work_db(config) as con:
         return publish(con, config.warehouse)

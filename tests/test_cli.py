@@ -269,3 +269,41 @@ def test_query_reads_the_published_warehouse_which_has_no_raw_layer(
     assert code == 0 and json.loads(out)[0]["n"] > 40
     code, _, err = run(capsys, "query", "--config", config, "SELECT count(*) FROM raw.loads")
     assert code == 2 and "query failed" in err
+
+
+def test_a_failed_critical_check_refuses_the_publish_with_exit_code_3(
+    synthesised: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / "expectations"
+    folder.mkdir()
+    (folder / "strict.json").write_text(
+        json.dumps(
+            {
+                "name": "strict",
+                "meta": {
+                    "layer": "core",
+                    "table": "core.subjects",
+                    "query": "SELECT site_id, usubjid AS key, arm FROM core.subjects",
+                    "key": "key",
+                },
+                "expectations": [
+                    {
+                        "type": "expect_column_values_to_be_in_set",
+                        "kwargs": {"column": "arm", "value_set": ["A"]},
+                        "meta": {"severity": "critical", "description": "only arm A (a test rule)"},
+                    }
+                ],
+            }
+        )
+    )
+    monkeypatch.setenv("RESCUE_EXPECTATIONS", str(folder))
+    code, _, err = run(capsys, "run", "--config", str(synthesised / "sites.yaml"))
+    assert code == 3
+    assert (
+        "error: publish refused: " in err
+        and "core.subjects expect_column_values_to_be_in_set" in err
+    )
+    assert not (synthesised / "warehouse" / "rescue.duckdb").exists()

@@ -9,13 +9,17 @@ RESCUE_CONFIG when the code location loads, never at import.
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from sqlalchemy import Table
 
 from rescue_pipeline.config import CONFIG_ENV, Config, ConfigError, load_config
+from rescue_pipeline.quality.gate import QualityResult
+from rescue_pipeline.quality.suites import CheckResult
 from rescue_pipeline.site_load import (
     build_core_layer,
+    check_quality,
     derive_analysis_layer,
     load_site,
     publish_warehouse,
@@ -28,6 +32,7 @@ from rescue_pipeline.warehouse.core_tables import CORE_TABLES
 RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
 RAW_VALIDATION = dg.AssetKey(["raw", "version_validation"])
 PUBLISHED = dg.AssetKey(["warehouse", "published"])
+QUALITY = dg.AssetKey(["quality", "results"])
 DEMO_CONFIG = Path("rescue-demo") / "sites.yaml"
 
 
@@ -180,9 +185,27 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
             )
 
     @dg.asset(
+        key=QUALITY,
+        group_name="quality",
+        deps=[RAW_RESOURCES, *(spec.key for spec in core_specs), *(s.key for s in analysis_specs)],
+        kinds={"duckdb"},
+        description="Great Expectations suites (expectations/*.json) over raw, core and analysis.",
+    )
+    def quality_results(rescue: RescueConfig) -> dg.MaterializeResult:
+        result = check_quality(rescue.load())
+        return dg.MaterializeResult(
+            metadata={
+                "run_id": result.run_id,
+                "checks": len(result.checks),
+                "critical_failures": len(result.critical_failures),
+                "warnings": len(result.warnings),
+            }
+        )
+
+    @dg.asset(
         key=PUBLISHED,
         group_name="publish",
-        deps=[spec.key for spec in analysis_specs],
+        deps=[QUALITY],
         kinds={"duckdb"},
         description=(
             "The published warehouse (core and analysis, never raw): built beside the published "
@@ -190,7 +213,10 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
         ),
     )
     def published_warehouse(rescue: RescueConfig) -> dg.MaterializeResult:
-        result = publish_warehouse(rescue.load())
+        config = rescue.load()
+        with work_db(config, read_only=True) as con:
+            latest = _latest_quality(con)
+        result = publish_warehouse(config, latest)
         return dg.MaterializeResult(
             metadata={
                 "path": str(result.path),
@@ -204,8 +230,21 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
         raw_version_validation,
         core_tables,
         analysis_tables,
+        quality_results,
         published_warehouse,
     ]
+
+
+def _latest_quality(con: Any) -> QualityResult | None:
+    """The latest quality run's results, read back from quality.results."""
+    rows = con.execute(
+        "SELECT * FROM quality.results WHERE run_id = "
+        "(SELECT arg_max(run_id, checked_at) FROM quality.results)"
+    ).fetchall()
+    if not rows:
+        return None
+    checks = [CheckResult(*row) for row in rows]
+    return QualityResult(checks[0].run_id, checks)
 
 
 def _column_schema(table: Table) -> dg.TableSchema:

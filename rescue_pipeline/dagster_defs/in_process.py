@@ -89,7 +89,7 @@ def run_sites(
 def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
     """Materialise the core and analysis tables (all sites) and publish, in process."""
     assets = build_assets(config)
-    layers = ("core", "analysis", "warehouse")
+    layers = ("core", "analysis", "quality", "warehouse")
     core_keys = [key for a in assets for key in a.keys if key.path[0] in layers]
     result = dg.materialize(
         assets,

@@ -21,8 +21,9 @@ from sqlalchemy import Table
 from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
 from rescue_pipeline.warehouse.core_tables import CORE_TABLES
 from rescue_pipeline.warehouse.database import ddl
+from rescue_pipeline.warehouse.quality_tables import QUALITY_TABLES
 
-PUBLISHED_TABLES: tuple[Table, ...] = (*CORE_TABLES, *ANALYSIS_TABLES)
+PUBLISHED_TABLES: tuple[Table, ...] = (*CORE_TABLES, *ANALYSIS_TABLES, *QUALITY_TABLES)
 NEXT_ALIAS = "next_warehouse"
 
 

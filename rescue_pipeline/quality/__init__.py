@@ -1,0 +1,1 @@
+"""The quality layer: Great Expectations suites at every layer, and the gate before publishing."""
