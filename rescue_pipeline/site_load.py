@@ -11,11 +11,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 
 from rescue_pipeline.analysis.build import AnalysisResult, derive_analysis
-from rescue_pipeline.config import Config, NdjsonSource, SiteConfig
+from rescue_pipeline.config import Config, FhirSource, NdjsonSource, SiteConfig
 from rescue_pipeline.core.build import CoreBuildResult, build_core
 from rescue_pipeline.core.pseudonym import pseudonym_key
 from rescue_pipeline.extract.ndjson import SourceError, discover
@@ -67,7 +68,9 @@ def load_site(
             [load_id, site.id, site.source.kind, started, full],
         )
         try:
-            result = _extract_and_land(con, site, load_id, full=full, progress=progress)
+            result = _extract_and_land(
+                con, site, load_id, work_dir=config.work_db.parent, full=full, progress=progress
+            )
         except (SourceError, SiteLoadError, OSError) as exc:
             message = (
                 str(exc)
@@ -88,14 +91,19 @@ def _extract_and_land(
     site: SiteConfig,
     load_id: str,
     *,
+    work_dir: Path,
     full: bool,
     progress: Callable[[int], None] | None,
 ) -> LoadResult:
     source = site.source
+    if isinstance(source, FhirSource):
+        from rescue_pipeline.extract.rest import load_fhir_site  # httpx only for live sites
+
+        return load_fhir_site(con, site, load_id, work_dir=work_dir, full=full, progress=progress)
     if not isinstance(source, NdjsonSource):
         raise SiteLoadError(
             f"site {site.id}: source kind {source.kind!r} is not available in this version "
-            "(only kind: ndjson lands today)"
+            "(kind: ndjson and kind: fhir land today)"
         )
     files = discover(source.path, site.id)
     return land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)

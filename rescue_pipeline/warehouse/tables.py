@@ -169,8 +169,27 @@ runs = Table(
     comment="One row per site load: status and timing.",
 )
 
+watermarks = Table(
+    "watermarks",
+    metadata,
+    _c("site_id", String, "Site.", nullable=False),
+    _c("resource_type", String, "FHIR resourceType searched.", nullable=False),
+    _c(
+        "mark",
+        TS,
+        "The next incremental search asks for resources updated after this instant (UTC): the "
+        "greatest meta.lastUpdated landed, minus the site's overlap window.",
+        nullable=False,
+    ),
+    _c("updated_at", TS, "When the mark was last advanced.", nullable=False),
+    _c("load_id", String, "Load whose committed landing advanced it.", nullable=False),
+    PrimaryKeyConstraint("site_id", "resource_type"),
+    schema="ops",
+    comment="Per site and resource type: where the next incremental extract starts.",
+)
+
 RAW_TABLES = (fhir_resource_versions, quarantine, loads, version_validation)
-OPS_TABLES = (landed_files, runs)
+OPS_TABLES = (landed_files, runs, watermarks)
 
 CURRENT_VIEW_SQL = """
 CREATE OR REPLACE VIEW raw.fhir_resources AS

@@ -1,0 +1,226 @@
+"""A small real HTTP server on 127.0.0.1 that answers from a script: faults a real FHIR server
+cannot be made to show (dropped connections, slow answers, odd Retry-After) on a real socket."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from rescue_pipeline.synth import generate
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes | dict[str, object] = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    drop_after: int | None = None  # send this many body bytes, then close the connection
+    delay: float = 0.0  # seconds before answering
+
+
+@dataclass
+class Seen:
+    path: str
+    headers: dict[str, str]
+
+
+class ScriptedServer:
+    """Replies are taken in order per path (the path without its query); the last one repeats."""
+
+    def __init__(self) -> None:
+        self.script: dict[str, list[Reply]] = {}
+        self.seen: list[Seen] = []
+        self.url = ""
+        self._lock = threading.Lock()
+
+    def on(self, path: str, *replies: Reply) -> None:
+        self.script[path] = list(replies)
+
+    def next_reply(self, path: str) -> Reply:
+        with self._lock:
+            replies = self.script.get(path.split("?", 1)[0])
+            if not replies:
+                return Reply(404, {"resourceType": "OperationOutcome", "issue": []})
+            return replies.pop(0) if len(replies) > 1 else replies[0]
+
+    def hits(self, path: str) -> int:
+        return sum(1 for s in self.seen if s.path.split("?", 1)[0] == path)
+
+
+def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+        def do_GET(self) -> None:
+            server.seen.append(Seen(self.path, dict(self.headers)))
+            reply = server.next_reply(self.path)
+            if reply.delay:
+                time.sleep(reply.delay)
+            body = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body)
+            self.send_response(reply.status)
+            if isinstance(reply.body, dict):
+                self.send_header("Content-Type", "application/fhir+json")
+            for k, v in reply.headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                if reply.drop_after is not None:
+                    self.wfile.write(body[: reply.drop_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+
+    return Handler
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[ScriptedServer]:
+    script = ScriptedServer()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
+    httpd.daemon_threads = True
+    script.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield script
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@dataclass
+class FakeTime:
+    """Injected sleep and clock: records every wait and advances a virtual clock."""
+
+    waits: list[float] = field(default_factory=list)
+    now: float = 0.0
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+    def clock(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+# --- a real FHIR server: sekmet-fhir in its own virtual environment (.ci/run installs it) ---
+
+SEKMET_ENV = "RESCUE_SEKMET"
+_REPO = Path(__file__).resolve().parents[2]
+_INSTALL_HINT = (
+    "python3 -m venv .venv-sekmet && .venv-sekmet/bin/pip install sekmet-fhir==0.1.1 "
+    f"(or set {SEKMET_ENV} to its sekmet executable)"
+)
+
+
+@dataclass(frozen=True)
+class Sekmet:
+    base_url: str
+    cohort: Path  # the site folder loaded into the server: <Type>.ndjson
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _load_cohort(base_url: str, folder: Path) -> None:
+    """PUT every resource (ids kept, so references hold) in transaction bundles of 500."""
+    with httpx.Client(timeout=60) as client:
+        for path in sorted(folder.glob("*.ndjson")):
+            resources = [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
+            for i in range(0, len(resources), 500):
+                entries = [
+                    {
+                        "resource": r,
+                        "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
+                    }
+                    for r in resources[i : i + 500]
+                ]
+                bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+                response = client.post(
+                    base_url,
+                    content=orjson.dumps(bundle),
+                    headers={"Content-Type": "application/fhir+json"},
+                )
+                assert response.status_code < 300, response.text[:500]
+
+
+@pytest.fixture(scope="session")
+def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
+    named = os.environ.get(SEKMET_ENV)
+    binary = Path(named) if named else _REPO / ".venv-sekmet" / "bin" / "sekmet"
+    if named and not binary.exists():  # CI names it: a missing server is a failure there
+        pytest.fail(f"{SEKMET_ENV}={named} does not exist: {_INSTALL_HINT}")
+    if not binary.exists():
+        pytest.skip(f"sekmet-fhir is not installed: {_INSTALL_HINT}")
+    tmp = tmp_path_factory.mktemp("sekmet")
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}/fhir"
+    settings = {
+        "host": "127.0.0.1",
+        "port": port,
+        "base_url": base_url,
+        "data_dir": str(tmp / "data"),
+        "simulator": {"enabled": False},
+        "log_inbound": False,
+    }
+    (tmp / "settings.yaml").write_text(yaml.safe_dump(settings))
+    log = (tmp / "sekmet.log").open("wb")
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--config", str(tmp / "settings.yaml")],
+        cwd=tmp,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"sekmet exited: {(tmp / 'sekmet.log').read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base_url}/metadata", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"sekmet did not answer in 30 s: {(tmp / 'sekmet.log').read_text()}")
+            time.sleep(0.1)
+        generate(tmp / "cohort", patients=30, sites=1, seed=1, fault_rate=0)
+        folder = tmp / "cohort" / "site-a"
+        _load_cohort(base_url, folder)
+        yield Sekmet(base_url, folder)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

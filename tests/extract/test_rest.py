@@ -1,0 +1,200 @@
+"""REST search extract against a scripted local server: paging, outcomes, bad pages, and what
+the raw layer and the watermarks hold afterwards."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import duckdb
+import pytest
+
+from rescue_pipeline.config import FhirSource, SiteConfig
+from rescue_pipeline.extract.auth import NoAuth
+from rescue_pipeline.extract.http import FhirHttpClient, RetryPolicy
+from rescue_pipeline.extract.rest import PageError, load_fhir_site
+from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
+from rescue_pipeline.warehouse.database import open_work_db
+from tests.conftest import obs
+from tests.extract.conftest import FakeTime, Reply, ScriptedServer
+
+
+def bundle(*resources: dict[str, object], next_url: str | None = None, outcome: str | None = None):
+    entries: list[dict[str, object]] = [
+        {"resource": r, "search": {"mode": "match"}} for r in resources
+    ]
+    if outcome:
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"diagnostics": outcome}],
+                },
+                "search": {"mode": "outcome"},
+            }
+        )
+    links = [{"relation": "next", "url": next_url}] if next_url else []
+    return {"resourceType": "Bundle", "type": "searchset", "link": links, "entry": entries}
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = open_work_db(tmp_path / "rescue.work.duckdb")
+    yield connection
+    connection.close()
+
+
+def site(url: str, **extra: object) -> SiteConfig:
+    source = FhirSource(base_url=url, types=("Observation",), overlap_seconds=300, **extra)  # type: ignore[arg-type]
+    return SiteConfig(id="site-r", source=source)
+
+
+def client(fake: FakeTime) -> FhirHttpClient:
+    return FhirHttpClient(
+        "site-r",
+        NoAuth(),
+        timeout_seconds=5,
+        policy=RetryPolicy(max_attempts=3),
+        sleep=fake.sleep,
+        clock=fake.clock,
+        rng=random.Random(1),
+    )
+
+
+def versions(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
+    rows = con.execute(
+        "SELECT resource_id, version_id FROM raw.fhir_resource_versions ORDER BY ALL"
+    ).fetchall()
+    return [(str(a), str(b)) for a, b in rows]
+
+
+def test_pages_are_followed_landed_and_the_mark_advanced(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+):
+    url = scripted_server.url
+    scripted_server.on(
+        "/Observation",
+        Reply(200, bundle(obs("o1", updated="2026-01-02T10:00:00.000Z"), next_url=f"{url}/page2")),
+    )
+    scripted_server.on(
+        "/page2",
+        Reply(200, bundle(obs("o2", updated="2026-01-03T10:00:00Z"), outcome="_foo ignored")),
+    )
+    caplog.set_level(logging.WARNING)
+    result = load_fhir_site(
+        con,
+        site(url, search={"Observation": {"code": "10334-1"}}),
+        "L1",
+        work_dir=tmp_path,
+        client=client(fake_time),
+    )
+    assert result.counts["Observation"].new_versions == 2
+    assert versions(con) == [("o1", "1"), ("o2", "1")]
+    first = parse_qs(urlsplit(scripted_server.seen[0].path).query)
+    assert first == {"_count": ["200"], "code": ["10334-1"]}  # first load: no _lastUpdated
+    assert any("_foo ignored" in r.getMessage() for r in caplog.records)
+    written = (tmp_path / "extract" / "site-r" / "L1" / "Observation.ndjson").read_bytes()
+    assert written.count(b"\n") == 2 and b"OperationOutcome" not in written
+    marks = read_marks(con, "site-r")
+    assert marks == {"Observation": dt.datetime(2026, 1, 3, 9, 55, tzinfo=dt.UTC)}
+
+
+def test_incremental_sends_the_mark_in_utc_and_full_ignores_it(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    mark = dt.datetime(2026, 1, 3, 11, 55, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    advance_marks(con, "site-r", {"Observation": mark}, load_id="L0")
+    scripted_server.on("/Observation", Reply(200, bundle()))
+    load_fhir_site(
+        con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
+    )
+    load_fhir_site(
+        con, site(scripted_server.url), "L2", work_dir=tmp_path, full=True, client=client(fake_time)
+    )
+    queries = [parse_qs(urlsplit(s.path).query) for s in scripted_server.seen]
+    assert queries[0]["_lastUpdated"] == ["gt2026-01-03T09:55:00.000Z"]
+    assert "_lastUpdated" not in queries[1]
+    assert read_marks(con, "site-r")["Observation"] == mark  # nothing seen: the mark stays
+
+
+def test_a_page_that_is_not_json_fails_and_keeps_raw_and_mark(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    url = scripted_server.url
+    old = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    advance_marks(con, "site-r", {"Observation": old}, load_id="L0")
+    scripted_server.on("/Observation", Reply(200, bundle(obs("o1"), next_url=f"{url}/page2")))
+    scripted_server.on("/page2", Reply(200, b"<html>proxy error</html>"))
+    with pytest.raises(PageError) as err:
+        load_fhir_site(con, site(url), "L1", work_dir=tmp_path, client=client(fake_time))
+    assert str(err.value).startswith(f"site site-r: GET {url}/page2: page is not JSON")
+    assert versions(con) == []
+    assert read_marks(con, "site-r") == {"Observation": old}
+
+
+def test_a_page_that_is_not_a_bundle_fails(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    scripted_server.on("/Observation", Reply(200, obs("o1")))
+    with pytest.raises(PageError, match=r"page is not a Bundle \(got 'Observation'\)"):
+        load_fhir_site(
+            con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
+        )
+
+
+def test_a_next_link_to_another_server_is_refused(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    scripted_server.on(
+        "/Observation", Reply(200, bundle(obs("o1"), next_url="https://elsewhere.example/p2"))
+    )
+    with pytest.raises(PageError, match="next link points to another server"):
+        load_fhir_site(
+            con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
+        )
+
+
+def test_overlap_repeats_add_no_versions(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    """A resource re-fetched inside the overlap window lands as nothing new."""
+    o1 = obs("o1", updated="2026-01-03T10:00:00Z")
+    o2 = obs("o2", updated="2026-01-03T10:01:00Z")
+    scripted_server.on("/Observation", Reply(200, bundle(o1)), Reply(200, bundle(o1, o2)))
+    load_fhir_site(
+        con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
+    )
+    second = load_fhir_site(
+        con, site(scripted_server.url), "L2", work_dir=tmp_path, client=client(fake_time)
+    )
+    assert second.counts["Observation"].received == 2
+    assert second.counts["Observation"].new_versions == 1
+    assert read_marks(con, "site-r")["Observation"] == dt.datetime(2026, 1, 3, 9, 56, tzinfo=dt.UTC)
+
+
+def test_format_mark_is_utc_z_with_milliseconds():
+    value = dt.datetime(2026, 1, 3, 11, 0, 0, 123999, tzinfo=dt.timezone(dt.timedelta(hours=1)))
+    assert format_mark(value) == "2026-01-03T10:00:00.123Z"
