@@ -53,14 +53,22 @@ def test_the_synthetic_cohort_passes_every_critical_check_and_warns_only_of_its_
     with work_db(config) as con:
         result = run_quality(con, config, today=TODAY)
     assert result.critical_failures == []
+
+    def warned_rows(description_start: str) -> int:
+        return sum(
+            c.unexpected_count or 0
+            for c in result.warnings
+            if c.description.startswith(description_start)
+        )
+
     unconvertible = sum(1 for f in truth["faults"] if f["kind"] == "unconvertible_unit")
-    warned = [
-        c
-        for c in result.warnings
-        if c.table_name == "core.ca125_measurements"
-        and c.expectation == "expect_column_values_to_be_in_set"
-    ]
-    assert sum(c.unexpected_count or 0 for c in warned) == unconvertible > 0
+    assert warned_rows("CA-125 units convert") == unconvertible > 0
+    future = sum(1 for f in truth["faults"] if f["kind"] == "future_date")
+    assert warned_rows("CA-125 results and tumour assessments are not dated after") == future > 0
+    deviations = sum(1 for s in truth["subjects"] if s["randomised"] and s["eligible"] != "yes")
+    assert warned_rows("Randomised subjects are eligible") == deviations > 0
+    known = ("CA-125 units", "CA-125 results", "Randomised subjects are eligible")
+    assert all(c.description.startswith(known) for c in result.warnings)
     with work_db(config, read_only=True) as con:
         rows = con.execute(
             "SELECT count(*), count(DISTINCT site_id) FROM quality.results WHERE run_id = ?",
@@ -111,6 +119,21 @@ def test_the_synthetic_cohort_passes_every_critical_check_and_warns_only_of_its_
             "INSERT INTO analysis.eligibility SELECT * FROM analysis.eligibility LIMIT 1",
             "analysis.eligibility",
             "expect_column_values_to_be_unique",
+        ),
+        (
+            "DELETE FROM raw.fhir_resource_versions WHERE resource_type = 'Observation' AND resource_id IN (SELECT min(source_id) FROM core.ca125_measurements)",
+            "core.*",
+            "expect_column_values_to_be_in_set",
+        ),
+        (
+            "UPDATE core.subjects SET died_on = randomised_on - 5 WHERE usubjid IN (SELECT min(usubjid) FROM core.subjects WHERE randomised_on IS NOT NULL)",
+            "core.subjects",
+            "expect_column_values_to_be_in_set",
+        ),
+        (
+            "DELETE FROM analysis.adtte WHERE PARAMCD = 'PFS' AND USUBJID IN (SELECT min(USUBJID) FROM analysis.adtte)",
+            "analysis.adsl",
+            "expect_column_values_to_be_in_set",
         ),
     ],
 )
