@@ -7,7 +7,7 @@ RESCUE_CONFIG when the code location loads, never at import.
 """
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
 RAW_VALIDATION = dg.AssetKey(["raw", "version_validation"])
 PUBLISHED = dg.AssetKey(["warehouse", "published"])
 QUALITY = dg.AssetKey(["quality", "results"])
+RUN_LOGS = frozenset({"build_runs", "derivation_runs"})  # a layer's own log, not an asset
 DEMO_CONFIG = Path("rescue-demo") / "sites.yaml"
 
 
@@ -128,18 +129,7 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
             }
         )
 
-    core_specs = [
-        dg.AssetSpec(
-            key=dg.AssetKey(["core", table.name]),
-            group_name="core",
-            deps=[RAW_RESOURCES],
-            kinds={"duckdb"},
-            description=table.comment,
-            metadata={"dagster/column_schema": _column_schema(table)},
-        )
-        for table in CORE_TABLES
-        if table.name != "build_runs"
-    ]
+    core_specs = _table_specs(CORE_TABLES, deps=[RAW_RESOURCES])
 
     @dg.multi_asset(specs=core_specs, name="core_tables")
     def core_tables(
@@ -156,18 +146,7 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
                 },
             )
 
-    analysis_specs = [
-        dg.AssetSpec(
-            key=dg.AssetKey(["analysis", table.name]),
-            group_name="analysis",
-            deps=[spec.key for spec in core_specs],
-            kinds={"duckdb"},
-            description=table.comment,
-            metadata={"dagster/column_schema": _column_schema(table)},
-        )
-        for table in ANALYSIS_TABLES
-        if table.name != "derivation_runs"
-    ]
+    analysis_specs = _table_specs(ANALYSIS_TABLES, deps=[spec.key for spec in core_specs])
 
     @dg.multi_asset(specs=analysis_specs, name="analysis_tables")
     def analysis_tables(
@@ -245,6 +224,22 @@ def _latest_quality(con: Any) -> QualityResult | None:
         return None
     checks = [CheckResult(*row) for row in rows]
     return QualityResult(checks[0].run_id, checks)
+
+
+def _table_specs(tables: Sequence[Table], *, deps: Sequence[dg.AssetKey]) -> list[dg.AssetSpec]:
+    """One asset per table of a layer (its run log excepted), with columns as metadata."""
+    return [
+        dg.AssetSpec(
+            key=dg.AssetKey([table.schema or "main", table.name]),
+            group_name=table.schema,
+            deps=list(deps),
+            kinds={"duckdb"},
+            description=table.comment,
+            metadata={"dagster/column_schema": _column_schema(table)},
+        )
+        for table in tables
+        if table.name not in RUN_LOGS
+    ]
 
 
 def _column_schema(table: Table) -> dg.TableSchema:

@@ -4,36 +4,20 @@ and PFS (date, censoring and rule). Zero mismatches."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from collections import defaultdict
 from typing import Any
 
 import duckdb
 import pytest
 
-from rescue_pipeline.analysis.build import derive_analysis
-from rescue_pipeline.config import load_config
-from rescue_pipeline.core.build import build_core
-from rescue_pipeline.site_load import load_site, work_db
-from rescue_pipeline.synth import generate
-
-KEY = b"analysis-test-key-0123456789"
+from tests.cohort import build_cohort
 
 
 @pytest.fixture(scope="module")
 def cohort(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[dict[str, Any], duckdb.DuckDBPyConnection]:
-    out = tmp_path_factory.mktemp("analysis-cohort")
-    generate(out, patients=600, sites=3, seed=5)
-    config = load_config(out / "sites.yaml")
-    for site in config.sites:
-        load_site(config, site)
-    with work_db(config) as con:
-        build_core(con, config, key=KEY, today=dt.date(2026, 6, 30))
-        derive_analysis(con, config, today=dt.date(2026, 6, 30))
-    truth = json.loads((out / "ground_truth.json").read_text())
+    config, truth = build_cohort(tmp_path_factory.mktemp("analysis-cohort"), patients=600, seed=5)
     return truth, duckdb.connect(str(config.work_db), read_only=True)
 
 

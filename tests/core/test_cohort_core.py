@@ -3,8 +3,6 @@ subject, and no direct identifier of the cohort appears anywhere in core."""
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -13,11 +11,7 @@ import duckdb
 import orjson
 import pytest
 
-from rescue_pipeline.config import load_config
-from rescue_pipeline.core.build import build_core
-from rescue_pipeline.site_load import load_site, work_db
-from rescue_pipeline.synth import generate
-from tests.core.conftest import KEY
+from tests.cohort import build_cohort
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +19,7 @@ def cohort(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, dict[str, Any], duckdb.DuckDBPyConnection]:
     out = tmp_path_factory.mktemp("core-cohort")
-    generate(out, patients=400, sites=3, seed=23)
-    config = load_config(out / "sites.yaml")
-    for site in config.sites:
-        load_site(config, site)
-    with work_db(config) as con:
-        build_core(con, config, key=KEY, today=dt.date(2026, 6, 30))
-    truth = json.loads((out / "ground_truth.json").read_text())
+    config, truth = build_cohort(out, patients=400, seed=23, analysis=False)
     return out, truth, duckdb.connect(str(config.work_db), read_only=True)
 
 

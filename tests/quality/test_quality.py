@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from rescue_pipeline.analysis.build import derive_analysis
-from rescue_pipeline.config import load_config
-from rescue_pipeline.core.build import build_core
 from rescue_pipeline.quality import suites as suites_module
 from rescue_pipeline.quality.gate import PublishRefused, refusal, run_quality
-from rescue_pipeline.site_load import load_site, publish_warehouse, work_db
-from rescue_pipeline.synth import generate
-
-KEY = b"quality-test-key-0123456789"
-TODAY = dt.date(2026, 6, 30)
+from rescue_pipeline.site_load import publish_warehouse, work_db
+from tests.cohort import TODAY, build_cohort
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory):
-    out = tmp_path_factory.mktemp("quality")
-    generate(out, patients=150, sites=3, seed=17, fault_rate=0.05)
-    config = load_config(out / "sites.yaml")
-    for site in config.sites:
-        load_site(config, site)
-    with work_db(config) as con:
-        build_core(con, config, key=KEY, today=TODAY)
-        derive_analysis(con, config, today=TODAY)
-    truth = json.loads((out / "ground_truth.json").read_text())
-    return config, truth
+    return build_cohort(tmp_path_factory.mktemp("quality"), patients=150, seed=17, fault_rate=0.05)
 
 
 @pytest.fixture
@@ -40,10 +25,7 @@ def config(built, tmp_path: Path):
     """A private copy of the built cohort's warehouse folder, free to damage."""
     source, _truth = built
     shutil.copytree(source.work_db.parent, tmp_path / "wh")
-    return load_config(source.path).__class__(
-        path=source.path, study_id=source.study_id, warehouse=tmp_path / "wh" / "rescue.duckdb",
-        analysis=source.analysis, sites=source.sites,
-    )  # fmt: skip
+    return replace(source, warehouse=tmp_path / "wh" / "rescue.duckdb")
 
 
 def test_the_synthetic_cohort_passes_every_critical_check_and_warns_only_of_its_faults(

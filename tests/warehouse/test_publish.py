@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 import sys
 from pathlib import Path
@@ -10,26 +9,14 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rescue_pipeline.analysis.build import derive_analysis
-from rescue_pipeline.config import load_config
-from rescue_pipeline.core.build import build_core
-from rescue_pipeline.site_load import load_site, publish_warehouse, work_db
-from rescue_pipeline.synth import generate
+from rescue_pipeline.site_load import publish_warehouse, work_db
 from rescue_pipeline.warehouse import publish as publish_module
-
-KEY = b"publish-test-key-0123456789"
+from tests.cohort import build_cohort
 
 
 @pytest.fixture
 def config(tmp_path: Path):
-    generate(tmp_path / "c", patients=40, sites=2, seed=9)
-    config = load_config(tmp_path / "c" / "sites.yaml")
-    for site in config.sites:
-        load_site(config, site)
-    with work_db(config) as con:
-        build_core(con, config, key=KEY, today=dt.date(2026, 6, 30))
-        derive_analysis(con, config, today=dt.date(2026, 6, 30))
-    return config
+    return build_cohort(tmp_path / "c", patients=40, sites=2, seed=9)[0]
 
 
 def test_published_warehouse_has_core_and_analysis_and_never_raw(config) -> None:
