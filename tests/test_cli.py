@@ -195,6 +195,13 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
 
     instance = dg.DagsterInstance.from_config(str(tmp_path / "demo" / "dagster_home"))
     assert len(instance.get_runs()) == 4  # one per site, then core and analysis
+    from dagster import DagsterEventType
+
+    last = instance.get_runs(limit=1)[0]
+    evaluations = instance.get_records_for_run(
+        last.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    assert len(evaluations) > 20  # every core/analysis expectation shows on its table
     # rerun: idempotent, nothing new landed
     code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--patients", "90")
     assert code == 0 and "Unchanged since the last load" in out

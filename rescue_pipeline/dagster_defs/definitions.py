@@ -7,6 +7,7 @@ RESCUE_CONFIG when the code location loads, never at import.
 """
 
 import os
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from sqlalchemy import Table
 
 from rescue_pipeline.config import CONFIG_ENV, Config, ConfigError, load_config
 from rescue_pipeline.quality.gate import QualityResult
-from rescue_pipeline.quality.suites import CheckResult
+from rescue_pipeline.quality.suites import CheckResult, load_suites
 from rescue_pipeline.site_load import (
     build_core_layer,
     check_quality,
@@ -214,6 +215,65 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
     ]
 
 
+def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
+    """Each expectation of a core or analysis suite, as an asset check on the table it covers.
+
+    The suites run once in quality/results (per site, into quality.results); the checks read
+    that run back, so the UI shows pass/fail, the failing sites and row counts on each table.
+    """
+    specs: list[dg.AssetCheckSpec] = []
+    wanted: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for suite in load_suites():
+        key = dg.AssetKey(suite.table.split("."))
+        if key not in table_keys:
+            continue  # raw suites (site-partitioned assets) and cross-table ones stay in metadata
+        for i, expectation in enumerate(suite.expectations, start=1):
+            meta = expectation.get("meta", {})
+            name = re.sub(r"[^a-z0-9_]", "_", f"{suite.name}_{i}".lower())
+            specs.append(
+                dg.AssetCheckSpec(
+                    name, asset=key, description=meta.get("description"), additional_deps=[QUALITY]
+                )
+            )
+            wanted[(key.to_user_string(), name)] = (
+                suite.table,
+                meta.get("description", ""),
+                meta.get("severity", "warning"),
+            )
+    if not specs:
+        return []
+
+    @dg.multi_asset_check(specs=specs, name="quality_checks", can_subset=True)
+    def quality_checks(
+        context: dg.AssetCheckExecutionContext, rescue: RescueConfig
+    ) -> Iterator[dg.AssetCheckResult]:
+        with work_db(rescue.load(), read_only=True) as con:
+            latest = _latest_quality(con)
+        checks = latest.checks if latest else []
+        for check_key in context.selected_asset_check_keys:
+            table, description, severity = wanted[
+                (check_key.asset_key.to_user_string(), check_key.name)
+            ]
+            rows = [c for c in checks if c.table_name == table and c.description == description]
+            failing = [c for c in rows if not c.success]
+            yield dg.AssetCheckResult(
+                asset_key=check_key.asset_key,
+                check_name=check_key.name,
+                passed=bool(rows) and not failing,
+                severity=dg.AssetCheckSeverity.ERROR
+                if severity == "critical"
+                else dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "severity": severity,
+                    "sites_failing": [c.site_id or "all" for c in failing],
+                    "unexpected_rows": sum(c.unexpected_count or 0 for c in failing),
+                    "quality_run": latest.run_id if latest else "none",
+                },
+            )
+
+    return [quality_checks]
+
+
 def _latest_quality(con: Any) -> QualityResult | None:
     """The latest quality run's results, read back from quality.results."""
     rows = con.execute(
@@ -249,8 +309,10 @@ def _column_schema(table: Table) -> dg.TableSchema:
 
 
 def build_definitions(config: Config) -> dg.Definitions:
+    assets = build_assets(config)
     return dg.Definitions(
-        assets=build_assets(config),
+        assets=assets,
+        asset_checks=build_quality_checks({k for a in assets for k in a.keys}),
         resources={"rescue": RescueConfig(config_path=str(config.path.resolve()))},
     )
 

@@ -16,7 +16,11 @@ from pathlib import Path
 import dagster as dg
 
 from rescue_pipeline.config import Config
-from rescue_pipeline.dagster_defs.definitions import RescueConfig, build_assets
+from rescue_pipeline.dagster_defs.definitions import (
+    RescueConfig,
+    build_assets,
+    build_quality_checks,
+)
 
 # The command line prints its own one-line errors; Dagster's console logger would add tracebacks.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -87,12 +91,14 @@ def run_sites(
 
 
 def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
-    """Materialise the core and analysis tables (all sites) and publish, in process."""
+    """Materialise the core and analysis tables (all sites), check, publish, in process; the
+    quality asset checks on the tables run too."""
     assets = build_assets(config)
+    checks = build_quality_checks({k for a in assets for k in a.keys})
     layers = ("core", "analysis", "quality", "warehouse")
     core_keys = [key for a in assets for key in a.keys if key.path[0] in layers]
     result = dg.materialize(
-        assets,
+        [*assets, *checks],
         selection=core_keys,
         resources={"rescue": RescueConfig(config_path=str(config.path.resolve()))},
         instance=instance,
