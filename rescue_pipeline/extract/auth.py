@@ -3,14 +3,24 @@
 sites.yaml names the environment variable; the value is read when a load starts (and again on
 a refresh, so a rotated token is picked up without a restart). The value never appears in an
 error, a log record or a repr: errors name the site and the variable, not what it holds.
-SMART Backend Services comes later; until then it fails clearly rather than silently.
+SMART Backend Services (client credentials) signs its assertion with a private key whose file
+path is in an environment variable, or uses a client secret from one.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from typing import Protocol
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from rescue_pipeline.config import AuthConfig
 from rescue_pipeline.extract.ndjson import SourceError
@@ -75,8 +85,225 @@ class BearerAuth:
         return (self._token,)
 
 
-def make_auth(site_id: str, config: AuthConfig, environ: Mapping[str, str] | None = None) -> Auth:
-    """The Auth for a site's configuration; raises AuthError naming the site."""
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+ASSERTION_LIFETIME_SECONDS = 240  # SMART: exp no more than 5 minutes after now
+REFRESH_EARLY_SECONDS = 60.0
+_ERROR_TEXT_MAX = 300
+
+
+def client_assertion(
+    private_key: Any,
+    *,
+    client_id: str,
+    token_url: str,
+    key_id: str | None = None,
+    now: float | None = None,
+    lifetime_seconds: int = ASSERTION_LIFETIME_SECONDS,
+) -> str:
+    """The signed JWT of private_key_jwt: iss = sub = client_id, aud = token URL, a fresh jti.
+
+    RS384 for an RSA key (the SMART default), ES384 for an EC key.
+    """
+    issued = int(time.time() if now is None else now)
+    alg = "ES384" if isinstance(private_key, ec.EllipticCurvePrivateKey) else "RS384"
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_url,
+        "iat": issued,
+        "exp": issued + min(lifetime_seconds, 300),
+        "jti": uuid.uuid4().hex,
+    }
+    headers = {"typ": "JWT", **({"kid": key_id} if key_id else {})}
+    return jwt.encode(claims, private_key, algorithm=alg, headers=headers)
+
+
+class SmartBackendAuth:
+    """SMART Backend Services: client_credentials with private_key_jwt or a client secret.
+
+    The access token is cached and fetched again shortly before it expires, and on refresh()
+    (the HTTP client calls that once after a 401). The token URL is the configured one, else the
+    token_endpoint of [base]/.well-known/smart-configuration.
+    """
+
+    def __init__(
+        self,
+        site_id: str,
+        config: AuthConfig,
+        environ: Mapping[str, str],
+        *,
+        base_url: str | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout_seconds: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._site_id = site_id
+        self._config = config
+        self._environ = environ
+        self._base_url = base_url
+        self._clock = clock
+        self._timeout = timeout_seconds
+        self._transport = transport
+        self._token_url = config.token_url
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self.token_requests = 0
+        if not config.client_id:
+            raise AuthError(f"site {site_id}: auth kind smart-backend needs client_id")
+        self._key: Any = None
+        self._secret: str | None = None
+        if config.key_file_env:
+            self._key = self._read_key(config.key_file_env)
+        elif config.client_secret_env:
+            self._secret = self._read_env(config.client_secret_env, "the client secret")
+        else:
+            raise AuthError(
+                f"site {site_id}: auth kind smart-backend needs key_file_env (private_key_jwt) "
+                "or client_secret_env"
+            )
+        if not self._token_url and not base_url:
+            raise AuthError(
+                f"site {site_id}: auth kind smart-backend needs token_url "
+                "(or the site's base URL to discover it from .well-known/smart-configuration)"
+            )
+
+    def __repr__(self) -> str:  # never show the key, the secret or the token
+        return f"SmartBackendAuth(site={self._site_id!r}, client_id={self._config.client_id!r})"
+
+    def _read_env(self, name: str, what: str) -> str:
+        value = (self._environ.get(name) or "").strip()
+        if not value:
+            raise AuthError(
+                f"site {self._site_id}: environment variable {name} is not set (it holds {what})"
+            )
+        return value
+
+    def _read_key(self, name: str) -> Any:
+        path = Path(self._read_env(name, "the path of the site's private key file"))
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise AuthError(
+                f"site {self._site_id}: cannot read the private key file named by {name}: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
+        try:
+            return serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise AuthError(
+                f"site {self._site_id}: the file named by {name} is not an unencrypted PEM "
+                "private key"
+            ) from None
+
+    def _client(self) -> httpx.Client:
+        return httpx.Client(timeout=self._timeout, transport=self._transport)
+
+    def _discover(self, client: httpx.Client) -> str:
+        url = f"{(self._base_url or '').rstrip('/')}/.well-known/smart-configuration"
+        try:
+            response = client.get(url, headers={"Accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise AuthError(f"site {self._site_id}: GET {url}: {type(exc).__name__}") from None
+        endpoint: str | None = None
+        if response.status_code == 200:
+            try:
+                data = response.json()
+            except ValueError:
+                data = None
+            found = data.get("token_endpoint") if isinstance(data, dict) else None
+            endpoint = found if isinstance(found, str) and found else None
+        if not endpoint:
+            raise AuthError(
+                f"site {self._site_id}: GET {url}: HTTP {response.status_code}, no token_endpoint "
+                "(set auth.token_url in sites.yaml)"
+            )
+        return endpoint
+
+    def _fetch(self) -> None:
+        with self._client() as client:
+            if not self._token_url:
+                self._token_url = self._discover(client)
+            token_url = self._token_url
+            form = {"grant_type": "client_credentials"}
+            if self._config.scope:
+                form["scope"] = self._config.scope
+            auth: httpx.BasicAuth | None = None  # client_secret_basic
+            client_id = self._config.client_id or ""
+            if self._key is not None:
+                form["client_assertion_type"] = ASSERTION_TYPE
+                form["client_assertion"] = client_assertion(
+                    self._key,
+                    client_id=client_id,
+                    token_url=token_url,
+                    key_id=self._config.key_id,
+                    now=time.time(),
+                )
+            else:
+                auth = httpx.BasicAuth(client_id, self._secret or "")
+            self.token_requests += 1
+            started = self._clock()
+            try:
+                response = client.post(
+                    token_url,
+                    data=form,
+                    auth=auth or httpx.USE_CLIENT_DEFAULT,
+                    headers={"Accept": "application/json"},
+                )
+            except httpx.HTTPError as exc:
+                raise AuthError(
+                    f"site {self._site_id}: token endpoint {token_url}: {type(exc).__name__}"
+                ) from None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code != 200 or not isinstance(body, dict):
+            raise AuthError(
+                f"site {self._site_id}: token endpoint {token_url}: HTTP {response.status_code}"
+                + self._error_text(body)
+            )
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise AuthError(f"site {self._site_id}: token endpoint {token_url}: no access_token")
+        expires_in = body.get("expires_in")
+        lifetime = float(expires_in) if isinstance(expires_in, int | float) else 300.0
+        self._token = token
+        self._expires_at = started + lifetime
+
+    def _error_text(self, body: object) -> str:
+        if not isinstance(body, dict):
+            return ""
+        parts = [str(body[k]) for k in ("error", "error_description") if body.get(k)]
+        text = ": ".join(parts)
+        for secret in self.secrets():
+            text = text.replace(secret, "REDACTED")
+        return f": {text[:_ERROR_TEXT_MAX]}" if text else ""
+
+    def headers(self) -> dict[str, str]:
+        if self._token is None or self._clock() >= self._expires_at - REFRESH_EARLY_SECONDS:
+            self._fetch()
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def refresh(self) -> None:
+        """A 401: the token may have been revoked or the server restarted; fetch a new one."""
+        self._token = None
+        self._fetch()
+
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self._token, self._secret) if s)
+
+
+def make_auth(
+    site_id: str,
+    config: AuthConfig,
+    environ: Mapping[str, str] | None = None,
+    *,
+    base_url: str | None = None,
+) -> Auth:
+    """The Auth for a site's configuration; raises AuthError naming the site.
+
+    base_url lets smart-backend discover its token endpoint when token_url is not configured.
+    """
     env = os.environ if environ is None else environ
     if config.kind == "none":
         return NoAuth()
@@ -84,7 +311,6 @@ def make_auth(site_id: str, config: AuthConfig, environ: Mapping[str, str] | Non
         if not config.token_env:
             raise AuthError(f"site {site_id}: auth kind bearer needs token_env")
         return BearerAuth(site_id, config.token_env, env)
-    raise AuthError(
-        f"site {site_id}: auth kind {config.kind!r} is not implemented yet "
-        "(SMART Backend Services is planned; use kind none or bearer for now)"
-    )
+    if config.kind == "smart-backend":
+        return SmartBackendAuth(site_id, config, env, base_url=base_url)
+    raise AuthError(f"site {site_id}: auth kind {config.kind!r} is not known")

@@ -215,7 +215,7 @@ def load_fhir_site(
             client = stack.enter_context(
                 FhirHttpClient(
                     site.id,
-                    make_auth(site.id, source.auth),
+                    make_auth(site.id, source.auth, base_url=source.base_url),
                     timeout_seconds=source.timeout_seconds,
                     policy=RetryPolicy(max_attempts=source.max_attempts),
                     ca_bundle=source.ca_bundle,

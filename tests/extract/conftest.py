@@ -4,6 +4,7 @@ cannot be made to show (dropped connections, slow answers, odd Retry-After) on a
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import threading
@@ -17,6 +18,9 @@ import httpx
 import orjson
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from rescue_pipeline.synth import generate
 
@@ -150,9 +154,9 @@ def _free_port() -> int:
         return port
 
 
-def _load_cohort(base_url: str, folder: Path) -> None:
+def _load_cohort(base_url: str, folder: Path, headers: dict[str, str] | None = None) -> None:
     """PUT every resource (ids kept, so references hold) in transaction bundles of 500."""
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60, headers=headers) as client:
         for path in sorted(folder.glob("*.ndjson")):
             resources = [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
             for i in range(0, len(resources), 500):
@@ -174,6 +178,14 @@ def _load_cohort(base_url: str, folder: Path) -> None:
 
 @pytest.fixture(scope="session")
 def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
+    yield from _run_sekmet(tmp_path_factory)
+
+
+def _run_sekmet(
+    tmp_path_factory: pytest.TempPathFactory,
+    server_auth: dict[str, object] | None = None,
+    load_headers: dict[str, str] | None = None,
+) -> Iterator[Sekmet]:
     named = os.environ.get(SEKMET_ENV)
     binary = Path(named) if named else _REPO / ".venv-sekmet" / "bin" / "sekmet"
     if named and not binary.exists():  # CI names it: a missing server is a failure there
@@ -191,6 +203,8 @@ def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
         "simulator": {"enabled": False},
         "log_inbound": False,
     }
+    if server_auth is not None:
+        settings["server_auth"] = server_auth
     (tmp / "settings.yaml").write_text(yaml.safe_dump(settings))
     log = (tmp / "sekmet.log").open("wb")
     proc = subprocess.Popen(
@@ -205,7 +219,10 @@ def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
             if proc.poll() is not None:
                 pytest.fail(f"sekmet exited: {(tmp / 'sekmet.log').read_text()[-2000:]}")
             try:
-                if httpx.get(f"{base_url}/metadata", timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"{base_url}/metadata", timeout=1, headers=load_headers).status_code
+                    == 200
+                ):
                     break
             except httpx.TransportError:
                 pass
@@ -214,7 +231,7 @@ def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
             time.sleep(0.1)
         generate(tmp / "cohort", patients=30, sites=1, seed=1, fault_rate=0)
         folder = tmp / "cohort" / "site-a"
-        _load_cohort(base_url, folder)
+        _load_cohort(base_url, folder, load_headers)
         yield Sekmet(base_url, folder)
     finally:
         proc.terminate()
@@ -224,3 +241,61 @@ def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sekmet]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+# --- the same server with SMART Backend Services only (private_key_jwt, scopes enforced) ---
+
+SMART_CLIENT_ID = "rescue-pipeline"
+
+
+@dataclass(frozen=True)
+class SekmetSmart:
+    base_url: str
+    cohort: Path
+    client_id: str
+    key_file: Path  # PEM private key whose public half is registered (JWKS) for client_id
+    key_id: str
+    wrong_key_file: Path  # a key the server does not know
+
+
+def _write_rsa_key(path: Path) -> rsa.RSAPrivateKey:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return key
+
+
+@pytest.fixture(scope="session")
+def sekmet_smart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetSmart]:
+    keys = tmp_path_factory.mktemp("smart-keys")
+    key = _write_rsa_key(keys / "client.pem")
+    _write_rsa_key(keys / "wrong.pem")
+    jwk = orjson.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update({"alg": "RS384", "use": "sig", "kid": "rescue-1"})
+    loader_token = secrets.token_urlsafe(24)  # static bearer token only to load the cohort
+    server_auth: dict[str, object] = {
+        "types": ["smart", "bearer"],
+        "tokens": [loader_token],
+        "smart_clients": [
+            {"client_id": SMART_CLIENT_ID, "jwks": {"keys": [jwk]}, "scopes": "system/*.read"}
+        ],
+        "token_lifetime": 300,
+        "enforce_scopes": True,
+    }
+    for server in _run_sekmet(
+        tmp_path_factory, server_auth, {"Authorization": f"Bearer {loader_token}"}
+    ):
+        yield SekmetSmart(
+            server.base_url,
+            server.cohort,
+            SMART_CLIENT_ID,
+            keys / "client.pem",
+            "rescue-1",
+            keys / "wrong.pem",
+        )

@@ -190,11 +190,9 @@ def test_bearer_without_its_variable_names_site_and_variable():
     assert "site site-b" in str(err.value) and "SITE_B_TOKEN" in str(err.value)
 
 
-def test_smart_backend_is_not_implemented_yet_and_says_so():
+def test_smart_backend_without_its_key_variable_names_site_and_variable():
     config = AuthConfig(kind="smart-backend", client_id="c", key_file_env="K")
-    with pytest.raises(
-        AuthError, match=r"site site-c: auth kind 'smart-backend' is not implemented"
-    ):
+    with pytest.raises(AuthError, match=r"site site-c: environment variable K is not set"):
         make_auth("site-c", config, {})
 
 
