@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,27 @@ def test_a_failed_publish_leaves_the_published_warehouse_as_it_was(
     monkeypatch.undo()
     publish_warehouse(config)  # and the next publish works
     assert not publish_module.next_path(config.warehouse).exists()
+
+
+@pytest.mark.slow
+def test_queries_on_the_published_warehouse_work_while_a_load_runs(config, tmp_path: Path) -> None:
+    publish_warehouse(config)
+    rescue = Path(sys.executable).parent / "rescue"
+    env = {**os.environ, "RESCUE_PSEUDONYM_KEY": "publish-test-key-0123456789"}
+    load = subprocess.Popen(
+        [str(rescue), "run", "--full", "--config", str(config.path)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    answers = []
+    try:
+        while load.poll() is None and len(answers) < 20:
+            done = subprocess.run(
+                [str(rescue), "query", "--config", str(config.path), "--format", "csv",
+                 "SELECT count(*) FROM core.subjects"],
+                env=env, capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            answers.append(int(done.stdout.splitlines()[1]))
+    finally:
+        assert load.wait(timeout=300) == 0
+    assert answers and len(set(answers)) == 1  # the same, whole warehouse every time
