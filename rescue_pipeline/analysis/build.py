@@ -23,7 +23,13 @@ from rescue_pipeline.rules.gcig import Ca125, gcig_response
 from rescue_pipeline.rules.regimens import count_cycles
 from rescue_pipeline.warehouse import analysis_tables as tables
 from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
-from rescue_pipeline.warehouse.database import insert_columns, rebuild_tables, record_run
+from rescue_pipeline.warehouse.database import (
+    count_rows,
+    insert_columns,
+    rebuild_tables,
+    record_run,
+    transaction,
+)
 
 ARM_TEXT = {
     "A": "Secondary cytoreductive surgery + chemotherapy",
@@ -171,18 +177,16 @@ def derive_analysis(
     )
     adsl_rows = _adsl(config.study_id, subjects, eligible_of)
 
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
         rebuild_tables(con, ANALYSIS_TABLES, run_log=tables.derivation_runs)
         insert_columns(con, tables.eligibility, elig_rows)
         insert_columns(con, tables.eligibility_summary, summary_rows)
         insert_columns(con, tables.adsl, adsl_rows)
         insert_columns(con, tables.adtte, adtte_rows)
-        result = AnalysisResult()
-        for table in ANALYSIS_TABLES[:-1]:
-            count = con.execute(f"SELECT count(*) FROM {table.fullname}").fetchall()[0][0]
-            result.rows[table.name] = int(count)
+        result = AnalysisResult(
+            rows=count_rows(con, ANALYSIS_TABLES, run_log=tables.derivation_runs)
+        )
         result.eligible = dict(
             con.execute("SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY 1")
             .fetchall()
@@ -198,10 +202,6 @@ def derive_analysis(
             con, tables.derivation_runs, settings=recorded, rows=result.rows,
             seconds=result.seconds,
         )  # fmt: skip
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return result
 
 

@@ -30,7 +30,13 @@ from rescue_pipeline.viewdef import compile_view
 from rescue_pipeline.warehouse.core_tables import CORE_TABLES, build_runs, progression_events
 from rescue_pipeline.warehouse.core_tables import recurrences as recurrences_table
 from rescue_pipeline.warehouse.core_tables import regimens as regimens_table
-from rescue_pipeline.warehouse.database import insert_columns, rebuild_tables, record_run
+from rescue_pipeline.warehouse.database import (
+    count_rows,
+    insert_columns,
+    rebuild_tables,
+    record_run,
+    transaction,
+)
 
 STUDY_NCT = "NCT07295132"
 REGIMEN_BATCH = 200_000  # administrations per batch streamed into the regimen rule
@@ -76,8 +82,7 @@ def build_core(
         work()
         result.stage_seconds[name] = round(time.perf_counter() - t, 3)
 
-    con.execute("BEGIN")
-    try:
+    with transaction(con):
         for schema in ("flat", "core", "core_stage"):
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         stage("terminology", lambda: terminology.load(con, config.sites))
@@ -105,19 +110,12 @@ def build_core(
         stage(
             "gcig progression", lambda: _gcig_progression(con, config.analysis.ca125_uln_u_per_ml)
         )
-        for table in CORE_TABLES:
-            if table.name != "build_runs":
-                n = con.execute(f"SELECT count(*) FROM core.{table.name}").fetchall()[0][0]
-                result.rows[table.name] = int(n)
+        result.rows = count_rows(con, CORE_TABLES, run_log=build_runs)
         result.seconds = round(time.perf_counter() - started, 3)
         record_run(
             con, build_runs, settings=asdict(config.analysis), rows=result.rows,
             seconds=result.seconds,
         )  # fmt: skip
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     return result
 
 

@@ -36,6 +36,7 @@ from rescue_pipeline.raw.chunks import (
     plan_spans,
     spill_dir,
 )
+from rescue_pipeline.warehouse.database import transaction
 
 SPAN_BYTES = 8 * 2**20
 # Below this many bytes to read, worker processes cost more to start than they save.
@@ -178,12 +179,10 @@ def land_files(
     if todo:
         workers = _workers_for(todo) if workers is None else workers
         pool = _pool(workers) if workers > 0 else None
-        con.execute("BEGIN")
         try:
-            _land(con, site_id, todo, load_id, pool, result, progress)
-            con.execute("COMMIT")
+            with transaction(con):
+                _land(con, site_id, todo, load_id, pool, result, progress)
         except BaseException:
-            con.execute("ROLLBACK")
             if pool is not None:  # a worker may have died: start afresh next time
                 _shutdown_pools()
             raise

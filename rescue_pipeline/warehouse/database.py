@@ -9,7 +9,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,15 +70,27 @@ def open_work_db(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConne
     return con
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """All or nothing: commit when the block ends, roll back if it raises (or is killed)."""
     con.execute("BEGIN")
-    con.execute("CREATE SCHEMA IF NOT EXISTS raw")
-    con.execute("CREATE SCHEMA IF NOT EXISTS ops")
-    for statement in ddl((*tables.RAW_TABLES, *tables.OPS_TABLES)):
-        con.execute(statement)
-    con.execute(tables.CURRENT_VIEW_SQL)
-    con.execute(f"COMMENT ON VIEW raw.fhir_resources IS {_literal(tables.CURRENT_VIEW_COMMENT)}")
+    try:
+        yield
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
     con.execute("COMMIT")
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    with transaction(con):
+        con.execute("CREATE SCHEMA IF NOT EXISTS raw")
+        con.execute("CREATE SCHEMA IF NOT EXISTS ops")
+        for statement in ddl((*tables.RAW_TABLES, *tables.OPS_TABLES)):
+            con.execute(statement)
+        con.execute(tables.CURRENT_VIEW_SQL)
+        comment = _literal(tables.CURRENT_VIEW_COMMENT)
+        con.execute(f"COMMENT ON VIEW raw.fhir_resources IS {comment}")
 
 
 def rebuild_tables(
@@ -111,6 +124,17 @@ def insert_columns(
     con.register("insert_columns_source", pa.table(dict(columns)))
     con.execute(f"INSERT INTO {table.fullname} BY NAME SELECT * FROM insert_columns_source")
     con.unregister("insert_columns_source")
+
+
+def count_rows(
+    con: duckdb.DuckDBPyConnection, tables_: Sequence[Table], *, run_log: Table
+) -> dict[str, int]:
+    """Rows per table of a layer (its run log left out), as recorded with each run."""
+    return {
+        t.name: int(con.execute(f"SELECT count(*) FROM {t.fullname}").fetchall()[0][0])
+        for t in tables_
+        if t is not run_log
+    }
 
 
 def record_run(
