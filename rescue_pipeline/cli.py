@@ -101,9 +101,11 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
             stage.note = f"FAILED: {core.error}"
     with work_db(config, read_only=True) as con:
         _print_raw_summary(con, config, site_ids)
+        held: list[tuple[str, str]] = []
         if core.success:
             _print_core_summary(con)
             _print_quality_summary(con)
+            held = _print_publication(con)
     for failed in result.failed:
         print(f"error: {failed.error}", file=sys.stderr)
     refused = not core.success and (core.error or "").startswith("publish refused")
@@ -112,7 +114,12 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
             f"error: {core.error}" if refused else f"error: core build: {core.error}",
             file=sys.stderr,
         )
-    if refused:
+    for site_id, reason in held:
+        print(
+            f"error: site {site_id} held back, its last published data kept: {reason}",
+            file=sys.stderr,
+        )
+    if refused or held:
         return EXIT_QUALITY
     return EXIT_FAILED if result.failed or not core.success else EXIT_OK
 
@@ -128,6 +135,23 @@ def _print_quality_summary(con: Any) -> None:
         f"{counts.get(('critical', False), 0)} critical failures, "
         f"{counts.get(('warning', False), 0)} warnings (quality.results)"
     )
+
+
+def _print_publication(con: Any) -> list[tuple[str, str]]:
+    """Whose data the last publish holds; the held sites and why (exit code 3)."""
+    rows = con.execute(
+        "SELECT site_id, status, data_as_of, reason FROM quality.publications "
+        "WHERE published_at = (SELECT max(published_at) FROM quality.publications) ORDER BY 1"
+    ).fetchall()
+    published = [site for site, status, _, _ in rows if status == "published"]
+    _say(f"Published: {', '.join(published) or 'no site'}")
+    held = []
+    for site, status, since, reason in rows:
+        if status == "held":
+            kept = f"data of {since:%Y-%m-%d %H:%M} UTC kept" if since else "never published"
+            _say(f"Held back: {site} ({kept})")
+            held.append((site, reason))
+    return held
 
 
 def _print_core_summary(con: Any) -> None:

@@ -20,7 +20,13 @@ from rescue_pipeline.config import Config, FhirSource, NdjsonSource, SiteConfig
 from rescue_pipeline.core.build import CoreBuildResult, build_core
 from rescue_pipeline.core.pseudonym import pseudonym_key
 from rescue_pipeline.extract.ndjson import SourceError, discover
-from rescue_pipeline.quality.gate import PublishRefused, QualityResult, refusal, run_quality
+from rescue_pipeline.quality.gate import (
+    PublishRefused,
+    QualityResult,
+    held_sites,
+    refusal,
+    run_quality,
+)
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.warehouse.database import open_work_db
@@ -162,8 +168,11 @@ def check_quality(config: Config) -> QualityResult:
 
 def publish_warehouse(config: Config, quality: QualityResult | None = None) -> PublishResult:
     """Copy core, analysis and quality into the next published warehouse and rename it into
-    place, unless a critical check of `quality` failed (PublishRefused, exit code 3)."""
+    place. A critical check of `quality` that failed for a site holds that site back (its last
+    published data stay; `PublishResult.held` says why, exit code 3); one that is not
+    site-specific refuses the publish (PublishRefused, exit code 3)."""
     if quality is not None and (reason := refusal(quality)):
         raise PublishRefused(reason)
+    held = held_sites(quality) if quality is not None else {}
     with work_db(config) as con:
-        return publish(con, config.warehouse)
+        return publish(con, config.warehouse, held=held, sites=[s.id for s in config.sites])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import duckdb
 import pytest
 import yaml
 
@@ -291,34 +292,61 @@ def test_query_reads_the_published_warehouse_which_has_no_raw_layer(
     assert code == 2 and "query failed" in err
 
 
-def test_a_failed_critical_check_refuses_the_publish_with_exit_code_3(
+def _strict_suite(folder: Path, query: str, column: str, allowed: list[str]) -> None:
+    folder.mkdir()
+    suite = {
+        "name": "strict",
+        "meta": {"layer": "core", "table": "core.subjects", "query": query, "key": "key"},
+        "expectations": [
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "kwargs": {"column": column, "value_set": allowed},
+                "meta": {"severity": "critical", "description": "only arm A (a test rule)"},
+            }
+        ],
+    }
+    (folder / "strict.json").write_text(json.dumps(suite))
+
+
+def test_a_critical_check_failing_at_one_site_holds_it_back_with_exit_code_3(
+    synthesised: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    config = str(synthesised / "sites.yaml")
+    assert run(capsys, "run", "--config", config)[0] == 0
+    published = synthesised / "warehouse" / "rescue.duckdb"
+    before = duckdb.connect(str(published), read_only=True)
+    kept = before.execute("SELECT count(*) FROM core.subjects WHERE site_id = 'site-a'").fetchall()
+    before.close()
+    folder = tmp_path / "expectations"
+    _strict_suite(  # fails only where site-a has arm B subjects
+        folder,
+        "SELECT site_id, usubjid AS key, CASE WHEN site_id = 'site-a' THEN arm ELSE 'A' END AS arm "
+        "FROM core.subjects WHERE arm IS NOT NULL",
+        "arm",
+        ["A"],
+    )
+    monkeypatch.setenv("RESCUE_EXPECTATIONS", str(folder))
+    code, out, err = run(capsys, "run", "--config", config)
+    assert code == 3
+    assert "Held back: site-a (data of " in out and "Published: site-b" in out
+    assert "error: site site-a held back, its last published data kept: " in err
+    assert "core.subjects expect_column_values_to_be_in_set at site-a" in err
+    code, out, _ = run(capsys, "query", "--config", config, "--format", "csv",
+                       "SELECT count(*) FROM core.subjects WHERE site_id = 'site-a'")  # fmt: skip
+    assert code == 0 and int(out.splitlines()[1]) == kept[0][0]
+
+
+def test_a_critical_check_failing_for_no_one_site_refuses_the_publish_with_exit_code_3(
     synthesised: Path,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     folder = tmp_path / "expectations"
-    folder.mkdir()
-    (folder / "strict.json").write_text(
-        json.dumps(
-            {
-                "name": "strict",
-                "meta": {
-                    "layer": "core",
-                    "table": "core.subjects",
-                    "query": "SELECT site_id, usubjid AS key, arm FROM core.subjects",
-                    "key": "key",
-                },
-                "expectations": [
-                    {
-                        "type": "expect_column_values_to_be_in_set",
-                        "kwargs": {"column": "arm", "value_set": ["A"]},
-                        "meta": {"severity": "critical", "description": "only arm A (a test rule)"},
-                    }
-                ],
-            }
-        )
-    )
+    _strict_suite(folder, "SELECT site_id, usubjid AS key FROM core.no_such_table", "arm", ["A"])
     monkeypatch.setenv("RESCUE_EXPECTATIONS", str(folder))
     code, _, err = run(capsys, "run", "--config", str(synthesised / "sites.yaml"))
     assert code == 3
@@ -326,4 +354,5 @@ def test_a_failed_critical_check_refuses_the_publish_with_exit_code_3(
         "error: publish refused: " in err
         and "core.subjects expect_column_values_to_be_in_set" in err
     )
+    assert "all sites" in err
     assert not (synthesised / "warehouse" / "rescue.duckdb").exists()

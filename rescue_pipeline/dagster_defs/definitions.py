@@ -192,16 +192,21 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
             "file and renamed over it, so readers never see a half-written load."
         ),
     )
-    def published_warehouse(rescue: RescueConfig) -> dg.MaterializeResult:
+    def published_warehouse(
+        context: dg.AssetExecutionContext, rescue: RescueConfig
+    ) -> dg.MaterializeResult:
         config = rescue.load()
         with work_db(config, read_only=True) as con:
             latest = _latest_quality(con)
         result = publish_warehouse(config, latest)
+        for site, reason in result.held.items():
+            context.log.warning(f"site {site} held back (its last published data kept): {reason}")
         return dg.MaterializeResult(
             metadata={
                 "path": str(result.path),
                 "tables": len(result.rows),
                 "seconds": result.seconds,
+                "held_sites": sorted(result.held),
             }
         )
 

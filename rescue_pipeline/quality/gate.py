@@ -1,9 +1,10 @@
 """The quality step and the gate before publishing.
 
-Every run's results land in quality.results (in the working database; the publish copies them).
-A failed critical check refuses the publish with the checks, sites and row counts named, so
-analysts never see a warehouse that failed its critical checks. (Keeping a failing site's last
-published data while publishing the others comes with per-site publishing.)
+Every run's results land in quality.results (in the working database; the publish copies them),
+with the row-level findings that become each site's data queries, and the load and quarantine
+counts the sponsors' report plots. A critical check that failed for one site holds that site
+back (its last published data stay published); one that is not site-specific refuses the whole
+publish. Either way the checks, sites and row counts are named.
 """
 
 from __future__ import annotations
@@ -17,12 +18,21 @@ import duckdb
 
 from rescue_pipeline.config import Config
 from rescue_pipeline.quality.suites import CheckResult, load_suites, run_suites
-from rescue_pipeline.warehouse.database import ddl, insert_columns
-from rescue_pipeline.warehouse.quality_tables import QUALITY_TABLES, results
+from rescue_pipeline.warehouse.database import ddl, insert_columns, transaction
+from rescue_pipeline.warehouse.quality_tables import (
+    QUALITY_TABLES,
+    findings,
+    load_history,
+    quarantine_counts,
+    results,
+)
+
+WHOLE_TABLE = "(whole table)"
 
 
 class PublishRefused(RuntimeError):
-    """A critical data-quality check failed: nothing is published (exit code 3)."""
+    """A critical data-quality check that is not site-specific failed: nothing is published
+    (exit code 3)."""
 
 
 @dataclass
@@ -45,26 +55,90 @@ def run_quality(
     cutoff = config.analysis.data_cutoff or today or dt.date.today()
     checks = run_suites(con, load_suites(), params={"data_cutoff": cutoff})
     result = QualityResult(checks[0].run_id if checks else "none", checks)
-    con.execute("CREATE SCHEMA IF NOT EXISTS quality")
-    for statement in ddl(QUALITY_TABLES):
-        con.execute(statement)
-    columns: dict[str, list[Any]] = defaultdict(list)
-    for check in checks:
-        for key, value in asdict(check).items():
-            columns[key].append(value)
-    insert_columns(con, results, columns)
+    with transaction(con):
+        con.execute("CREATE SCHEMA IF NOT EXISTS quality")
+        for statement in ddl(QUALITY_TABLES):
+            con.execute(statement)
+        columns: dict[str, list[Any]] = defaultdict(list)
+        for check in checks:
+            for key, value in asdict(check).items():
+                if key != "failing_keys":
+                    columns[key].append(value)
+        insert_columns(con, results, columns)
+        _write_findings(con, result)
+        _write_load_counts(con)
     return result
 
 
+def _write_findings(con: duckdb.DuckDBPyConnection, result: QualityResult) -> None:
+    """The latest run's row-level findings: failing checks' keys, and every quarantined line."""
+    con.execute(f"DELETE FROM {findings.fullname}")
+    columns: dict[str, list[Any]] = defaultdict(list)
+    for check in result.checks:
+        if check.success or check.site_id is None:
+            continue
+        for key in check.failing_keys or (WHOLE_TABLE,):
+            row = {
+                "run_id": result.run_id, "site_id": check.site_id, "layer": check.layer,
+                "table_name": check.table_name, "check_name": check.expectation,
+                "severity": check.severity, "record_key": key,
+                "what_is_wrong": check.description,
+            }  # fmt: skip
+            for name, value in row.items():
+                columns[name].append(value)
+    insert_columns(con, findings, columns)
+    # Lines not landed are data queries too: where they are and why, never their bytes.
+    con.execute(
+        f"INSERT INTO {findings.fullname} "
+        "SELECT ?, site_id, 'raw', 'raw.quarantine', reason, 'quarantine', "
+        "source || ':' || line_number, "
+        "coalesce(resource_type || coalesce('/' || resource_id, '') || ': ', '') || detail "
+        "FROM raw.quarantine",
+        [result.run_id],
+    )
+
+
+def _write_load_counts(con: duckdb.DuckDBPyConnection) -> None:
+    """Counts from raw.loads and raw.quarantine, so the published warehouse can show trends
+    without holding raw."""
+    con.execute(f"DELETE FROM {load_history.fullname}")
+    con.execute(
+        f"INSERT INTO {load_history.fullname} SELECT load_id, site_id, resource_type, received, "
+        "accepted, quarantined, started_at FROM raw.loads"
+    )
+    con.execute(f"DELETE FROM {quarantine_counts.fullname}")
+    con.execute(
+        f"INSERT INTO {quarantine_counts.fullname} SELECT load_id, site_id, resource_type, "
+        "reason, count(*) FROM raw.quarantine GROUP BY ALL"
+    )
+
+
+def _describe(c: CheckResult) -> str:
+    rows = c.unexpected_count if c.unexpected_count is not None else c.observed_value
+    return f"{c.table_name} {c.expectation} at {c.site_id or 'all sites'} ({rows} rows)"
+
+
 def refusal(result: QualityResult) -> str | None:
-    """The one-line reason to refuse the publish, or None when every critical check passed."""
-    failed = result.critical_failures
+    """The one-line reason to refuse the whole publish (a critical failure that is not confined
+    to one site), or None."""
+    failed = [c for c in result.critical_failures if c.site_id is None]
     if not failed:
         return None
-    parts = [
-        f"{c.table_name} {c.expectation} at {c.site_id or 'all sites'}"
-        f" ({c.unexpected_count if c.unexpected_count is not None else c.observed_value} rows)"
-        for c in failed[:5]
-    ]
+    parts = [_describe(c) for c in failed[:5]]
     more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
     return f"publish refused: {len(failed)} critical check(s) failed: {'; '.join(parts)}{more}"
+
+
+def held_sites(result: QualityResult) -> dict[str, str]:
+    """Sites held back (site → the critical checks that failed for it): their last published
+    data stay published while the other sites' data are published."""
+    by_site: dict[str, list[CheckResult]] = defaultdict(list)
+    for c in result.critical_failures:
+        if c.site_id is not None:
+            by_site[c.site_id].append(c)
+    return {
+        site: f"{len(failed)} critical check(s) failed: "
+        + "; ".join(_describe(c) for c in failed[:5])
+        + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        for site, failed in sorted(by_site.items())
+    }

@@ -50,6 +50,8 @@ class CheckResult:
     unexpected_count: int | None
     sample_keys: str | None
     checked_at: str
+    # Every failing row's key (the site's data queries); not a quality.results column.
+    failing_keys: tuple[str, ...] = ()
 
 
 def expectations_folder() -> Path:
@@ -139,7 +141,7 @@ def _result(
     details = r.result or {}
     keys = [
         str(row.get(suite.key) if isinstance(row, dict) else row)
-        for row in (details.get("unexpected_index_list") or [])[:SAMPLE_KEYS]
+        for row in details.get("unexpected_index_list") or []
     ]
     observed = details.get("observed_value")
     return CheckResult(
@@ -153,8 +155,9 @@ def _result(
         success=bool(r.success),
         observed_value=None if observed is None else str(observed)[:200],
         unexpected_count=details.get("unexpected_count"),
-        sample_keys=",".join(keys) or None,
+        sample_keys=",".join(keys[:SAMPLE_KEYS]) or None,
         checked_at=checked_at,
+        failing_keys=tuple(keys) if not r.success else (),
     )
 
 

@@ -1,10 +1,15 @@
-"""Quality tables (DESIGN.md, `quality` schema): the result of every check, per run and site."""
+"""Quality tables (DESIGN.md, `quality` schema): what every check found, per run and site, and
+what the sponsors' report and the sites' data queries are made from.
+
+All of them are published, so none holds PHI: counts, codes, resource ids and pseudonymous
+subject ids only, never values or the bytes received.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, String, Table
 
-from rescue_pipeline.warehouse.tables import _c, metadata
+from rescue_pipeline.warehouse.tables import TS, _c, metadata
 
 results = Table(
     "results",
@@ -32,4 +37,73 @@ results = Table(
     comment="One row per run, check and site: Great Expectations suites over every layer.",
 )
 
-QUALITY_TABLES = (results,)
+findings = Table(
+    "findings",
+    metadata,
+    _c("run_id", String, "Quality run that found it.", nullable=False),
+    _c("site_id", String, "Site that owns the record.", nullable=False),
+    _c("layer", String, "raw, core or analysis.", nullable=False),
+    _c(
+        "table_name", String, "Table checked (raw.quarantine for lines not landed).", nullable=False
+    ),
+    _c("check_name", String, "Expectation type, or the quarantine reason code.", nullable=False),
+    _c("severity", String, "critical, warning, or quarantine.", nullable=False),
+    _c("record_key", String, "Resource id, usubjid or file:line: what to look at.", nullable=False),
+    _c("what_is_wrong", String, "The finding in words, for the site's data manager."),
+    schema="quality",
+    comment=(
+        "Row-level findings of the latest quality run: the data queries each site's data "
+        "managers answer (keys and reasons only, never values)."
+    ),
+)
+
+load_history = Table(
+    "load_history",
+    metadata,
+    _c("load_id", String, "Load identifier.", nullable=False),
+    _c("site_id", String, "Site loaded.", nullable=False),
+    _c("resource_type", String, "Resource type counted.", nullable=False),
+    _c("received", BigInteger, "Lines received.", nullable=False),
+    _c("accepted", BigInteger, "Lines accepted.", nullable=False),
+    _c("quarantined", BigInteger, "Lines quarantined.", nullable=False),
+    _c("started_at", TS, "Load start (UTC).", nullable=False),
+    schema="quality",
+    comment="Counts of every load so far (raw.loads without raw): the report's trends.",
+)
+
+quarantine_counts = Table(
+    "quarantine_counts",
+    metadata,
+    _c("load_id", String, "Load whose lines were quarantined.", nullable=False),
+    _c("site_id", String, "Site.", nullable=False),
+    _c("resource_type", String, "Resource type of the file."),
+    _c("reason", String, "Reason code.", nullable=False),
+    _c("lines", BigInteger, "Lines quarantined for that reason.", nullable=False),
+    schema="quality",
+    comment="Quarantined lines per load, site, type and reason (counts, never the bytes).",
+)
+
+publications = Table(
+    "publications",
+    metadata,
+    _c(
+        "published_at",
+        TS,
+        "When this publish renamed the warehouse into place (UTC).",
+        nullable=False,
+    ),
+    _c("site_id", String, "Site.", nullable=False),
+    _c(
+        "status",
+        String,
+        "published (this load's data) or held (a critical check failed for the site: its "
+        "last published data kept, or none if it never passed).",
+        nullable=False,
+    ),
+    _c("data_as_of", TS, "When the site's data now published were first published."),
+    _c("reason", String, "For held sites: the critical checks that failed, with row counts."),
+    schema="quality",
+    comment="One row per publish and site: whose data the published warehouse holds, and why.",
+)
+
+QUALITY_TABLES = (results, findings, load_history, quarantine_counts, publications)

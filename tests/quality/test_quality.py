@@ -7,10 +7,11 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from rescue_pipeline.quality import suites as suites_module
-from rescue_pipeline.quality.gate import PublishRefused, refusal, run_quality
+from rescue_pipeline.quality.gate import PublishRefused, held_sites, refusal, run_quality
 from rescue_pipeline.site_load import publish_warehouse, work_db
 from tests.cohort import TODAY, build_cohort
 
@@ -57,6 +58,34 @@ def test_the_synthetic_cohort_passes_every_critical_check_and_warns_only_of_its_
             [result.run_id],
         ).fetchall()
     assert rows == [(len(result.checks), 3)]  # every check, per site
+    with work_db(config, read_only=True) as con:
+        findings = dict(
+            con.execute("SELECT severity, count(*) FROM quality.findings GROUP BY 1").fetchall()
+        )
+        quarantined = con.execute("SELECT count(*) FROM raw.quarantine").fetchall()[0][0]
+        history = con.execute(
+            "SELECT sum(received), sum(quarantined) FROM quality.load_history"
+        ).fetchall()[0]
+        loads = con.execute("SELECT sum(received), sum(quarantined) FROM raw.loads").fetchall()[0]
+    # every failing row is a data query; every quarantined line is one too
+    assert findings == {
+        "warning": sum(c.unexpected_count or 0 for c in result.warnings),
+        "quarantine": quarantined,
+    }
+    assert quarantined > 0 and history == loads
+
+
+def _rows(con, table: str, site: str) -> list[tuple]:
+    """A site's rows of a published table, sorted (ADTTE's site comes from ADSL)."""
+    where = (
+        "USUBJID IN (SELECT USUBJID FROM analysis.adsl WHERE SITEID = ?)"
+        if table == "analysis.adtte"
+        else "site_id = ?"
+    )
+    return sorted(con.execute(f"SELECT * FROM {table} WHERE {where}", [site]).fetchall(), key=repr)
+
+
+SITE_TABLES = ("core.subjects", "core.surgeries", "analysis.adtte", "analysis.eligibility")
 
 
 @pytest.mark.parametrize(
@@ -119,23 +148,76 @@ def test_the_synthetic_cohort_passes_every_critical_check_and_warns_only_of_its_
         ),
     ],
 )
-def test_each_critical_check_fails_on_its_fault_and_refuses_the_publish(
-    config, damage: str, table: str, expectation: str
+def test_each_critical_check_fails_on_its_fault_and_holds_that_site_back(
+    config, damage: str, table: str, expectation: str, tmp_path: Path
 ) -> None:
     publish_warehouse(config)
-    published = config.warehouse.read_bytes()
+    before = tmp_path / "before.duckdb"
+    shutil.copy(config.warehouse, before)
     with work_db(config) as con:
         con.execute(damage)
         result = run_quality(con, config, today=TODAY)
     failed = [(c.table_name, c.expectation) for c in result.critical_failures]
     assert (table, expectation) in failed
+    for c in result.critical_failures:
+        assert c.unexpected_count and c.sample_keys  # how many rows, and which (keys only)
+    assert refusal(result) is None  # confined to sites: the others are published
+    held = held_sites(result)
+    assert set(held) == {c.site_id for c in result.critical_failures}
+    assert all(table in reason or table == "core.*" for reason in held.values())
+    published = publish_warehouse(config, result)
+    assert published.held == held and all(published.held_since[s] for s in held)
+    sites = {s.id for s in config.sites}
+    with (
+        duckdb.connect(str(config.warehouse), read_only=True) as new,
+        duckdb.connect(str(before), read_only=True) as old,
+        work_db(config, read_only=True) as work,
+    ):
+        for site in sites:
+            source = old if site in held else work
+            for t in SITE_TABLES:
+                assert _rows(new, t, site) == _rows(source, t, site), (site, t)
+        log = new.execute(
+            "SELECT site_id, status, reason IS NOT NULL FROM quality.publications "
+            "WHERE published_at = (SELECT max(published_at) FROM quality.publications)"
+        ).fetchall()
+        assert sorted(log) == sorted(
+            (s, "held" if s in held else "published", s in held) for s in sites
+        )
+        assert new.execute(  # this run's findings are published, the held site's included
+            "SELECT count(DISTINCT site_id) FROM quality.findings WHERE severity = 'critical'"
+        ).fetchall() == [(len(held),)]
+
+
+def test_a_held_site_that_never_passed_has_no_data_published(config) -> None:
+    with work_db(config) as con:
+        con.execute("UPDATE core.subjects SET arm = 'C' WHERE site_id = 'site-b' AND arm = 'A'")
+        result = run_quality(con, config, today=TODAY)
+    assert set(held_sites(result)) == {"site-b"}
+    published = publish_warehouse(config, result)  # the first publish: nothing to keep
+    assert published.held_since == {"site-b": None}
+    with duckdb.connect(str(config.warehouse), read_only=True) as con:
+        sites = con.execute("SELECT DISTINCT site_id FROM core.subjects ORDER BY 1").fetchall()
+        assert sites == [("site-a",), ("site-c",)]
+        assert con.execute(
+            "SELECT status, data_as_of FROM quality.publications WHERE site_id = 'site-b'"
+        ).fetchall() == [("held", None)]
+
+
+def test_a_critical_failure_not_confined_to_a_site_refuses_the_whole_publish(config) -> None:
+    publish_warehouse(config)
+    published = config.warehouse.read_bytes()
+    with work_db(config) as con:
+        con.execute("DROP TABLE analysis.adtte")  # its suite's query fails: no site to blame
+        result = run_quality(con, config, today=TODAY)
+    global_failures = [c for c in result.critical_failures if c.site_id is None]
+    assert global_failures and all("adtte" in (c.observed_value or "") for c in global_failures)
     reason = refusal(result)
-    assert reason is not None and reason.startswith("publish refused:") and table in reason
+    assert reason is not None and reason.startswith("publish refused:")
+    assert "analysis.adtte" in reason and "all sites" in reason
     with pytest.raises(PublishRefused):
         publish_warehouse(config, result)
     assert config.warehouse.read_bytes() == published  # the published warehouse is untouched
-    for c in result.critical_failures:
-        assert c.unexpected_count and c.sample_keys  # how many rows, and which (keys only)
 
 
 def test_a_check_that_raises_is_a_failure_with_the_error_shown(

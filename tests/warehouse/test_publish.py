@@ -20,7 +20,7 @@ def config(tmp_path: Path):
     return build_cohort(tmp_path / "c", patients=40, sites=2, seed=9)[0]
 
 
-def test_published_warehouse_has_core_and_analysis_and_never_raw(config) -> None:
+def test_published_warehouse_has_core_analysis_and_quality_and_never_raw(config) -> None:
     result = publish_warehouse(config)
     assert result.path == config.warehouse and config.warehouse.exists()
     assert not publish_module.next_path(config.warehouse).exists()
@@ -28,7 +28,7 @@ def test_published_warehouse_has_core_and_analysis_and_never_raw(config) -> None
     schemas = {
         s for (s,) in con.execute("SELECT DISTINCT schema_name FROM duckdb_tables()").fetchall()
     }
-    assert schemas == {"core", "analysis"}
+    assert schemas == {"core", "analysis", "quality"}  # never raw
     with work_db(config, read_only=True) as work:
         for table in ("core.subjects", "core.regimens", "analysis.adtte", "analysis.eligibility"):
             assert (
