@@ -251,8 +251,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _say(f"(demo: {KEY_ENV} set to the documented demo key)")
     code = _run_pipeline(config, [s.id for s in config.sites], dagster_home=out / "dagster_home")
     _say()
-    _say(f"Published warehouse (core, analysis): {config.warehouse}")
+    _say(f"Checks: {config.work_db} quality.results (every run), quality.findings (this run)")
+    _say(f"Published warehouse (core, analysis, quality): {config.warehouse}")
     _say(f"Working database (raw, ops): {config.work_db}")
+    if config.warehouse.exists():
+        files = _write_report(config, out / "report")
+        _say(f"Sponsors' report: {files.sponsors / 'index.html'}")
+        _say(f"Data queries per site: {files.queries}/<site-id>/index.html")
     _say(
         f"Query it:   rescue query --config {out}/sites.yaml "
         '"SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY ALL"'
@@ -305,6 +310,27 @@ def cmd_km(args: argparse.Namespace) -> int:
     for kind, path in result.files.items():
         _say(f"  {kind:<6} {path}")
     _say("(for analysts only: never part of the sponsors' data-quality report)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- report
+def _write_report(config: Config, out: Path) -> Any:
+    from rescue_pipeline.report.render import write_report
+
+    if not config.warehouse.exists():
+        raise CommandError(f"no database at {config.warehouse}: run `rescue run` first", EXIT_USAGE)
+    return write_report(
+        config.warehouse, out, study_id=config.study_id, site_ids=[s.id for s in config.sites]
+    )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    config = _config(args)
+    files = _write_report(config, Path(args.out))
+    _say(f"Sponsors' report: {files.sponsors / 'index.html'}  (counts only; opens from disk)")
+    _say(f"Data queries per site (for each site's data managers): {files.queries}/")
+    for site, n in files.query_files.items():
+        _say(f"  {site}: {n:,} open  {files.queries / site / 'index.html'}")
     return EXIT_OK
 
 
@@ -425,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--param", default="PFS", choices=("PFS", "OS", "TFST"))
     p.set_defaults(func=cmd_km)
+
+    p = add("report", "write the sponsors' data-quality site and each site's data queries")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
 
     p = add("dictionary", "write the data dictionary (Markdown and HTML)", config=False)
     p.add_argument("--out", required=True)

@@ -188,8 +188,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
         "core.subjects",
         "Eligibility:",
         "PFS:",
+        "Published: site-a, site-b, site-c",
+        f"Sponsors' report: {tmp_path / 'demo' / 'report' / 'sponsors' / 'index.html'}",
+        "Data queries per site:",
     ):
         assert expected in out
+    assert (tmp_path / "demo" / "report" / "data-queries" / "site-b" / "queries.csv").exists()
     assert "landing site-c" in err  # per-stage progress lines
     # the demo's Dagster instance has the runs, one per site
     import dagster as dg
@@ -234,6 +238,21 @@ def test_run_builds_core_and_prints_its_counts(
         "SELECT count(*) AS n FROM core.subjects",
     )
     assert json.loads(out)[0]["n"] > 40
+
+
+def test_report_writes_the_sponsors_site_and_each_sites_queries(
+    synthesised: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    config = str(synthesised / "sites.yaml")
+    code, out, err = run(capsys, "report", "--config", config, "--out", str(tmp_path / "r"))
+    assert code == 2 and "run `rescue run` first" in err
+    assert run(capsys, "run", "--config", config)[0] == 0
+    code, out, err = run(capsys, "report", "--config", config, "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    assert f"Sponsors' report: {tmp_path / 'r' / 'sponsors' / 'index.html'}" in out
+    assert "  site-a: " in out and " open  " in out
+    assert (tmp_path / "r" / "sponsors" / "site-site-b.html").exists()
+    assert (tmp_path / "r" / "data-queries" / "site-a" / "index.html").exists()
 
 
 def test_dictionary_is_written_from_the_table_comments(

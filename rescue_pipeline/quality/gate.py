@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 
 from rescue_pipeline.config import Config
+from rescue_pipeline.quality.completeness import write_completeness
 from rescue_pipeline.quality.suites import CheckResult, load_suites, run_suites
 from rescue_pipeline.warehouse.database import ddl, insert_columns, transaction
 from rescue_pipeline.warehouse.quality_tables import (
@@ -67,6 +68,8 @@ def run_quality(
         insert_columns(con, results, columns)
         _write_findings(con, result)
         _write_load_counts(con)
+        checked_at = checks[0].checked_at if checks else dt.datetime.now(dt.UTC).isoformat()
+        write_completeness(con, result.run_id, checked_at)
     return result
 
 

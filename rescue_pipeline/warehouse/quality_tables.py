@@ -106,4 +106,19 @@ publications = Table(
     comment="One row per publish and site: whose data the published warehouse holds, and why.",
 )
 
-QUALITY_TABLES = (results, findings, load_history, quarantine_counts, publications)
+
+completeness = Table(
+    "completeness",
+    metadata,
+    _c("run_id", String, "Quality run.", nullable=False),
+    _c("checked_at", String, "When (UTC, ISO 8601).", nullable=False),
+    _c("site_id", String, "Site.", nullable=False),
+    _c("table_name", String, "Core table.", nullable=False),
+    _c("field", String, "Key field of that table.", nullable=False),
+    _c("rows", BigInteger, "Rows of the site in the table.", nullable=False),
+    _c("filled", BigInteger, "Rows where the field is not null.", nullable=False),
+    schema="quality",
+    comment="Completeness of each core table's key fields per site, at every quality run.",
+)
+
+QUALITY_TABLES = (results, findings, load_history, quarantine_counts, publications, completeness)

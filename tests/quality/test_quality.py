@@ -12,6 +12,7 @@ import pytest
 
 from rescue_pipeline.quality import suites as suites_module
 from rescue_pipeline.quality.gate import PublishRefused, held_sites, refusal, run_quality
+from rescue_pipeline.report.render import write_report
 from rescue_pipeline.site_load import publish_warehouse, work_db
 from tests.cohort import TODAY, build_cohort
 
@@ -189,7 +190,7 @@ def test_each_critical_check_fails_on_its_fault_and_holds_that_site_back(
         ).fetchall() == [(len(held),)]
 
 
-def test_a_held_site_that_never_passed_has_no_data_published(config) -> None:
+def test_a_held_site_that_never_passed_has_no_data_published(config, tmp_path: Path) -> None:
     with work_db(config) as con:
         con.execute("UPDATE core.subjects SET arm = 'C' WHERE site_id = 'site-b' AND arm = 'A'")
         result = run_quality(con, config, today=TODAY)
@@ -202,6 +203,19 @@ def test_a_held_site_that_never_passed_has_no_data_published(config) -> None:
         assert con.execute(
             "SELECT status, data_as_of FROM quality.publications WHERE site_id = 'site-b'"
         ).fetchall() == [("held", None)]
+    # the sponsors see it: the site is held back, and why
+    files = write_report(config.warehouse, tmp_path / "report", study_id="RESCUE",
+                         site_ids=[s.id for s in config.sites])  # fmt: skip
+    overview = (files.sponsors / "index.html").read_text()
+    assert (
+        '<tr class="held">\n<td><a href="site-site-b.html">site-b</a></td>\n<td>held back</td>'
+        in overview
+    )
+    page = (files.sponsors / "site-site-b.html").read_text()
+    assert (
+        "held back: 1 critical check(s) failed: core.subjects expect_column_values_to_be_in_set"
+        in page
+    )
 
 
 def test_a_critical_failure_not_confined_to_a_site_refuses_the_whole_publish(config) -> None:

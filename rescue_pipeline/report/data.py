@@ -1,0 +1,245 @@
+"""What the sponsors' report shows, read from the published warehouse only (never raw).
+
+Everything here is a count or a code: no names, no subject-level dates, no subject ids, and
+no outcome by arm (the trial is blinded to efficacy until its analysis; sponsors judge data
+quality, not results). Randomisation is counted pooled, never split by arm.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from rescue_pipeline.quality.suites import Suite, load_suites
+
+ELIGIBILITY_STATUSES = ("yes", "no", "unknown")
+CRITERION_STATUSES = ("met", "not_met", "unknown")
+
+
+@dataclass
+class LoadCounts:
+    load_id: str
+    started_at: dt.datetime
+    received: int
+    accepted: int
+    quarantined: int
+
+
+@dataclass
+class CheckRow:
+    table_name: str
+    expectation: str
+    description: str
+    severity: str
+    success: bool
+    observed_value: str | None
+    unexpected_count: int | None
+
+
+@dataclass
+class SiteReport:
+    site_id: str
+    status: str = "not published"
+    data_as_of: dt.datetime | None = None
+    held_reason: str | None = None
+    loads: list[LoadCounts] = field(default_factory=list)
+    quarantine_by_reason: dict[str, int] = field(default_factory=dict)
+    # load_id -> reason -> lines
+    quarantine_trend: dict[str, dict[str, int]] = field(default_factory=dict)
+    subjects: int = 0
+    randomised: int = 0
+    eligibility: dict[str, int] = field(default_factory=dict)
+    # criterion -> status -> subjects
+    criteria: dict[str, dict[str, int]] = field(default_factory=dict)
+    # (table, field) -> (rows, filled) at the latest run; and the trend: run time -> share
+    completeness: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    completeness_trend: dict[str, float] = field(default_factory=dict)
+    ca125_units: list[tuple[str, bool, int]] = field(default_factory=list)
+    unmapped_codes: list[tuple[str, str, str, int]] = field(default_factory=list)
+    open_queries: dict[str, int] = field(default_factory=dict)
+    checks: list[CheckRow] = field(default_factory=list)
+
+    @property
+    def failed_checks(self) -> list[CheckRow]:
+        return [c for c in self.checks if not c.success]
+
+    @property
+    def latest_load(self) -> LoadCounts | None:
+        return self.loads[-1] if self.loads else None
+
+    @property
+    def totals(self) -> tuple[int, int, int]:
+        return (
+            sum(x.received for x in self.loads),
+            sum(x.accepted for x in self.loads),
+            sum(x.quarantined for x in self.loads),
+        )
+
+    @property
+    def completeness_share(self) -> float | None:
+        rows = sum(r for r, _ in self.completeness.values())
+        return sum(f for _, f in self.completeness.values()) / rows if rows else None
+
+
+@dataclass
+class SuiteReport:
+    suite: Suite
+    # per expectation (in the suite's order): site -> check row
+    results: list[tuple[dict[str, Any], dict[str, CheckRow]]] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        return self.suite.name.replace(".", "-")
+
+    @property
+    def failures(self) -> int:
+        return sum(1 for _, by_site in self.results for c in by_site.values() if not c.success)
+
+
+@dataclass
+class ReportData:
+    study_id: str
+    generated_at: dt.datetime
+    quality_run: str | None
+    checked_at: str | None
+    sites: list[SiteReport]
+    suites: list[SuiteReport]
+
+
+def read_report(
+    con: duckdb.DuckDBPyConnection, *, study_id: str, site_ids: list[str]
+) -> ReportData:
+    """Everything the report shows, from the published warehouse `con`."""
+    run = con.execute(
+        "SELECT arg_max(run_id, checked_at), max(checked_at) FROM quality.results"
+    ).fetchall()[0]
+    run_id, checked_at = run
+    known = set(site_ids)
+    for table in ("quality.load_history", "quality.results", "core.subjects"):
+        known |= {s for (s,) in con.execute(f"SELECT DISTINCT site_id FROM {table}").fetchall()}
+    sites = {s: SiteReport(s) for s in sorted(known - {None})}
+    _publications(con, sites)
+    _loads(con, sites)
+    _subjects(con, sites)
+    _completeness(con, sites, run_id)
+    _codes(con, sites)
+    checks = _checks(con, sites, run_id)
+    return ReportData(
+        study_id=study_id,
+        generated_at=dt.datetime.now(dt.UTC),
+        quality_run=run_id,
+        checked_at=checked_at,
+        sites=list(sites.values()),
+        suites=_suites(checks),
+    )
+
+
+def _publications(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
+    for site_id, status, since, reason in con.execute(
+        "SELECT site_id, status, data_as_of, reason FROM quality.publications "
+        "WHERE published_at = (SELECT max(published_at) FROM quality.publications)"
+    ).fetchall():
+        if site_id in sites:
+            site = sites[site_id]
+            site.status, site.data_as_of, site.held_reason = status, since, reason
+
+
+def _loads(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
+    for load_id, site_id, started, received, accepted, quarantined in con.execute(
+        "SELECT load_id, site_id, min(started_at), sum(received), sum(accepted), "
+        "sum(quarantined) FROM quality.load_history GROUP BY 1, 2 ORDER BY 3"
+    ).fetchall():
+        sites[site_id].loads.append(
+            LoadCounts(load_id, started, int(received), int(accepted), int(quarantined))
+        )
+    for load_id, site_id, reason, lines in con.execute(
+        "SELECT load_id, site_id, reason, sum(lines) FROM quality.quarantine_counts GROUP BY ALL"
+    ).fetchall():
+        site = sites[site_id]
+        site.quarantine_trend.setdefault(load_id, {})[reason] = int(lines)
+        site.quarantine_by_reason[reason] = site.quarantine_by_reason.get(reason, 0) + int(lines)
+
+
+def _subjects(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
+    for site_id, subjects, randomised in con.execute(
+        "SELECT site_id, count(*), count(randomised_on) FROM core.subjects GROUP BY 1"
+    ).fetchall():
+        sites[site_id].subjects, sites[site_id].randomised = int(subjects), int(randomised)
+    for site_id, eligible, n in con.execute(  # pooled across arms, by design
+        "SELECT site_id, eligible, count(*) FROM analysis.eligibility_summary GROUP BY ALL"
+    ).fetchall():
+        sites[site_id].eligibility[eligible] = int(n)
+    for site_id, criterion, status, n in con.execute(
+        "SELECT site_id, criterion, status, count(*) FROM analysis.eligibility "
+        "GROUP BY ALL ORDER BY criterion"
+    ).fetchall():
+        sites[site_id].criteria.setdefault(criterion, {})[status] = int(n)
+
+
+def _completeness(
+    con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport], run_id: str | None
+) -> None:
+    for site_id, table, fld, rows, filled in con.execute(
+        "SELECT site_id, table_name, field, rows, filled FROM quality.completeness "
+        "WHERE run_id = ? ORDER BY table_name",
+        [run_id],
+    ).fetchall():
+        sites[site_id].completeness[(table, fld)] = (int(rows), int(filled))
+    for site_id, checked_at, share in con.execute(
+        "SELECT site_id, checked_at, sum(filled) / nullif(sum(rows), 0) FROM quality.completeness "
+        "GROUP BY 1, 2 ORDER BY 2"
+    ).fetchall():
+        if share is not None:
+            sites[site_id].completeness_trend[checked_at] = float(share)
+
+
+def _codes(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
+    for site_id, unit, convertible, n in con.execute(
+        "SELECT site_id, coalesce(original_unit, '(none)'), coalesce(unit_convertible, false), "
+        "count(*) FROM core.ca125_measurements GROUP BY ALL ORDER BY 4 DESC"
+    ).fetchall():
+        sites[site_id].ca125_units.append((unit, bool(convertible), int(n)))
+    for site_id, system, code, display, n in con.execute(
+        "SELECT site_id, system, code, coalesce(display, ''), sum(resources) "
+        "FROM core.unmapped_codes GROUP BY ALL ORDER BY 5 DESC, 2, 3"
+    ).fetchall():
+        sites[site_id].unmapped_codes.append((system or "(no system)", code, display, int(n)))
+    for site_id, severity, n in con.execute(
+        "SELECT site_id, severity, count(*) FROM quality.findings GROUP BY ALL"
+    ).fetchall():
+        sites[site_id].open_queries[severity] = int(n)
+
+
+def _checks(
+    con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport], run_id: str | None
+) -> list[tuple[str | None, CheckRow]]:
+    out = []
+    for site_id, *values in con.execute(
+        "SELECT site_id, table_name, expectation, description, severity, success, "
+        "observed_value, unexpected_count FROM quality.results WHERE run_id = ? "
+        "ORDER BY severity, table_name",
+        [run_id],
+    ).fetchall():
+        row = CheckRow(*values)
+        out.append((site_id, row))
+        if site_id in sites:
+            sites[site_id].checks.append(row)
+    return out
+
+
+def _suites(checks: list[tuple[str | None, CheckRow]]) -> list[SuiteReport]:
+    by_key: dict[tuple[str, str, str], dict[str, CheckRow]] = defaultdict(dict)
+    for site_id, row in checks:
+        by_key[(row.table_name, row.expectation, row.description)][site_id or "all sites"] = row
+    reports = []
+    for suite in load_suites():
+        report = SuiteReport(suite)
+        for e in suite.expectations:
+            description = e.get("meta", {}).get("description", "")
+            report.results.append((e, by_key.get((suite.table, e["type"], description), {})))
+        reports.append(report)
+    return reports

@@ -1,0 +1,140 @@
+"""The sponsors' report: what it counts, and what it must never show."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+
+import duckdb
+
+from rescue_pipeline.analysis.build import ARM_TEXT
+from rescue_pipeline.site_load import work_db
+from tests.report.conftest import patients, sponsor_text
+
+
+def _cells(html: str, table_id: str) -> list[list[str]]:
+    body = html.split(f'id="{table_id}"', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)
+    return [
+        [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)]
+        for r in rows
+    ]
+
+
+def test_the_overview_counts_what_the_warehouses_hold(reported) -> None:
+    config, _truth, files = reported
+    rows = {r[0]: r for r in _cells((files.sponsors / "index.html").read_text(), "sites") if r}
+    assert set(rows) == {"site-a", "site-b", "site-c"}
+    with work_db(config, read_only=True) as con:
+        for site, received, quarantined, loads in con.execute(
+            "SELECT site_id, sum(received), sum(quarantined), count(DISTINCT load_id) "
+            "FROM raw.loads GROUP BY 1"
+        ).fetchall():
+            assert rows[site][2] == str(loads)
+            assert rows[site][3] == f"{received:,}"
+            assert rows[site][5].startswith(f"{quarantined:,} (")
+    with duckdb.connect(str(config.warehouse), read_only=True) as con:
+        for site, subjects, randomised in con.execute(
+            "SELECT site_id, count(*), count(randomised_on) FROM core.subjects GROUP BY 1"
+        ).fetchall():
+            assert rows[site][6:8] == [str(subjects), str(randomised)]
+        eligibility = {
+            r[0]: r[1:]
+            for r in _cells((files.sponsors / "index.html").read_text(), "eligibility")
+            if r
+        }
+        for site, yes, no, unknown in con.execute(
+            "SELECT site_id, count(*) FILTER (eligible = 'yes'), count(*) FILTER (eligible = 'no'),"
+            " count(*) FILTER (eligible = 'unknown') FROM analysis.eligibility_summary GROUP BY 1"
+        ).fetchall():
+            assert eligibility[site] == [str(yes), str(no), str(unknown)]
+
+
+def test_a_site_page_shows_each_load_and_why_lines_were_quarantined(reported) -> None:
+    config, _truth, files = reported
+    page = (files.sponsors / "site-site-a.html").read_text()
+    loads = [r for r in _cells(page, "loads") if r]
+    # newest first: the second drop re-read the changed Observation file, its bad line included
+    observations = config.site("site-a").source.path / "Observation.ndjson"
+    assert len(loads) == 2
+    assert loads[0][1] == f"{len(observations.read_bytes().splitlines()):,}"
+    reasons = {r[0]: int(r[2]) for r in _cells(page, "quarantine") if len(r) == 3}
+    with work_db(config, read_only=True) as con:
+        expected = dict(
+            con.execute(
+                "SELECT reason, count(*) FROM raw.quarantine WHERE site_id = 'site-a' GROUP BY 1"
+            ).fetchall()
+        )
+    assert reasons == expected and "not_json" in reasons
+    units = [u for u in _cells(page, "ca125-units") if u]
+    assert any(u[1].startswith("no") for u in units)  # the injected unconvertible unit
+    for plot in ("loads", "quarantine", "completeness"):
+        assert f'src="plots/site-a-{plot}.svg"' in page
+        assert (files.sponsors / "plots" / f"site-a-{plot}.svg").read_text().startswith("<?xml")
+
+
+def test_every_suite_has_a_page_with_each_expectation_explained(reported) -> None:
+    _config, _truth, files = reported
+    suites = sorted(p.name for p in files.sponsors.glob("suite-*.html"))
+    assert len(suites) == 13
+    page = (files.sponsors / "suite-core-ca125_measurements.html").read_text()
+    assert "CA-125 units convert to U/mL" in page and "failed" in page and "Warning:" in page
+
+
+def test_the_data_queries_list_every_finding_per_site_apart_from_the_sponsors_pages(
+    reported,
+) -> None:
+    config, _truth, files = reported
+    assert files.queries.parent == files.sponsors.parent and files.queries != files.sponsors
+    with duckdb.connect(str(config.warehouse), read_only=True) as con:
+        expected = dict(
+            con.execute("SELECT site_id, count(*) FROM quality.findings GROUP BY 1").fetchall()
+        )
+        keys = {k for (k,) in con.execute("SELECT record_key FROM quality.findings").fetchall()}
+    for site, n in expected.items():
+        with (files.queries / site / "queries.csv").open() as handle:
+            rows = list(csv.DictReader(handle))
+        assert len(rows) == n == files.query_files[site]
+        assert {r["severity"] for r in rows} >= {"quarantine", "warning"}
+    assert any(r.endswith(":1") or ":" in r for r in keys)  # file:line for quarantined lines
+    sponsors = "\n".join(sponsor_text(files).values())
+    assert not [k for k in keys if k in sponsors]  # record keys stay with the sites
+
+
+def test_the_report_holds_no_phi_no_subject_dates_and_nothing_by_arm(reported) -> None:
+    config, _truth, files = reported
+    text = sponsor_text(files)
+    everything = "\n".join(text.values())
+    people = patients(config)
+    assert people
+    forbidden: set[str] = set()
+    for p in people:
+        for name in p.get("name", []):
+            forbidden |= {n for n in [name.get("family"), *name.get("given", [])] if n}
+        forbidden |= {i["value"] for i in p.get("identifier", []) if i.get("value")}
+        if p.get("birthDate"):
+            forbidden.add(p["birthDate"])
+    assert len(forbidden) > 2 * len(people)  # names, MRNs and birth dates were all read
+    found = sorted(f for f in forbidden if re.search(rf"\b{re.escape(f)}\b", everything))
+    assert found == []
+    with duckdb.connect(str(config.warehouse), read_only=True) as con:
+        usubjids = {u for (u,) in con.execute("SELECT usubjid FROM core.subjects").fetchall()}
+        dates = {
+            d.isoformat()
+            for (d,) in con.execute(
+                "SELECT randomised_on FROM core.subjects UNION SELECT consented_on FROM "
+                "core.subjects UNION SELECT died_on FROM core.subjects UNION SELECT measured_on "
+                "FROM core.ca125_measurements UNION SELECT assessed_on FROM core.tumour_assessments"
+                " UNION SELECT progressed_on FROM core.progression_events UNION SELECT ADT FROM "
+                "analysis.adtte"
+            ).fetchall()
+            if d is not None
+        }
+    assert not [u for u in usubjids if u in everything]
+    today = dt.datetime.now(dt.UTC).date()
+    report_days = {(today - dt.timedelta(days=n)).isoformat() for n in range(2)}
+    assert not sorted(d for d in dates - report_days if d in everything)
+    for label in (*ARM_TEXT.values(), "TRT01P", "arm A", "arm B", "Kaplan", "median", "hazard"):
+        assert label not in everything, label
+    assert "<script" not in everything  # nothing runs: a static site
