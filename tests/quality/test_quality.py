@@ -89,68 +89,69 @@ def _rows(con, table: str, site: str) -> list[tuple]:
 SITE_TABLES = ("core.subjects", "core.surgeries", "analysis.adtte", "analysis.eligibility")
 
 
-@pytest.mark.parametrize(
-    ("damage", "table", "expectation"),
-    [
-        (
-            "INSERT INTO core.subjects SELECT * FROM core.subjects LIMIT 1",
-            "core.subjects",
-            "expect_column_values_to_be_unique",
-        ),
-        (
-            "UPDATE core.subjects SET arm = 'C' WHERE arm = 'A' AND usubjid IN (SELECT min(usubjid) FROM core.subjects WHERE arm = 'A')",
-            "core.subjects",
-            "expect_column_values_to_be_in_set",
-        ),
-        (
-            "UPDATE core.surgeries SET residual_disease = 'R9' WHERE source_id IN (SELECT min(source_id) FROM core.surgeries)",
-            "core.surgeries",
-            "expect_column_values_to_be_in_set",
-        ),
-        (
-            "UPDATE raw.loads SET received = received + 1 WHERE resource_type = 'Patient'",
-            "raw.loads",
-            "expect_column_values_to_be_in_set",
-        ),
-        (
-            "UPDATE raw.quarantine SET reason = 'looked odd' WHERE line_number IN (SELECT min(line_number) FROM raw.quarantine)",
-            "raw.quarantine",
-            "expect_column_values_to_be_in_set",
-        ),
-        (
-            "UPDATE analysis.adtte SET CNSR = 2 WHERE USUBJID IN (SELECT min(USUBJID) FROM analysis.adtte)",
-            "analysis.adtte",
-            "expect_column_values_to_be_in_set",
-        ),
-        (
-            "UPDATE analysis.adtte SET AVAL = 0 WHERE USUBJID IN (SELECT min(USUBJID) FROM analysis.adtte)",
-            "analysis.adtte",
-            "expect_column_values_to_be_between",
-        ),
-        (
-            "INSERT INTO analysis.eligibility SELECT * FROM analysis.eligibility LIMIT 1",
-            "analysis.eligibility",
-            "expect_column_values_to_be_unique",
-        ),
-        (
-            "DELETE FROM raw.fhir_resource_versions WHERE resource_type = 'Observation' AND resource_id IN (SELECT min(source_id) FROM core.ca125_measurements)",
-            "core.*",
-            "expect_column_values_to_be_in_set",
-        ),
-        (
-            "UPDATE core.subjects SET died_on = randomised_on - 5 WHERE usubjid IN (SELECT min(usubjid) FROM core.subjects WHERE randomised_on IS NOT NULL)",
-            "core.subjects",
-            "expect_column_values_to_be_in_set",
-        ),
-        (
-            "DELETE FROM analysis.adtte WHERE PARAMCD = 'PFS' AND USUBJID IN (SELECT min(USUBJID) FROM analysis.adtte)",
-            "analysis.adsl",
-            "expect_column_values_to_be_in_set",
-        ),
-    ],
-)
+FIRST = "(SELECT min(usubjid) FROM core.subjects WHERE randomised_on IS NOT NULL)"
+# One hand-made fault per critical expectation (named by its description), each on one record.
+FAULTS = {
+    "One row per randomised subject and parameter.":
+        "INSERT INTO analysis.adtte SELECT * FROM analysis.adtte LIMIT 1",
+    "AVAL is at least 1 day.":
+        "UPDATE analysis.adtte SET AVAL = 0 WHERE USUBJID IN (SELECT min(USUBJID) FROM analysis.adtte)",
+    "CNSR is 0 (event) or 1 (censored).":
+        "UPDATE analysis.adtte SET CNSR = 2 WHERE USUBJID IN (SELECT min(USUBJID) FROM analysis.adtte)",
+    "ADT lies between STARTDT and the data cut-off.":
+        "UPDATE analysis.adtte SET ADT = STARTDT - 3 WHERE USUBJID IN (SELECT min(USUBJID) FROM analysis.adtte)",
+    "One PFS row per randomised subject, none for the others.":
+        "DELETE FROM analysis.adtte WHERE PARAMCD = 'PFS' AND USUBJID IN (SELECT min(USUBJID) FROM analysis.adtte)",
+    "Exactly one row per subject and criterion.":
+        "INSERT INTO analysis.eligibility SELECT * FROM analysis.eligibility LIMIT 1",
+    "Status is met, not_met or unknown.":
+        "UPDATE analysis.eligibility SET status = 'maybe' WHERE usubjid IN (SELECT min(usubjid) FROM analysis.eligibility) AND criterion = 'IN01'",
+    "Birth comes before diagnosis.":
+        "UPDATE core.subjects SET birth_year = 2090 WHERE usubjid IN (SELECT min(usubjid) FROM core.diagnoses)",
+    "Diagnosis comes no later than the first recurrence.":
+        "UPDATE core.diagnoses SET diagnosed_on = DATE '2030-01-01' WHERE usubjid IN (SELECT min(usubjid) FROM core.recurrences)",
+    "Recurrences come no later than randomisation.":
+        "UPDATE core.recurrences SET recurred_on = DATE '2030-01-01' WHERE usubjid IN (SELECT min(usubjid) FROM core.recurrences WHERE usubjid IN (SELECT usubjid FROM core.subjects WHERE randomised_on IS NOT NULL))",
+    "Progression comes after randomisation.":
+        "UPDATE core.progression_events SET progressed_on = DATE '1990-01-01' WHERE usubjid IN (SELECT min(usubjid) FROM core.progression_events)",
+    "Death comes no earlier than randomisation.":
+        f"UPDATE core.subjects SET died_on = randomised_on - 5 WHERE usubjid IN {FIRST}",
+    "Every subject has a pseudonymous id.":
+        f"ALTER TABLE core.subjects ALTER COLUMN usubjid DROP NOT NULL; UPDATE core.subjects SET usubjid = NULL WHERE usubjid IN {FIRST}",
+    "One row per subject.":
+        "INSERT INTO core.subjects SELECT * FROM core.subjects LIMIT 1",
+    "Arm is A, B or not randomised.":
+        "UPDATE core.subjects SET arm = 'C' WHERE arm = 'A' AND usubjid IN (SELECT min(usubjid) FROM core.subjects WHERE arm = 'A')",
+    "Residual disease is R0, R1, R2 or not recorded.":
+        "UPDATE core.surgeries SET residual_disease = 'R9' WHERE source_id IN (SELECT min(source_id) FROM core.surgeries)",
+    "Surgery type is primary, interval or secondary.":
+        "UPDATE core.surgeries SET surgery_type = 'cosmetic' WHERE source_id IN (SELECT min(source_id) FROM core.surgeries)",
+    "Every core row points to a resource in the raw layer.":
+        "DELETE FROM raw.fhir_resource_versions WHERE resource_type = 'Observation' AND resource_id IN (SELECT min(source_id) FROM core.ca125_measurements)",
+    "Each distinct version is stored once per site.":
+        "CREATE OR REPLACE TABLE raw.fhir_resource_versions AS SELECT * FROM raw.fhir_resource_versions UNION ALL (SELECT * FROM raw.fhir_resource_versions LIMIT 1)",
+    "Each payload's sha256 matches its canonical JSON.":
+        "CREATE OR REPLACE TABLE raw.fhir_resource_versions AS SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN repeat('0', 64) ELSE payload_sha256 END AS payload_sha256) FROM raw.fhir_resource_versions",
+    "Every line received was either accepted or quarantined (received = accepted + quarantined).":
+        "UPDATE raw.loads SET received = received + 1 WHERE resource_type = 'Patient'",
+    "Quarantine reasons come from the known list.":
+        "UPDATE raw.quarantine SET reason = 'looked odd' WHERE line_number IN (SELECT min(line_number) FROM raw.quarantine)",
+}  # fmt: skip
+
+
+def test_every_critical_expectation_has_a_fault_here() -> None:
+    critical = {
+        e["meta"]["description"]
+        for suite in suites_module.load_suites()
+        for e in suite.expectations
+        if e["meta"].get("severity") == "critical"
+    }
+    assert critical == set(FAULTS)
+
+
+@pytest.mark.parametrize(("description", "damage"), sorted(FAULTS.items()))
 def test_each_critical_check_fails_on_its_fault_and_holds_that_site_back(
-    config, damage: str, table: str, expectation: str, tmp_path: Path
+    config, description: str, damage: str, tmp_path: Path
 ) -> None:
     publish_warehouse(config)
     before = tmp_path / "before.duckdb"
@@ -158,8 +159,9 @@ def test_each_critical_check_fails_on_its_fault_and_holds_that_site_back(
     with work_db(config) as con:
         con.execute(damage)
         result = run_quality(con, config, today=TODAY)
-    failed = [(c.table_name, c.expectation) for c in result.critical_failures]
-    assert (table, expectation) in failed
+    failing = [c for c in result.critical_failures if c.description == description]
+    assert failing and sum(c.unexpected_count or 0 for c in failing) >= 1
+    table = failing[0].table_name
     for c in result.critical_failures:
         assert c.unexpected_count and c.sample_keys  # how many rows, and which (keys only)
     assert refusal(result) is None  # confined to sites: the others are published
