@@ -95,7 +95,7 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
 
     pseudonym_key()  # fail before landing anything, not after
     result = run_sites(config, site_ids, instance=instance, on_site=on_site, on_done=on_done)
-    with Stage("core, analysis, quality, publish") as stage:
+    with Stage("core, analysis, quality, publish, report") as stage:
         core = run_core(config, instance=instance)
         if not core.success:
             stage.note = f"FAILED: {core.error}"
@@ -106,6 +106,7 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
             _print_core_summary(con)
             _print_quality_summary(con)
             held = _print_publication(con)
+            _print_report(config)
     for failed in result.failed:
         print(f"error: {failed.error}", file=sys.stderr)
     refused = not core.success and (core.error or "").startswith("publish refused")
@@ -135,6 +136,13 @@ def _print_quality_summary(con: Any) -> None:
         f"{counts.get(('critical', False), 0)} critical failures, "
         f"{counts.get(('warning', False), 0)} warnings (quality.results)"
     )
+
+
+def _print_report(config: Config) -> None:
+    report = config.report_dir / "sponsors" / "index.html"
+    if report.exists():  # written by the run's last asset, report/sponsors
+        _say(f"Sponsors' report: {report}")
+        _say(f"Data queries per site: {config.report_dir / 'data-queries'}/<site-id>/index.html")
 
 
 def _print_publication(con: Any) -> list[tuple[str, str]]:
@@ -254,10 +262,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"Checks: {config.work_db} quality.results (every run), quality.findings (this run)")
     _say(f"Published warehouse (core, analysis, quality): {config.warehouse}")
     _say(f"Working database (raw, ops): {config.work_db}")
-    if config.warehouse.exists():
-        files = _write_report(config, out / "report")
-        _say(f"Sponsors' report: {files.sponsors / 'index.html'}")
-        _say(f"Data queries per site: {files.queries}/<site-id>/index.html")
     _say(
         f"Query it:   rescue query --config {out}/sites.yaml "
         '"SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY ALL"'

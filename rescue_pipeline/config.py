@@ -133,6 +133,12 @@ class Config:
     warehouse: Path
     analysis: AnalysisConfig
     sites: tuple[SiteConfig, ...]
+    report: Path | None = None
+
+    @property
+    def report_dir(self) -> Path:
+        """Where each run writes the sponsors' report (default: `report/` beside the warehouse)."""
+        return self.report or self.warehouse.parent / "report"
 
     @property
     def work_db(self) -> Path:
@@ -200,6 +206,7 @@ def parse_config(data: Any, path: Path) -> Config:
             data_cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
         ),
         sites=sites,
+        report=_resolve(base, data["report"]) if data.get("report") else None,
     )
 
 

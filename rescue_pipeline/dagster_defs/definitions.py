@@ -18,6 +18,7 @@ from sqlalchemy import Table
 from rescue_pipeline.config import CONFIG_ENV, Config, ConfigError, load_config
 from rescue_pipeline.quality.gate import QualityResult
 from rescue_pipeline.quality.suites import CheckResult, load_suites
+from rescue_pipeline.report.render import write_report as write_sponsors_report
 from rescue_pipeline.site_load import (
     build_core_layer,
     check_quality,
@@ -34,6 +35,7 @@ RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
 RAW_VALIDATION = dg.AssetKey(["raw", "version_validation"])
 PUBLISHED = dg.AssetKey(["warehouse", "published"])
 QUALITY = dg.AssetKey(["quality", "results"])
+REPORT = dg.AssetKey(["report", "sponsors"])
 RUN_LOGS = frozenset({"build_runs", "derivation_runs"})  # a layer's own log, not an asset
 DEMO_CONFIG = Path("rescue-demo") / "sites.yaml"
 
@@ -210,6 +212,31 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
             }
         )
 
+    @dg.asset(
+        key=REPORT,
+        group_name="publish",
+        deps=[PUBLISHED],
+        kinds={"html"},
+        description=(
+            "The sponsors' data-quality site (counts only) and each site's data queries, "
+            "from the published warehouse: `report:` in sites.yaml, default report/ beside it."
+        ),
+    )
+    def sponsors_report(rescue: RescueConfig) -> dg.MaterializeResult:
+        config = rescue.load()
+        files = write_sponsors_report(
+            config.warehouse, config.report_dir, study_id=config.study_id,
+            site_ids=[s.id for s in config.sites],
+        )  # fmt: skip
+        return dg.MaterializeResult(
+            metadata={
+                "index": dg.MetadataValue.path(str(files.sponsors / "index.html")),
+                "data_queries": dg.MetadataValue.path(str(files.queries)),
+                "pages": len(files.pages),
+                "open_queries": dict(files.query_files),
+            }
+        )
+
     return [
         raw_fhir_resources,
         raw_version_validation,
@@ -217,6 +244,7 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
         analysis_tables,
         quality_results,
         published_warehouse,
+        sponsors_report,
     ]
 
 

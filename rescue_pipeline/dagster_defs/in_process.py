@@ -95,7 +95,7 @@ def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
     quality asset checks on the tables run too."""
     assets = build_assets(config)
     checks = build_quality_checks({k for a in assets for k in a.keys})
-    layers = ("core", "analysis", "quality", "warehouse")
+    layers = ("core", "analysis", "quality", "warehouse", "report")
     core_keys = [key for a in assets for key in a.keys if key.path[0] in layers]
     result = dg.materialize(
         [*assets, *checks],

@@ -144,6 +144,7 @@ def sites_yaml(sites: list[Site], reference_date: str, command: str) -> str:
         "# bytes. The data are synthetic: no real person is described.",
         "study_id: RESCUE",
         "warehouse: warehouse/rescue.duckdb",
+        "report: report",
         f"analysis: {{data_cutoff: {reference_date}, assessment_interval_days: 84, "
         "assessment_window_days: 14}",
         "sites:",
