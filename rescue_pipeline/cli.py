@@ -225,15 +225,31 @@ def _print_raw_summary(con: Any, config: Config, site_ids: list[str]) -> None:
         _say(f"Unchanged since the last load (nothing new read): {', '.join(unchanged)}")
 
 
+def _close_interrupted(config: Config) -> None:
+    from rescue_pipeline.site_load import close_interrupted_loads
+
+    if config.work_db.exists() and (n := close_interrupted_loads(config)):
+        _say(f"(closed {n} load(s) a killed run left open; their data are fetched again)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from rescue_pipeline.warehouse.lock import writer_lock
+
     config = _config(args)
     site_ids = [config.site(args.site).id] if args.site else [s.id for s in config.sites]
-    if args.full:
-        from rescue_pipeline.site_load import load_site
+    command = (
+        "rescue run"
+        + (f" --site {args.site}" if args.site else "")
+        + (" --full" if args.full else "")
+    )
+    with writer_lock(config.work_db, command=command):
+        _close_interrupted(config)
+        if args.full:
+            from rescue_pipeline.site_load import load_site
 
-        for site_id in site_ids:  # a full reload re-reads every file; Dagster runs the rest
-            load_site(config, config.site(site_id), full=True)
-    return _run_pipeline(config, site_ids, dagster_home=None)
+            for site_id in site_ids:  # a full reload re-reads every file; Dagster runs the rest
+                load_site(config, config.site(site_id), full=True)
+        return _run_pipeline(config, site_ids, dagster_home=None)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -257,7 +273,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not os.environ.get(KEY_ENV):
         os.environ[KEY_ENV] = DEMO_KEY  # the demo's documented key; real runs must set their own
         _say(f"(demo: {KEY_ENV} set to the documented demo key)")
-    code = _run_pipeline(config, [s.id for s in config.sites], dagster_home=out / "dagster_home")
+    from rescue_pipeline.warehouse.lock import writer_lock
+
+    with writer_lock(config.work_db, command="rescue demo"):
+        _close_interrupted(config)
+        code = _run_pipeline(
+            config, [s.id for s in config.sites], dagster_home=out / "dagster_home"
+        )
     _say()
     _say(f"Checks: {config.work_db} quality.results (every run), quality.findings (this run)")
     _say(f"Published warehouse (core, analysis, quality): {config.warehouse}")
@@ -495,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _classify(exc: Exception) -> tuple[int, str]:
     from rescue_pipeline.core.pseudonym import PseudonymKeyMissing
-    from rescue_pipeline.site_load import SiteLoadError, WarehouseBusy
+    from rescue_pipeline.site_load import SiteLoadError
+    from rescue_pipeline.warehouse.lock import WarehouseBusy
 
     if isinstance(exc, PseudonymKeyMissing):
         return EXIT_USAGE, str(exc)

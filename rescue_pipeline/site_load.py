@@ -31,15 +31,12 @@ from rescue_pipeline.quality.suites import preload_great_expectations
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.warehouse.database import open_work_db
+from rescue_pipeline.warehouse.lock import WarehouseBusy, holder
 from rescue_pipeline.warehouse.publish import PublishResult, publish
 
 
 class SiteLoadError(RuntimeError):
     """A site's load failed; the message names the site and the reason. Other sites go on."""
-
-
-class WarehouseBusy(RuntimeError):
-    """Another process holds the working database (DuckDB allows one writer)."""
 
 
 @contextmanager
@@ -48,15 +45,32 @@ def work_db(config: Config, *, read_only: bool = False) -> Iterator[duckdb.DuckD
         con = open_work_db(config.work_db, read_only=read_only)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
+            who = holder(config.work_db) or "another process (a load is running)"
             raise WarehouseBusy(
-                f"{config.work_db} is held by another process (a load is running); try again "
-                "when it finishes"
+                f"{config.work_db} is held by {who}; try again when it finishes"
             ) from None
         raise
     try:
         yield con
     finally:
         con.close()
+
+
+def close_interrupted_loads(config: Config) -> int:
+    """Mark loads left 'running' by a process that died (SIGKILL, power loss) as interrupted.
+
+    Called by a writer holding the writer lock, so no load of ours is running. What such a load
+    had landed was never committed (one transaction per site load) and its watermarks never
+    moved, so the next run fetches it again; only its record needs closing.
+    """
+    with work_db(config) as con:
+        rows = con.execute(
+            "UPDATE ops.runs SET status = 'interrupted', finished_at = ?, message = "
+            "'the process ended before the load finished; nothing of it was committed' "
+            "WHERE status = 'running' RETURNING load_id",
+            [dt.datetime.now(dt.UTC)],
+        ).fetchall()
+    return len(rows)
 
 
 def load_site(

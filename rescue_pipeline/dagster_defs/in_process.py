@@ -65,6 +65,8 @@ def run_sites(
     on_done: Callable[[SiteRun], None] | None = None,
 ) -> PipelineRun:
     assets = build_assets(config)
+    # The site's partition of the raw assets only: core and later run once, after every site.
+    raw_keys = [key for a in assets for key in a.keys if key.path[0] == "raw"]
     resources = {"rescue": RescueConfig(config_path=str(config.path.resolve()))}
     out = PipelineRun()
     for site_id in site_ids:
@@ -72,6 +74,7 @@ def run_sites(
             on_site(site_id)
         result = dg.materialize(
             assets,
+            selection=raw_keys,
             partition_key=site_id,
             resources=resources,
             instance=instance,

@@ -159,7 +159,12 @@ runs = Table(
     _c("source_kind", String, "ndjson, fhir or bulk.", nullable=False),
     _c("started_at", TS, "Start.", nullable=False),
     _c("finished_at", TS, "End (null while running or if killed)."),
-    _c("status", String, "running, succeeded or failed.", nullable=False),
+    _c(
+        "status",
+        String,
+        "running, succeeded, failed, or interrupted (the process died; closed by the next run).",
+        nullable=False,
+    ),
     _c("files_read", BigInteger, "Files read."),
     _c("files_unchanged", BigInteger, "Files skipped because already landed."),
     _c("message", String, "Failure reason (never secrets or PHI)."),

@@ -1,0 +1,147 @@
+"""One writer at a time, and a load killed at any point leaves the published warehouse as it
+was; the next run repairs the rest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from rescue_pipeline.cli import main
+from rescue_pipeline.warehouse.lock import WarehouseBusy, writer_lock
+from rescue_pipeline.warehouse.publish import next_path
+
+RESCUE = str(Path(sys.executable).parent / "rescue")
+ENV = {**os.environ, "RESCUE_PSEUDONYM_KEY": "writer-safety-key-0123456789"}
+
+
+def test_a_second_writer_is_refused_naming_the_one_running(tmp_path: Path) -> None:
+    work = tmp_path / "rescue.work.duckdb"
+    with writer_lock(work, command="rescue run --full"):
+        with pytest.raises(WarehouseBusy, match=r"being written by rescue run --full \(pid \d+"):
+            with writer_lock(work, command="rescue run"):
+                pass
+    with writer_lock(work, command="rescue run"):  # released when the first ended
+        pass
+
+
+def test_the_next_run_closes_a_load_a_killed_process_left_running(
+    published: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RESCUE_PSEUDONYM_KEY", ENV["RESCUE_PSEUDONYM_KEY"])
+    root = _copy(published, tmp_path)
+    work = root / "warehouse" / "rescue.work.duckdb"
+    with duckdb.connect(str(work)) as con:  # what a SIGKILL mid-landing leaves behind
+        con.execute(
+            "INSERT INTO ops.runs VALUES ('site-a-killed', 'site-a', 'ndjson', now(), NULL, "
+            "'running', NULL, NULL, NULL, false)"
+        )
+    assert main(["run", "--config", str(root / "sites.yaml")]) == 0
+    assert "(closed 1 load(s) a killed run left open" in capsys.readouterr().out
+    with duckdb.connect(str(work), read_only=True) as con:
+        assert con.execute(
+            "SELECT status, finished_at IS NOT NULL FROM ops.runs WHERE load_id = 'site-a-killed'"
+        ).fetchall() == [("interrupted", True)]
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cohort run once (published), to be copied by each test."""
+    root = tmp_path_factory.mktemp("safety")
+    subprocess.run(
+        [RESCUE, "synth", "--patients", "600", "--sites", "3", "--seed", "5", "--out", str(root)],
+        check=True, capture_output=True, env=ENV,
+    )  # fmt: skip
+    done = subprocess.run(
+        [RESCUE, "run", "--config", str(root / "sites.yaml")], capture_output=True, text=True,
+        env=ENV, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def _copy(source: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    shutil.copytree(source, tmp_path / "c")
+    return tmp_path / "c"
+
+
+def _start(root: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [RESCUE, "run", "--full", "--config", str(root / "sites.yaml")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+
+
+def _wait_for_line(process: subprocess.Popen[str], text: str) -> None:
+    assert process.stderr is not None
+    for line in process.stderr:
+        if text in line:
+            return
+    pytest.fail(f"the load ended before printing {text!r}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["landing", "normalisation", "publish"])
+def test_a_load_killed_at_any_point_leaves_the_published_warehouse_as_it_was(
+    published: Path,
+    tmp_path: Path,
+    moment: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RESCUE_PSEUDONYM_KEY", ENV["RESCUE_PSEUDONYM_KEY"])
+    root = _copy(published, tmp_path)
+    warehouse = root / "warehouse" / "rescue.duckdb"
+    before = warehouse.read_bytes()
+    process = _start(root)
+    try:
+        if moment == "landing":
+            _wait_for_line(process, "landing site-a")  # site-a done: site-b is landing now
+        elif moment == "normalisation":
+            _wait_for_line(process, "landing site-c")
+            time.sleep(0.3)  # inside the core build
+        else:
+            deadline = time.monotonic() + 120
+            while not next_path(warehouse).exists():
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
+        if moment != "landing":  # (a landing is killed at once, before it can finish)
+            # the second writer is refused while it runs, naming it
+            code = main(["run", "--config", str(root / "sites.yaml")])
+            assert code == 4
+            assert "being written by rescue run --full (pid" in capsys.readouterr().err
+        assert process.poll() is None, "the load finished before it could be killed"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert warehouse.read_bytes() == before  # readers saw nothing of the killed load
+    code = main(["run", "--config", str(root / "sites.yaml")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert not next_path(warehouse).exists()
+    with duckdb.connect(str(root / "warehouse" / "rescue.work.duckdb"), read_only=True) as con:
+        statuses = dict(con.execute("SELECT status, count(*) FROM ops.runs GROUP BY 1").fetchall())
+        versions = con.execute(
+            "SELECT count(*), count(DISTINCT (site_id, resource_type, resource_id, payload_sha256))"
+            " FROM raw.fhir_resource_versions"
+        ).fetchall()[0]
+    assert "running" not in statuses
+    # a load killed inside its landing is closed by the next run (killed between two site
+    # loads, there is none open)
+    assert statuses.get("interrupted", 0) <= 1
+    assert ("closed 1 load(s)" in out) == (statuses.get("interrupted") == 1)
+    assert versions[0] == versions[1]  # nothing landed twice
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM core.subjects").fetchall()[0][0] > 0
