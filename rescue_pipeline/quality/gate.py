@@ -54,7 +54,9 @@ def run_quality(
     con: duckdb.DuckDBPyConnection, config: Config, *, today: dt.date | None = None
 ) -> QualityResult:
     cutoff = config.analysis.data_cutoff or today or dt.date.today()
-    checks = run_suites(con, load_suites(), params={"data_cutoff": cutoff})
+    checks = run_suites(
+        con, load_suites(), params={"data_cutoff": cutoff}, sites=[s.id for s in config.sites]
+    )
     result = QualityResult(checks[0].run_id if checks else "none", checks)
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS quality")
