@@ -360,6 +360,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- status
+def cmd_status(args: argparse.Namespace) -> int:
+    from rescue_pipeline.site_load import work_db
+    from rescue_pipeline.status import STALE_AFTER, site_statuses
+
+    config = _config(args)
+    if not config.work_db.exists():
+        raise CommandError(f"no database at {config.work_db}: run `rescue run` first", EXIT_USAGE)
+    with work_db(config, read_only=True) as con:
+        statuses = site_statuses(con, config)
+    if args.format == "json":
+        import orjson
+
+        records = [{**vars(s), "stale": s.stale} for s in statuses]
+        sys.stdout.write(orjson.dumps(records, default=str, option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+    else:
+
+        def when(value: dt.datetime | None) -> str:
+            return f"{value:%Y-%m-%d %H:%M}" if value else "never"
+
+        header = ("site", "last success (UTC)", "last load", "watermark (UTC)", "resources",
+                  "quarantined", "critical", "warnings", "published")  # fmt: skip
+        _say(_format_table([header, *(
+            (s.site_id, when(s.last_success), s.last_load_status or "none",
+             when(s.watermark_oldest) if s.watermark_oldest else "n/a", s.resources,
+             s.quarantined, s.critical_failures, s.warnings, s.publication or "never")
+            for s in statuses
+        )]))  # fmt: skip
+        attention = [(s.site_id, a) for s in statuses for a in s.attention]
+        for site_id, what in attention:
+            _say(f"ATTENTION {site_id}: {what}")
+        if not attention:
+            _say(
+                f"All sites loaded within {STALE_AFTER.total_seconds() / 3600:.0f} h, checks pass."
+            )
+    return EXIT_ATTENTION if any(s.attention for s in statuses) else EXIT_OK
+
+
 # ---------------------------------------------------------------- dictionary
 def cmd_dictionary(args: argparse.Namespace) -> int:
     from rescue_pipeline.warehouse import dictionary
@@ -477,6 +516,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--param", default="PFS", choices=("PFS", "OS", "TFST"))
     p.set_defaults(func=cmd_km)
+
+    p = add("status", "per site: last load, watermarks, counts, staleness, failing checks")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=cmd_status)
 
     p = add("report", "write the sponsors' data-quality site and each site's data queries")
     p.add_argument("--out", required=True)

@@ -1,0 +1,117 @@
+"""`rescue status`: per site, what a data engineer on call needs to know, and whether anything
+needs attention (exit code 5), for cron and monitoring.
+
+Read from the working database (read-only): the last load and the last successful one
+(ops.runs), watermarks (ops.watermarks), what is stored and quarantined (raw), the latest
+quality run's failures (quality.results) and the last publish (quality.publications).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from rescue_pipeline.config import Config
+
+STALE_AFTER = dt.timedelta(hours=36)  # a nightly load missed once, plus slack
+
+
+@dataclass
+class SiteStatus:
+    site_id: str
+    last_success: dt.datetime | None = None
+    last_load_status: str | None = None
+    last_load_message: str | None = None
+    watermark_oldest: dt.datetime | None = None
+    watermark_newest: dt.datetime | None = None
+    resources: int = 0
+    quarantined: int = 0
+    critical_failures: int = 0
+    warnings: int = 0
+    publication: str | None = None
+    attention: list[str] = field(default_factory=list)
+
+    @property
+    def stale(self) -> bool:
+        return any(a.startswith("stale") or a == "never loaded" for a in self.attention)
+
+
+def site_statuses(
+    con: duckdb.DuckDBPyConnection, config: Config, *, now: dt.datetime | None = None
+) -> list[SiteStatus]:
+    now = now or dt.datetime.now(dt.UTC)
+    out = {s.id: SiteStatus(s.id) for s in config.sites}
+    tables = {
+        f"{schema}.{name}"
+        for schema, name in con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables()"
+        ).fetchall()
+    }
+
+    def rows(sql: str, table: str) -> list[tuple[Any, ...]]:
+        return con.execute(sql).fetchall() if table in tables else []
+
+    for site, success in rows(
+        "SELECT site_id, max(finished_at) FROM ops.runs WHERE status = 'succeeded' GROUP BY 1",
+        "ops.runs",
+    ):
+        if site in out:
+            out[site].last_success = success
+    for site, status, message in rows(
+        "SELECT site_id, arg_max(status, started_at), arg_max(message, started_at) "
+        "FROM ops.runs GROUP BY 1",
+        "ops.runs",
+    ):
+        if site in out:
+            out[site].last_load_status, out[site].last_load_message = status, message
+    for site, oldest, newest in rows(
+        "SELECT site_id, min(mark), max(mark) FROM ops.watermarks GROUP BY 1", "ops.watermarks"
+    ):
+        if site in out:
+            out[site].watermark_oldest, out[site].watermark_newest = oldest, newest
+    for site, n in rows(
+        "SELECT site_id, count(*) FROM raw.fhir_resources GROUP BY 1", "raw.fhir_resource_versions"
+    ):
+        if site in out:
+            out[site].resources = int(n)
+    for site, n in rows(
+        "SELECT site_id, count(*) FROM raw.quarantine GROUP BY 1", "raw.quarantine"
+    ):
+        if site in out:
+            out[site].quarantined = int(n)
+    for site, critical, warnings in rows(
+        "SELECT site_id, count(*) FILTER (severity = 'critical'), "
+        "count(*) FILTER (severity <> 'critical') FROM quality.results WHERE NOT success AND "
+        "run_id = (SELECT arg_max(run_id, checked_at) FROM quality.results) GROUP BY 1",
+        "quality.results",
+    ):
+        if site in out:
+            out[site].critical_failures, out[site].warnings = int(critical), int(warnings)
+    for site, status in rows(
+        "SELECT site_id, status FROM quality.publications "
+        "WHERE published_at = (SELECT max(published_at) FROM quality.publications)",
+        "quality.publications",
+    ):
+        if site in out:
+            out[site].publication = status
+    for status in out.values():
+        _judge(status, now)
+    return list(out.values())
+
+
+def _judge(s: SiteStatus, now: dt.datetime) -> None:
+    """What needs someone's attention, in words."""
+    if s.last_success is None:
+        s.attention.append("never loaded")
+    elif now - s.last_success > STALE_AFTER:
+        hours = (now - s.last_success).total_seconds() / 3600
+        s.attention.append(f"stale: last successful load {hours:.0f} h ago")
+    if s.last_load_status in ("failed", "interrupted"):
+        s.attention.append(f"last load {s.last_load_status}: {s.last_load_message or ''}".strip())
+    if s.critical_failures:
+        s.attention.append(f"{s.critical_failures} critical check(s) failing")
+    if s.publication == "held":
+        s.attention.append("held back from the published warehouse")
