@@ -52,6 +52,7 @@ class SiteReport:
     quarantine_trend: dict[str, dict[str, int]] = field(default_factory=dict)
     subjects: int = 0
     randomised: int = 0
+    withdrawn: int = 0  # consent to data transfer withdrawn: left out of core and analysis
     eligibility: dict[str, int] = field(default_factory=dict)
     # criterion -> status -> subjects
     criteria: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -169,6 +170,11 @@ def _subjects(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> N
         "SELECT site_id, count(*), count(randomised_on) FROM core.subjects GROUP BY 1"
     ).fetchall():
         sites[site_id].subjects, sites[site_id].randomised = int(subjects), int(randomised)
+    for site_id, n in con.execute(
+        "SELECT site_id, sum(resources) FROM core.excluded_resources "
+        "WHERE reason = 'consent_withdrawn' GROUP BY 1"
+    ).fetchall():
+        sites[site_id].withdrawn = int(n)
     for site_id, eligible, n in con.execute(  # pooled across arms, by design
         "SELECT site_id, eligible, count(*) FROM analysis.eligibility_summary GROUP BY ALL"
     ).fetchall():

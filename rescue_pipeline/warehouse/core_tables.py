@@ -249,7 +249,12 @@ excluded_resources = Table(
     metadata,
     _c("site_id", String, "Site.", nullable=False),
     _c("resource_type", String, "FHIR type.", nullable=False),
-    _c("reason", String, "Why left out of core (entered-in-error, ...).", nullable=False),
+    _c(
+        "reason",
+        String,
+        "Why left out of core (entered-in-error, not-done, consent_withdrawn, ...).",
+        nullable=False,
+    ),
     _c("resources", BigInteger, "How many resources.", nullable=False),
     schema="core",
     comment="Resources kept in raw but left out of core, counted.",

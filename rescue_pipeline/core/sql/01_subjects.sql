@@ -16,6 +16,15 @@ consent AS (  -- the consent the subject points to, else the patient's latest re
       ON c.site_id = rs.site_id AND (c.id = rs.consent_id OR c.patient_id = rs.patient_id)
     WHERE c.status IS DISTINCT FROM 'entered-in-error'
 ),
+withdrawn AS (  -- consent withdrawn: the subject's latest research consent is inactive
+    SELECT site_id, rs_id FROM (
+        SELECT rs.site_id, rs.id AS rs_id, c.status,
+               row_number() OVER (PARTITION BY rs.site_id, rs.id ORDER BY c.date_time DESC) AS latest
+        FROM rs JOIN flat.consent c
+          ON c.site_id = rs.site_id AND (c.id = rs.consent_id OR c.patient_id = rs.patient_id)
+        WHERE c.status IS DISTINCT FROM 'entered-in-error'
+    ) WHERE latest = 1 AND status = 'inactive'
+),
 base AS (
     SELECT rs.usubjid, rs.site_id, rs.id AS source_id, rs.patient_id, rs.status,
            upper(substr(trim(rs.assigned_arm), 1, 1)) AS arm_letter,
@@ -27,6 +36,7 @@ base AS (
     FROM rs
     LEFT JOIN flat.patient p ON p.site_id = rs.site_id AND p.id = rs.patient_id
     LEFT JOIN consent c ON c.site_id = rs.site_id AND c.rs_id = rs.id AND c.pick = 1
+    ANTI JOIN withdrawn w ON w.site_id = rs.site_id AND w.rs_id = rs.id
 )
 SELECT usubjid, site_id, gender AS sex,
        TRY_CAST(substr(birth_date, 1, 4) AS INTEGER) AS birth_year,
@@ -43,6 +53,16 @@ SELECT usubjid, site_id, gender AS sex,
        died_on, status AS subject_status,
        'ResearchSubject' AS source_type, source_id
 FROM base;
+
+-- A subject who withdrew her consent leaves core (and so analysis and exports) from this build
+-- on; her resources stay in raw, and she is counted in core.excluded_resources.
+INSERT INTO core_stage.excluded
+SELECT r.site_id, 'ResearchSubject', r.id, 'consent_withdrawn'
+FROM flat.research_subject r
+JOIN core_stage.usubjids u ON u.site_id = r.site_id AND u.research_subject_id = r.id
+WHERE r.status IS DISTINCT FROM 'entered-in-error'
+  AND (r.study IS NULL OR r.study = getvariable('study_nct'))
+  AND u.usubjid NOT IN (SELECT usubjid FROM core.subjects);
 
 -- Patient id -> usubjid, for the other tables' joins. It stays in the working database's
 -- staging schema: a site's Patient id can be its MRN, so no core table carries it.
