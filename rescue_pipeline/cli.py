@@ -370,10 +370,18 @@ def cmd_status(args: argparse.Namespace) -> int:
         raise CommandError(f"no database at {config.work_db}: run `rescue run` first", EXIT_USAGE)
     with work_db(config, read_only=True) as con:
         statuses = site_statuses(con, config)
+    from rescue_pipeline.snapshot import list_snapshots
+
+    snapshots = list_snapshots(config)
+    broken = any(not snap["intact"] for snap in snapshots)
     if args.format == "json":
         import orjson
 
-        records = [{**vars(s), "stale": s.stale} for s in statuses]
+        records: Any = {
+            "sites": [{**vars(s), "stale": s.stale} for s in statuses],
+            "snapshots": [{k: v for k, v in snap.items() if k != "configuration"}
+                          for snap in snapshots],
+        }  # fmt: skip
         sys.stdout.write(orjson.dumps(records, default=str, option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
     else:
@@ -389,14 +397,40 @@ def cmd_status(args: argparse.Namespace) -> int:
              s.quarantined, s.critical_failures, s.warnings, s.publication or "never")
             for s in statuses
         )]))  # fmt: skip
+        for snap in snapshots:
+            state = "intact" if snap["intact"] else "CHANGED SINCE IT WAS TAKEN"
+            _say(f"Snapshot {snap['data_cutoff']} taken {snap['created_at']}: {snap['path']} "
+                 f"({state})")  # fmt: skip
         attention = [(s.site_id, a) for s in statuses for a in s.attention]
+        attention += [
+            ("snapshot", f"{snap['path']} no longer matches its manifest")
+            for snap in snapshots
+            if not snap["intact"]
+        ]
         for site_id, what in attention:
             _say(f"ATTENTION {site_id}: {what}")
         if not attention:
             _say(
                 f"All sites loaded within {STALE_AFTER.total_seconds() / 3600:.0f} h, checks pass."
             )
-    return EXIT_ATTENTION if any(s.attention for s in statuses) else EXIT_OK
+    return EXIT_ATTENTION if broken or any(s.attention for s in statuses) else EXIT_OK
+
+
+# ---------------------------------------------------------------- snapshot
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from rescue_pipeline.snapshot import SnapshotError, take_snapshot
+
+    config = _config(args)
+    try:
+        snapshot = take_snapshot(config, args.cutoff)
+    except SnapshotError as exc:
+        raise CommandError(f"snapshot: {exc}", EXIT_USAGE) from None
+    _say(f"Snapshot (data cut-off {snapshot.cutoff}): {snapshot.path}")
+    for rel, digest in snapshot.files.items():
+        _say(f"  {digest[:16]}  {rel}")
+    _say(f"  manifest: {snapshot.path / 'manifest.json'} (configuration, rule settings, code "
+         "version, row counts, sha256 of every file)")  # fmt: skip
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- dictionary
@@ -520,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", "per site: last load, watermarks, counts, staleness, failing checks")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_status)
+
+    p = add("snapshot", "freeze the published warehouse and its exports for a data cut-off")
+    p.add_argument("--cutoff", type=_date, required=True, help="the analysis data cut-off")
+    p.set_defaults(func=cmd_snapshot)
 
     p = add("report", "write the sponsors' data-quality site and each site's data queries")
     p.add_argument("--out", required=True)
