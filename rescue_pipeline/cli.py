@@ -512,6 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="RESCUE trial clinical-data pipeline: FHIR R4 sites → DuckDB warehouse.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--log-json",
+        metavar="FILE",
+        help="also write the pipeline's logs as JSON lines to FILE ('-': stderr; "
+        "default $RESCUE_LOG_JSON)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, *, config: bool = True) -> argparse.ArgumentParser:
@@ -583,6 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args.reference_date = args.reference_date or synth.DEFAULT_REFERENCE_DATE
         args.fault_rate = synth.DEFAULT_FAULT_RATE if args.fault_rate is None else args.fault_rate
+    _setup_logs(args)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -594,6 +601,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, message = _classify(exc)
         print(f"error: {message}", file=sys.stderr)
         return code
+
+
+def _setup_logs(args: argparse.Namespace) -> None:
+    """JSON logs when asked; the configuration (if any) names the secrets to mask."""
+    from rescue_pipeline import logs
+
+    if not (args.log_json or os.environ.get(logs.LOG_ENV)):
+        return
+    config = None
+    if getattr(args, "config", None) or os.environ.get("RESCUE_CONFIG"):
+        try:
+            config = _config(args)
+        except (ConfigError, OSError):
+            config = None  # the command itself reports the bad configuration
+    logs.configure(args.log_json, config)
 
 
 def _classify(exc: Exception) -> tuple[int, str]:

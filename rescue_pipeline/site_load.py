@@ -9,6 +9,7 @@ DuckDB's file lock into a clear "another load holds the warehouse" error.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,8 @@ from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.warehouse.database import open_work_db
 from rescue_pipeline.warehouse.lock import WarehouseBusy, holder
 from rescue_pipeline.warehouse.publish import PublishResult, publish
+
+log = logging.getLogger(__name__)
 
 
 class SiteLoadError(RuntimeError):
@@ -99,11 +102,28 @@ def load_site(
                 else f"site {site.id}: {exc}"
             )
             _finish(con, load_id, "failed", message=message)
+            log.error(
+                message, extra={"event": "load_failed", "site_id": site.id, "load_id": load_id}
+            )
             raise SiteLoadError(message) from None
         except BaseException as exc:
             _finish(con, load_id, "failed", message=f"site {site.id}: {type(exc).__name__}")
             raise
         _finish(con, load_id, "succeeded", result=result)
+        total = result.total()
+        log.info(
+            "site %s: load %s landed",
+            site.id,
+            load_id,
+            extra={
+                "event": "load_succeeded", "site_id": site.id, "load_id": load_id,
+                "source_kind": site.source.kind, "files_read": result.files_read,
+                "files_unchanged": result.files_unchanged,
+                "received": total.received, "accepted": total.accepted,
+                "quarantined": total.quarantined, "new_versions": total.new_versions,
+                "seconds": round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3),
+            },
+        )  # fmt: skip
         return result
 
 
@@ -179,7 +199,13 @@ def derive_analysis_layer(config: Config) -> AnalysisResult:
 def check_quality(config: Config) -> QualityResult:
     """Run every expectation suite; results go to quality.results."""
     with work_db(config) as con:
-        return run_quality(con, config)
+        result = run_quality(con, config)
+    log.info(
+        "quality run %s: %d checks, %d critical failures, %d warnings",
+        result.run_id, len(result.checks), len(result.critical_failures), len(result.warnings),
+        extra={"event": "quality_checked", "quality_run": result.run_id},
+    )  # fmt: skip
+    return result
 
 
 def publish_warehouse(config: Config, quality: QualityResult | None = None) -> PublishResult:
@@ -191,4 +217,14 @@ def publish_warehouse(config: Config, quality: QualityResult | None = None) -> P
         raise PublishRefused(reason)
     held = held_sites(quality) if quality is not None else {}
     with work_db(config) as con:
-        return publish(con, config.warehouse, held=held, sites=[s.id for s in config.sites])
+        result = publish(con, config.warehouse, held=held, sites=[s.id for s in config.sites])
+    for site_id, reason in held.items():
+        log.warning(
+            "site %s held back, its last published data kept: %s", site_id, reason,
+            extra={"event": "site_held", "site_id": site_id},
+        )  # fmt: skip
+    log.info(
+        "published %s in %.1f s", result.path, result.seconds,
+        extra={"event": "published", "tables": len(result.rows), "held": sorted(held)},
+    )  # fmt: skip
+    return result
