@@ -33,6 +33,7 @@ from rescue_pipeline.warehouse.quality_tables import QUALITY_TABLES, publication
 PUBLISHED_TABLES: tuple[Table, ...] = (*CORE_TABLES, *ANALYSIS_TABLES, *QUALITY_TABLES)
 NEXT_ALIAS = "next_warehouse"
 PREVIOUS_ALIAS = "previous_warehouse"
+STORAGE = "v1.0.0"
 
 
 @dataclass
@@ -89,7 +90,9 @@ def publish(
     previous = held and published.exists()
     if previous:
         con.execute(f"ATTACH '{_sql_path(published)}' AS {PREVIOUS_ALIAS} (READ_ONLY)")
-    con.execute(f"ATTACH '{_sql_path(target)}' AS {NEXT_ALIAS}")
+    # Written in DuckDB's v1.0.0 storage format: analysts' tools on DuckDB 1.0 or newer open it
+    # (2.x's own default format opens only in 2.x).
+    con.execute(f"ATTACH '{_sql_path(target)}' AS {NEXT_ALIAS} (STORAGE_VERSION '{STORAGE}')")
     try:
         kept = _present(con, PREVIOUS_ALIAS) if previous else set()
         con.execute(f"USE {NEXT_ALIAS}")

@@ -35,6 +35,10 @@ def test_published_warehouse_has_core_analysis_and_quality_and_never_raw(config)
                 con.execute(f"SELECT count(*) FROM {table}").fetchall()
                 == work.execute(f"SELECT count(*) FROM {table}").fetchall()
             )
+    storage = con.execute(
+        "SELECT tags['storage_version'] FROM duckdb_databases() WHERE NOT internal"
+    ).fetchall()
+    assert storage == [("v1.0.0+",)]  # DuckDB 1.0 and newer open it
     comment = con.execute(
         "SELECT comment FROM duckdb_columns() WHERE table_name = 'adtte' AND column_name = 'CNSR'"
     ).fetchall()
