@@ -7,7 +7,7 @@ sponsors' report. Full FHIR validation is left out: it runs off the critical pat
 asset, once per new version.
 
     python bench/bench_quality.py --patients 1000
-    python bench/bench_quality.py --patients 100000   # ~5 GB of NDJSON, ~10 minutes
+    python bench/bench_quality.py --patients 100000   # ~5 GB of NDJSON, ~12 minutes
 
 Writes bench/out/quality-<patients>.json.
 """

@@ -28,7 +28,6 @@ from rescue_pipeline.quality.gate import (
     refusal,
     run_quality,
 )
-from rescue_pipeline.quality.suites import preload_great_expectations
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.warehouse.database import open_work_db
@@ -185,7 +184,6 @@ def build_core_layer(
 ) -> CoreBuildResult:
     """Rebuild the core tables from the raw layer (all sites)."""
     key = pseudonym_key()
-    preload_great_expectations()  # the quality step comes next: overlap its slow import
     with work_db(config) as con:
         return build_core(con, config, key=key, progress=progress)
 

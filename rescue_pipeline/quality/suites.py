@@ -10,11 +10,8 @@ usubjid), never their values, so quality.results carries no PHI.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import json
 import os
-import sys
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -55,21 +52,6 @@ class CheckResult:
     checked_at: str
     # Every failing row's key (the site's data queries); not a quality.results column.
     failing_keys: tuple[str, ...] = ()
-
-
-def preload_great_expectations() -> None:
-    """Import Great Expectations in a background thread. Its import costs 2-3 s (it pulls in
-    scipy and altair), a large share of the quality step on a small cohort; started before the
-    core build, it overlaps with DuckDB's work there, which runs without the GIL."""
-    if "great_expectations" in sys.modules:
-        return
-    # What both threads could import is imported here first, in this thread: two threads
-    # importing the same modules in different orders can see half-initialised modules.
-    for shared in ("numpy", "pandas", "pyarrow", "sqlalchemy", "scipy"):
-        importlib.import_module(shared)
-    threading.Thread(
-        target=importlib.import_module, args=("great_expectations",), daemon=True
-    ).start()
 
 
 def expectations_folder() -> Path:

@@ -109,7 +109,8 @@ def completeness_trend_plot(sites: Sequence[SiteReport], path: Path) -> Path:
     ax.set_ylim(0, 100)
     ax.set_ylabel("% of key fields filled")
     ax.set_title("Completeness of key fields per site, per quality run")
-    ax.legend(loc="lower left", frameon=False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower left", frameon=False)
     ax.tick_params(axis="x", labelrotation=30)
     return _save(fig, path)
 
@@ -129,6 +130,7 @@ def quarantine_share_plot(sites: Sequence[SiteReport], path: Path) -> Path:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("% of lines quarantined")
     ax.set_title("Quarantined share per site and load")
-    ax.legend(loc="upper left", frameon=False)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", frameon=False)
     ax.set_ylim(bottom=0)
     return _save(fig, path)
