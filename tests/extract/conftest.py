@@ -3,9 +3,12 @@ cannot be made to show (dropped connections, slow answers, odd Retry-After) on a
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
 import os
 import secrets
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -18,8 +21,10 @@ import httpx
 import orjson
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
 
 from rescue_pipeline.synth import generate
@@ -38,6 +43,8 @@ class Reply:
 class Seen:
     path: str
     headers: dict[str, str]
+    method: str = "GET"
+    body: bytes = b""
 
 
 class ScriptedServer:
@@ -71,7 +78,9 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             return None
 
         def do_GET(self) -> None:
-            server.seen.append(Seen(self.path, dict(self.headers)))
+            length = int(self.headers.get("Content-Length") or 0)
+            body_in = self.rfile.read(length) if length else b""
+            server.seen.append(Seen(self.path, dict(self.headers), self.command, body_in))
             reply = server.next_reply(self.path)
             if reply.delay:
                 time.sleep(reply.delay)
@@ -93,15 +102,20 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
+        do_POST = do_GET
+        do_DELETE = do_GET
+
     return Handler
 
 
-@pytest.fixture
-def scripted_server() -> Iterator[ScriptedServer]:
+def _serve(tls: ssl.SSLContext | None = None) -> Iterator[ScriptedServer]:
     script = ScriptedServer()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
     httpd.daemon_threads = True
-    script.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    script.url = f"{scheme}://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
@@ -109,6 +123,94 @@ def scripted_server() -> Iterator[ScriptedServer]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[ScriptedServer]:
+    yield from _serve()
+
+
+@dataclass(frozen=True)
+class PrivateCa:
+    ca_file: Path  # PEM of a CA no system trusts; the TLS server's certificate is signed by it
+
+
+def _private_ca(folder: Path) -> tuple[PrivateCa, ssl.SSLContext]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it, as a site's private PKI."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "RESCUE test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = folder / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "server.pem")
+    return PrivateCa(ca_file), context
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ScriptedServer, PrivateCa]]:
+    """The scripted server over HTTPS, with a certificate from a private CA."""
+    ca, context = _private_ca(tmp_path)
+    for server in _serve(context):
+        yield server, ca
 
 
 @dataclass
