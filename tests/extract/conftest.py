@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import secrets
-import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-import httpx
 import orjson
 import pytest
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -28,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
 
 from rescue_pipeline.synth import generate
+from tests.extract.sekmet_server import INSTALL_HINT, SEKMET_ENV, SekmetServer, sekmet_binary
 
 
 @dataclass
@@ -235,13 +232,6 @@ def fake_time() -> FakeTime:
 
 # --- a real FHIR server: sekmet-fhir in its own virtual environment (.ci/run installs it) ---
 
-SEKMET_ENV = "RESCUE_SEKMET"
-_REPO = Path(__file__).resolve().parents[2]
-_INSTALL_HINT = (
-    "python3 -m venv .venv-sekmet && .venv-sekmet/bin/pip install sekmet-fhir==0.1.1 "
-    f"(or set {SEKMET_ENV} to its sekmet executable)"
-)
-
 
 @dataclass(frozen=True)
 class Sekmet:
@@ -249,33 +239,28 @@ class Sekmet:
     cohort: Path  # the site folder loaded into the server: <Type>.ndjson
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def cohort_folder(tmp: Path) -> Path:
+    """The 30-patient synthetic site every server here is loaded with."""
+    if not (tmp / "cohort" / "site-a").exists():
+        generate(tmp / "cohort", patients=30, sites=1, seed=1, fault_rate=0)
+    return tmp / "cohort" / "site-a"
 
 
-def _load_cohort(base_url: str, folder: Path, headers: dict[str, str] | None = None) -> None:
-    """PUT every resource (ids kept, so references hold) in transaction bundles of 500."""
-    with httpx.Client(timeout=60, headers=headers) as client:
-        for path in sorted(folder.glob("*.ndjson")):
-            resources = [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
-            for i in range(0, len(resources), 500):
-                entries = [
-                    {
-                        "resource": r,
-                        "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-                    }
-                    for r in resources[i : i + 500]
-                ]
-                bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-                response = client.post(
-                    base_url,
-                    content=orjson.dumps(bundle),
-                    headers={"Content-Type": "application/fhir+json"},
-                )
-                assert response.status_code < 300, response.text[:500]
+def start_sekmet(folder: Path, **options: Any) -> SekmetServer:
+    """A started sekmet with the cohort loaded; skipped when not installed (failed in CI)."""
+    binary, named = sekmet_binary()
+    if named and not binary.exists():  # CI names it: a missing server is a failure there
+        pytest.fail(f"{SEKMET_ENV}={binary} does not exist: {INSTALL_HINT}")
+    if not binary.exists():
+        pytest.skip(f"sekmet-fhir is not installed: {INSTALL_HINT}")
+    server = SekmetServer(binary, folder / "server", **options)
+    try:
+        server.start()
+        server.load(cohort_folder(folder))
+    except RuntimeError as exc:
+        server.stop()
+        pytest.fail(str(exc))
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -288,61 +273,12 @@ def _run_sekmet(
     server_auth: dict[str, object] | None = None,
     load_headers: dict[str, str] | None = None,
 ) -> Iterator[Sekmet]:
-    named = os.environ.get(SEKMET_ENV)
-    binary = Path(named) if named else _REPO / ".venv-sekmet" / "bin" / "sekmet"
-    if named and not binary.exists():  # CI names it: a missing server is a failure there
-        pytest.fail(f"{SEKMET_ENV}={named} does not exist: {_INSTALL_HINT}")
-    if not binary.exists():
-        pytest.skip(f"sekmet-fhir is not installed: {_INSTALL_HINT}")
     tmp = tmp_path_factory.mktemp("sekmet")
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}/fhir"
-    settings = {
-        "host": "127.0.0.1",
-        "port": port,
-        "base_url": base_url,
-        "data_dir": str(tmp / "data"),
-        "simulator": {"enabled": False},
-        "log_inbound": False,
-    }
-    if server_auth is not None:
-        settings["server_auth"] = server_auth
-    (tmp / "settings.yaml").write_text(yaml.safe_dump(settings))
-    log = (tmp / "sekmet.log").open("wb")
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--config", str(tmp / "settings.yaml")],
-        cwd=tmp,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = start_sekmet(tmp, server_auth=server_auth, headers=load_headers)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sekmet exited: {(tmp / 'sekmet.log').read_text()[-2000:]}")
-            try:
-                if (
-                    httpx.get(f"{base_url}/metadata", timeout=1, headers=load_headers).status_code
-                    == 200
-                ):
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"sekmet did not answer in 30 s: {(tmp / 'sekmet.log').read_text()}")
-            time.sleep(0.1)
-        generate(tmp / "cohort", patients=30, sites=1, seed=1, fault_rate=0)
-        folder = tmp / "cohort" / "site-a"
-        _load_cohort(base_url, folder, load_headers)
-        yield Sekmet(base_url, folder)
+        yield Sekmet(server.base_url, cohort_folder(tmp))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 # --- the same server with SMART Backend Services only (private_key_jwt, scopes enforced) ---
@@ -358,6 +294,7 @@ class SekmetSmart:
     key_file: Path  # PEM private key whose public half is registered (JWKS) for client_id
     key_id: str
     wrong_key_file: Path  # a key the server does not know
+    bearer_token: str  # a static token the server also accepts (auth kind bearer)
 
 
 def _write_rsa_key(path: Path) -> rsa.RSAPrivateKey:
@@ -380,7 +317,7 @@ def sekmet_smart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetSma
     _write_rsa_key(keys / "wrong.pem")
     jwk = orjson.loads(RSAAlgorithm.to_jwk(key.public_key()))
     jwk.update({"alg": "RS384", "use": "sig", "kid": "rescue-1"})
-    loader_token = secrets.token_urlsafe(24)  # static bearer token only to load the cohort
+    loader_token = secrets.token_urlsafe(24)  # static bearer token: loads the cohort, bearer tests
     server_auth: dict[str, object] = {
         "types": ["smart", "bearer"],
         "tokens": [loader_token],
@@ -400,4 +337,5 @@ def sekmet_smart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetSma
             keys / "client.pem",
             "rescue-1",
             keys / "wrong.pem",
+            loader_token,
         )
