@@ -207,8 +207,9 @@ class FhirHttpClient:
         return self._send("GET", url, params, headers, _read)
 
     def delete(self, url: str) -> httpx.Response:
-        """DELETE with the same retries (Bulk Data: tell the server we are done with a job)."""
-        return self._send("DELETE", url, None, None, _read)
+        """One DELETE, not retried: a courtesy (Bulk Data: the server may free a job's files),
+        never worth holding a load for."""
+        return self._send("DELETE", url, None, None, _read, attempts=1)
 
     def download(self, url: str, dest: Path, *, send_auth: bool = True) -> Download:
         """Stream a file to dest in chunks (never the whole body in memory).
@@ -231,8 +232,10 @@ class FhirHttpClient:
         consume: Callable[[httpx.Response], _T],
         *,
         send_auth: bool = True,
+        attempts: int | None = None,
     ) -> _T:
         """One request with the retry policy; `consume` reads a 2xx response's body."""
+        attempts = attempts or self._policy.max_attempts
         started = self._clock()
         query = httpx.QueryParams(params) if params else None
         shown = self.shown(httpx.URL(url, params=query) if query else url)
@@ -249,12 +252,16 @@ class FhirHttpClient:
                         return consume(response)
                     response.read()
             except _CutShort as exc:
-                self._wait_or_fail(attempt, started, self.backoff(attempt), where, str(exc))
+                self._wait_or_fail(
+                    attempt, attempts, started, self.backoff(attempt), where, str(exc)
+                )
                 continue
             except RETRYABLE as exc:
                 if is_tls_failure(exc):
                     raise HttpError(f"{where}: {describe(exc)}") from None
-                self._wait_or_fail(attempt, started, self.backoff(attempt), where, describe(exc))
+                self._wait_or_fail(
+                    attempt, attempts, started, self.backoff(attempt), where, describe(exc)
+                )
                 continue
             except httpx.HTTPError as exc:
                 raise HttpError(f"{where}: {type(exc).__name__}: {self._safe(str(exc))}") from None
@@ -272,7 +279,7 @@ class FhirHttpClient:
                 wait = self.backoff(attempt)
             else:
                 raise HttpError(f"{where}: {reason}", status=status)
-            self._wait_or_fail(attempt, started, wait, where, reason, status=status)
+            self._wait_or_fail(attempt, attempts, started, wait, where, reason, status=status)
 
     def _reason(self, response: httpx.Response) -> str:
         status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
@@ -284,6 +291,7 @@ class FhirHttpClient:
     def _wait_or_fail(
         self,
         attempt: int,
+        attempts: int,
         started: float,
         wait: float,
         where: str,
@@ -291,7 +299,7 @@ class FhirHttpClient:
         *,
         status: int | None = None,
     ) -> None:
-        if attempt >= self._policy.max_attempts:
+        if attempt >= attempts:
             raise HttpError(f"{where}: {reason} (gave up after {attempt} attempts)", status=status)
         spent = self._clock() - started
         if spent + wait > self._policy.max_total_seconds:
@@ -305,7 +313,7 @@ class FhirHttpClient:
             where,
             reason,
             attempt,
-            self._policy.max_attempts,
+            attempts,
             wait,
         )
         self._sleep(wait)
