@@ -46,7 +46,7 @@ from rescue_pipeline.extract.bulk_jobs import (
     polling_job,
     store_job,
 )
-from rescue_pipeline.extract.http import FhirHttpClient, HttpError, RetryPolicy
+from rescue_pipeline.extract.http import Download, FhirHttpClient, HttpError, RetryPolicy
 from rescue_pipeline.extract.ndjson import SourceError, SourceFile
 from rescue_pipeline.extract.rest import DEFAULT_TYPES
 from rescue_pipeline.extract.retry import retry_after_seconds
@@ -380,12 +380,12 @@ def download_files(
     files: list[SourceFile] = []
     for n, entry in enumerate(manifest.output, 1):
         dest = folder / f"{n:04d}-{entry.type}.ndjson"
-        _fetch(export, manifest, entry, dest)
-        files.append(SourceFile(entry.type, dest, client.shown(entry.url)))
+        got = _fetch(export, manifest, entry, dest)
+        files.append(SourceFile(entry.type, dest, client.shown(entry.url), got.sha256))
     errors = _Errors()
     for n, entry in enumerate(manifest.error, 1):
         dest = folder / "errors" / f"{n:04d}-{entry.type}.ndjson"
-        lines = _fetch(export, manifest, entry, dest)
+        lines = _fetch(export, manifest, entry, dest).lines
         errors.files += 1
         errors.lines += lines
         errors.paths += (str(dest),)
@@ -400,7 +400,7 @@ def download_files(
     return files, errors
 
 
-def _fetch(export: _Export, manifest: Manifest, entry: ManifestFile, dest: Path) -> int:
+def _fetch(export: _Export, manifest: Manifest, entry: ManifestFile, dest: Path) -> Download:
     client = export.client
     where = f"site {export.site_id}: GET {client.shown(entry.url)}"
     if manifest.requires_token:
@@ -410,7 +410,7 @@ def _fetch(export: _Export, manifest: Manifest, entry: ManifestFile, dest: Path)
         raise BulkError(
             f"{where}: file cut short: {got.lines} lines received, the manifest says {entry.count}"
         )
-    return got.lines
+    return got
 
 
 def _outcome_texts(path: Path) -> list[str]:

@@ -19,6 +19,7 @@ the values the auth object holds).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import random
 import re
@@ -138,11 +139,13 @@ class _CutShort(Exception):
 
 @dataclass(frozen=True)
 class Download:
-    """A file streamed to disk: how many bytes and lines it holds."""
+    """A file streamed to disk: how many bytes and lines it holds, and its sha256 (hashed on the
+    way in, so the landing's file ledger need not read it again)."""
 
     path: Path
     bytes: int
     lines: int
+    sha256: str
 
 
 class FhirHttpClient:
@@ -329,11 +332,13 @@ def _stream_to(response: httpx.Response, dest: Path) -> Download:
     expected = response.headers.get("Content-Length")
     size = lines = 0
     last = b"\n"
+    digest = hashlib.sha256()
     dest.parent.mkdir(parents=True, exist_ok=True)
     with dest.open("wb") as out:
         try:
             for chunk in response.iter_bytes(1 << 20):
                 out.write(chunk)
+                digest.update(chunk)
                 size += len(chunk)
                 lines += chunk.count(b"\n")
                 last = chunk[-1:] or last
@@ -349,4 +354,4 @@ def _stream_to(response: httpx.Response, dest: Path) -> Download:
         )
     if last != b"\n":  # a last line without its newline still counts
         lines += 1
-    return Download(dest, size, lines)
+    return Download(dest, size, lines, digest.hexdigest())
