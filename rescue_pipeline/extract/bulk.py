@@ -138,12 +138,14 @@ def parse_manifest(site_id: str, shown: str, body: bytes) -> Manifest:
     return Manifest(
         transaction_time=transaction_time.astimezone(dt.UTC),
         requires_token=data.get("requiresAccessToken") is not False,
-        output=_files(data["output"], where, "output"),
-        error=_files(data.get("error") or [], where, "error"),
+        output=_files(data["output"], where, "output", "Unknown"),
+        error=_files(data.get("error") or [], where, "error", "OperationOutcome"),
     )
 
 
-def _files(entries: Any, where: str, key: str) -> tuple[ManifestFile, ...]:
+def _files(entries: Any, where: str, key: str, default_type: str) -> tuple[ManifestFile, ...]:
+    """A manifest's output or error list; a file without a type is landed as the NDJSON folder
+    source lands an unnamed file (each line's own resourceType decides)."""
     if not isinstance(entries, list):
         raise BulkError(f"{where} the manifest's {key} is not a list")
     files = []
@@ -155,7 +157,7 @@ def _files(entries: Any, where: str, key: str) -> tuple[ManifestFile, ...]:
         count = entry.get("count")
         files.append(
             ManifestFile(
-                rtype if isinstance(rtype, str) and rtype else "OperationOutcome",
+                rtype if isinstance(rtype, str) and rtype else default_type,
                 url,
                 count if isinstance(count, int) and not isinstance(count, bool) else None,
             )
@@ -407,8 +409,9 @@ def _fetch(export: _Export, manifest: Manifest, entry: ManifestFile, dest: Path)
         export.same_origin(entry.url, where, "file")
     got = client.download(entry.url, dest, send_auth=manifest.requires_token)
     if entry.count is not None and got.lines != entry.count:
+        what = "file cut short" if got.lines < entry.count else "file longer than announced"
         raise BulkError(
-            f"{where}: file cut short: {got.lines} lines received, the manifest says {entry.count}"
+            f"{where}: {what}: {got.lines} lines received, the manifest says {entry.count}"
         )
     return got
 
