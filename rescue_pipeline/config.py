@@ -93,8 +93,12 @@ class BulkSource:
     ca_bundle: Path | None = None
     level: Literal["system", "group", "patient"] = "system"
     group_id: str | None = None
-    max_wait_seconds: int = 3600
-    deadline_hours: float = 72.0
+    max_wait_seconds: int = 3600  # cap on one wait between status polls (Retry-After)
+    poll_seconds: float = 10.0  # first wait when the server sends no Retry-After (then doubles)
+    run_wait_minutes: float = 60.0  # one run polls this long, then leaves the job for the next
+    deadline_hours: float = 72.0  # from kick-off; past it the export is abandoned
+    search: dict[str, dict[str, str]] = field(default_factory=dict)  # sent as _typeFilter
+    delete_when_done: bool = True  # DELETE the status URL once landed: the server may free files
     kind: Literal["bulk"] = "bulk"
 
 
@@ -337,6 +341,15 @@ def _site(data: dict[str, Any], base: Path, path: Path) -> SiteConfig:
         if "ca_bundle" in src:
             src["ca_bundle"] = _resolve(base, src["ca_bundle"])
         source = (FhirSource if kind == "fhir" else BulkSource)(auth=auth, **src)
+        if isinstance(source, BulkSource) and (source.level == "group") != bool(source.group_id):
+            raise ConfigError(
+                f"{where}: group_id: "
+                + (
+                    "required for level: group"
+                    if source.level == "group"
+                    else "only with level: group"
+                )
+            )
     return SiteConfig(
         id=sid,
         name=data.get("name"),

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from rescue_pipeline.analysis.build import AnalysisResult, derive_analysis
-from rescue_pipeline.config import Config, FhirSource, NdjsonSource, SiteConfig
+from rescue_pipeline.config import BulkSource, Config, FhirSource, NdjsonSource, SiteConfig
 from rescue_pipeline.core.build import CoreBuildResult, build_core
 from rescue_pipeline.core.pseudonym import pseudonym_key
 from rescue_pipeline.extract.ndjson import SourceError, discover
@@ -140,11 +140,12 @@ def _extract_and_land(
         from rescue_pipeline.extract.rest import load_fhir_site  # httpx only for live sites
 
         return load_fhir_site(con, site, load_id, work_dir=work_dir, full=full, progress=progress)
+    if isinstance(source, BulkSource):
+        from rescue_pipeline.extract.bulk import load_bulk_site
+
+        return load_bulk_site(con, site, load_id, work_dir=work_dir, full=full, progress=progress)
     if not isinstance(source, NdjsonSource):
-        raise SiteLoadError(
-            f"site {site.id}: source kind {source.kind!r} is not available in this version "
-            "(kind: ndjson and kind: fhir land today)"
-        )
+        raise SiteLoadError(f"site {site.id}: source kind {source.kind!r} is not known")
     files = discover(source.path, site.id)
     return land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
 

@@ -143,15 +143,17 @@ def test_configuration_errors_exit_2_with_one_line(
     assert code == 2 and "pass --config" in err
 
 
-def test_source_kinds_not_built_yet_fail_clearly(
+def test_an_unreachable_bulk_site_fails_with_site_url_and_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "sites.yaml"
     config.write_text(
-        "study_id: RESCUE\nsites:\n  - {id: site-r, source: {kind: bulk, base_url: 'https://127.0.0.1:9/R4'}}\n"
+        "study_id: RESCUE\nsites:\n"
+        "  - {id: site-r, source: {kind: bulk, base_url: 'http://127.0.0.1:9/R4', max_attempts: 1}}\n"
     )
     code, _, err = run(capsys, "run", "--config", str(config))
-    assert code == 1 and "site site-r: source kind 'bulk' is not available in this version" in err
+    assert code == 1 and "site site-r: GET http://127.0.0.1:9/R4/$export?_type=Patient," in err
+    assert "cannot connect" in err and "Traceback" not in err
 
 
 def test_an_unreachable_fhir_site_fails_with_site_url_and_reason(

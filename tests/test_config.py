@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rescue_pipeline.config import (
+    BulkSource,
     ConfigError,
     FhirSource,
     NdjsonSource,
@@ -128,6 +129,18 @@ def test_yaml_dates_are_accepted_for_the_cutoff(tmp_path: Path) -> None:
             "smart-backend needs key_file_env",
         ),
         (
+            _base(source={"kind": "bulk", "base_url": "https://x/R4", "level": "group"}),
+            "site 'site-a': source: group_id: required for level: group",
+        ),
+        (
+            _base(source={"kind": "bulk", "base_url": "https://x/R4", "group_id": "g1"}),
+            "site 'site-a': source: group_id: only with level: group",
+        ),
+        (
+            _base(source={"kind": "bulk", "base_url": "https://x/R4", "poll_seconds": 0}),
+            "site 'site-a': source.poll_seconds: 0 is less than or equal to the minimum",
+        ),
+        (
             {"sites": [{"id": "site-a", "source": {"kind": "ndjson", "path": "a"}}]},
             "study_id: required key is missing",
         ),
@@ -195,3 +208,24 @@ def test_unknown_site_lookup_lists_the_known_ones(write_config: Callable[..., Pa
     config = load_config(write_config(_base()))
     with pytest.raises(ConfigError, match=r"no site 'site-z' \(sites: site-a\)"):
         config.site("site-z")
+
+
+def test_bulk_source_keys_and_defaults(write_config: Callable[..., Path]) -> None:
+    source = {
+        "kind": "bulk",
+        "base_url": "https://fhir.site-c.example/R4",
+        "auth": {"kind": "bearer", "token_env": "SITE_C_TOKEN"},
+        "level": "group",
+        "group_id": "rescue-cohort",
+        "types": ["Patient", "Observation"],
+        "search": {"Observation": {"code": "http://loinc.org|10334-1"}},
+        "ca_bundle": "certs/site-c.pem",
+    }
+    path = write_config(_base(source=source))
+    bulk = load_config(path).sites[0].source
+    assert isinstance(bulk, BulkSource)
+    assert bulk.group_id == "rescue-cohort" and bulk.types == ("Patient", "Observation")
+    assert bulk.search == {"Observation": {"code": "http://loinc.org|10334-1"}}
+    assert bulk.ca_bundle == path.resolve().parent / "certs" / "site-c.pem"
+    assert (bulk.max_wait_seconds, bulk.poll_seconds, bulk.run_wait_minutes) == (3600, 10.0, 60.0)
+    assert (bulk.deadline_hours, bulk.delete_when_done) == (72.0, True)

@@ -9,7 +9,10 @@ path is in an environment variable, or uses a client secret from one.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 import os
+import random
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -24,6 +27,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from rescue_pipeline.config import AuthConfig
 from rescue_pipeline.extract.ndjson import SourceError
+from rescue_pipeline.extract.retry import (
+    RETRYABLE,
+    RetryPolicy,
+    backoff_seconds,
+    describe,
+    is_tls_failure,
+    retry_after_seconds,
+    tls_context,
+)
+
+log = logging.getLogger(__name__)
 
 
 class AuthError(SourceError):
@@ -123,7 +137,9 @@ class SmartBackendAuth:
 
     The access token is cached and fetched again shortly before it expires, and on refresh()
     (the HTTP client calls that once after a 401). The token URL is the configured one, else the
-    token_endpoint of [base]/.well-known/smart-configuration.
+    token_endpoint of [base]/.well-known/smart-configuration. Token and discovery requests follow
+    the data requests' policy: 429/5xx/timeouts/dropped connections retried with backoff (a token
+    server has outages too), TLS verified against the system CAs plus the site's ca_bundle.
     """
 
     def __init__(
@@ -136,8 +152,16 @@ class SmartBackendAuth:
         clock: Callable[[], float] = time.time,
         timeout_seconds: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        ca_bundle: Path | None = None,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
     ) -> None:
         self._site_id = site_id
+        self._ca_bundle = ca_bundle
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._config = config
         self._environ = environ
         self._base_url = base_url
@@ -196,14 +220,53 @@ class SmartBackendAuth:
             ) from None
 
     def _client(self) -> httpx.Client:
-        return httpx.Client(timeout=self._timeout, transport=self._transport)
+        return httpx.Client(
+            timeout=self._timeout,
+            transport=self._transport,
+            verify=tls_context(self._site_id, self._ca_bundle),
+        )
+
+    def _with_retries(self, where: str, send: Callable[[], httpx.Response]) -> httpx.Response:
+        """send() until it answers something other than 429/5xx, within the retry policy."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = send()
+            except RETRYABLE as exc:
+                if is_tls_failure(exc):
+                    raise AuthError(f"{where}: {describe(exc)}") from None
+                reason, wait = describe(exc), backoff_seconds(self._policy, attempt, self._rng)
+            except httpx.HTTPError as exc:
+                raise AuthError(f"{where}: {type(exc).__name__}") from None
+            else:
+                status = response.status_code
+                if status != 429 and status < 500:
+                    return response
+                reason = f"HTTP {status}{self._error_text(_json_or_none(response))}"
+                asked = retry_after_seconds(
+                    response.headers.get("Retry-After"), dt.datetime.now(dt.UTC)
+                )
+                wait = backoff_seconds(self._policy, attempt, self._rng) if asked is None else asked
+                wait = min(wait, self._policy.max_retry_after_seconds)
+            if attempt >= self._policy.max_attempts:
+                raise AuthError(f"{where}: {reason} (gave up after {attempt} attempts)")
+            log.warning(
+                "%s: %s; attempt %d of %d, retrying in %.1f s",
+                where,
+                reason,
+                attempt,
+                self._policy.max_attempts,
+                wait,
+            )
+            self._sleep(wait)
 
     def _discover(self, client: httpx.Client) -> str:
         url = f"{(self._base_url or '').rstrip('/')}/.well-known/smart-configuration"
-        try:
-            response = client.get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
-            raise AuthError(f"site {self._site_id}: GET {url}: {type(exc).__name__}") from None
+        response = self._with_retries(
+            f"site {self._site_id}: GET {url}",
+            lambda: client.get(url, headers={"Accept": "application/json"}),
+        )
         endpoint: str | None = None
         if response.status_code == 200:
             try:
@@ -224,39 +287,36 @@ class SmartBackendAuth:
             if not self._token_url:
                 self._token_url = self._discover(client)
             token_url = self._token_url
-            form = {"grant_type": "client_credentials"}
-            if self._config.scope:
-                form["scope"] = self._config.scope
-            auth: httpx.BasicAuth | None = None  # client_secret_basic
             client_id = self._config.client_id or ""
-            if self._key is not None:
-                form["client_assertion_type"] = ASSERTION_TYPE
-                form["client_assertion"] = client_assertion(
-                    self._key,
-                    client_id=client_id,
-                    token_url=token_url,
-                    key_id=self._config.key_id,
-                    now=time.time(),
-                )
-            else:
-                auth = httpx.BasicAuth(client_id, self._secret or "")
-            self.token_requests += 1
-            started = self._clock()
-            try:
-                response = client.post(
+
+            def post() -> httpx.Response:
+                """A fresh assertion each attempt: a server refuses a jti it has seen."""
+                form = {"grant_type": "client_credentials"}
+                if self._config.scope:
+                    form["scope"] = self._config.scope
+                auth: httpx.BasicAuth | None = None  # client_secret_basic
+                if self._key is not None:
+                    form["client_assertion_type"] = ASSERTION_TYPE
+                    form["client_assertion"] = client_assertion(
+                        self._key,
+                        client_id=client_id,
+                        token_url=token_url,
+                        key_id=self._config.key_id,
+                        now=time.time(),
+                    )
+                else:
+                    auth = httpx.BasicAuth(client_id, self._secret or "")
+                self.token_requests += 1
+                return client.post(
                     token_url,
                     data=form,
                     auth=auth or httpx.USE_CLIENT_DEFAULT,
                     headers={"Accept": "application/json"},
                 )
-            except httpx.HTTPError as exc:
-                raise AuthError(
-                    f"site {self._site_id}: token endpoint {token_url}: {type(exc).__name__}"
-                ) from None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+
+            started = self._clock()
+            response = self._with_retries(f"site {self._site_id}: token endpoint {token_url}", post)
+        body = _json_or_none(response)
         if response.status_code != 200 or not isinstance(body, dict):
             raise AuthError(
                 f"site {self._site_id}: token endpoint {token_url}: HTTP {response.status_code}"
@@ -293,16 +353,26 @@ class SmartBackendAuth:
         return tuple(s for s in (self._token, self._secret) if s)
 
 
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
 def make_auth(
     site_id: str,
     config: AuthConfig,
     environ: Mapping[str, str] | None = None,
     *,
     base_url: str | None = None,
+    ca_bundle: Path | None = None,
+    max_attempts: int = 5,
 ) -> Auth:
     """The Auth for a site's configuration; raises AuthError naming the site.
 
-    base_url lets smart-backend discover its token endpoint when token_url is not configured.
+    base_url lets smart-backend discover its token endpoint when token_url is not configured;
+    ca_bundle and max_attempts are the site's, so token requests trust and retry as data does.
     """
     env = os.environ if environ is None else environ
     if config.kind == "none":
@@ -312,5 +382,12 @@ def make_auth(
             raise AuthError(f"site {site_id}: auth kind bearer needs token_env")
         return BearerAuth(site_id, config.token_env, env)
     if config.kind == "smart-backend":
-        return SmartBackendAuth(site_id, config, env, base_url=base_url)
+        return SmartBackendAuth(
+            site_id,
+            config,
+            env,
+            base_url=base_url,
+            ca_bundle=ca_bundle,
+            policy=RetryPolicy(max_attempts=max_attempts),
+        )
     raise AuthError(f"site {site_id}: auth kind {config.kind!r} is not known")

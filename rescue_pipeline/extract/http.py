@@ -19,15 +19,15 @@ the values the auth object holds).
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
+import hashlib
 import logging
 import random
 import re
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -35,11 +35,33 @@ import orjson
 
 from rescue_pipeline.extract.auth import Auth
 from rescue_pipeline.extract.ndjson import SourceError
+from rescue_pipeline.extract.retry import (
+    RETRYABLE,
+    RetryPolicy,
+    backoff_seconds,
+    describe,
+    is_tls_failure,
+    retry_after_seconds,
+    tls_context,
+)
+
+__all__ = [
+    "Download",
+    "FhirHttpClient",
+    "HttpError",
+    "RetryPolicy",
+    "redact_url",
+    "retry_after_seconds",
+    "scrub",
+]
 
 log = logging.getLogger(__name__)
 
 _SECRET_PARAM = re.compile(r"token|secret|password|passwd|key|code|assertion|signature", re.I)
 _OUTCOME_TEXT_MAX = 500
+_T = TypeVar("_T")
+Params = Mapping[str, str] | tuple[tuple[str, str], ...]
+_DEFAULT_POLICY = RetryPolicy()
 
 
 class HttpError(SourceError):
@@ -48,17 +70,6 @@ class HttpError(SourceError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long and how often one request may be retried."""
-
-    max_attempts: int = 5
-    max_total_seconds: float = 900.0  # all attempts and waits of one request together
-    backoff_base_seconds: float = 1.0
-    backoff_max_seconds: float = 60.0
-    max_retry_after_seconds: float = 300.0  # cap on what a server's Retry-After may ask
 
 
 def redact_url(url: str | httpx.URL) -> str:
@@ -105,32 +116,6 @@ def outcome_text(body: bytes) -> str | None:
     return "; ".join(texts)[:_OUTCOME_TEXT_MAX] or None
 
 
-def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
-    """Retry-After as seconds from now: a number of seconds or an HTTP date (RFC 9110)."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - now).total_seconds())
-
-
-def _describe(exc: httpx.TransportError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timed out ({type(exc).__name__})"
-    if isinstance(exc, httpx.RemoteProtocolError):
-        return "connection dropped by the server before the response was complete"
-    if isinstance(exc, httpx.ConnectError):
-        return "cannot connect"
-    return f"network error ({type(exc).__name__})"
-
-
 class _RedactHttpxUrls(logging.Filter):
     """httpx logs every request's full URL at INFO; a server's next link may carry a token."""
 
@@ -148,11 +133,23 @@ def _redact_httpx_logs() -> None:
         logger.addFilter(_RedactHttpxUrls())
 
 
-_RETRYABLE = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+class _CutShort(Exception):
+    """A body that ended before its Content-Length: retried like a dropped connection."""
+
+
+@dataclass(frozen=True)
+class Download:
+    """A file streamed to disk: how many bytes and lines it holds, and its sha256 (hashed on the
+    way in, so the landing's file ledger need not read it again)."""
+
+    path: Path
+    bytes: int
+    lines: int
+    sha256: str
 
 
 class FhirHttpClient:
-    """GETs against one site, with the retry policy above. Use as a context manager."""
+    """Requests to one site, with the retry policy above. Use as a context manager."""
 
     def __init__(
         self,
@@ -160,7 +157,7 @@ class FhirHttpClient:
         auth: Auth,
         *,
         timeout_seconds: float = 60.0,
-        policy: RetryPolicy = RetryPolicy(),
+        policy: RetryPolicy = _DEFAULT_POLICY,
         ca_bundle: Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -175,10 +172,9 @@ class FhirHttpClient:
         self._now = now
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         _redact_httpx_logs()
-        verify = ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_seconds),
-            verify=verify,
+            verify=tls_context(site_id, ca_bundle),
             follow_redirects=False,  # a redirect to another host must not carry our token
             headers={"Accept": "application/fhir+json"},
         )
@@ -195,38 +191,86 @@ class FhirHttpClient:
     def _safe(self, text: str) -> str:
         return scrub(text, self._auth.secrets())
 
+    def shown(self, url: str | httpx.URL) -> str:
+        """A URL as our messages show it: no credentials, no secret the auth holds."""
+        return self._safe(redact_url(url))
+
     def backoff(self, attempt: int) -> float:
         """Exponential in the attempt number, with jitter in [50%, 100%] of the step."""
-        step = min(
-            self._policy.backoff_max_seconds,
-            self._policy.backoff_base_seconds * 2.0 ** (attempt - 1),
-        )
-        return step * (0.5 + self._rng.random() / 2)
+        return backoff_seconds(self._policy, attempt, self._rng)
 
-    def get(self, url: str, params: Mapping[str, str] | None = None) -> httpx.Response:
+    def get(
+        self,
+        url: str,
+        params: Params | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
         """GET with retries; returns a 2xx response with its body read, or raises HttpError."""
+        return self._send("GET", url, params, headers, _read)
+
+    def delete(self, url: str) -> httpx.Response:
+        """One DELETE, not retried: a courtesy (Bulk Data: the server may free a job's files),
+        never worth holding a load for."""
+        return self._send("DELETE", url, None, None, _read, attempts=1)
+
+    def download(self, url: str, dest: Path, *, send_auth: bool = True) -> Download:
+        """Stream a file to dest in chunks (never the whole body in memory).
+
+        A body cut short (connection dropped, fewer bytes than Content-Length) is retried from
+        the start like any dropped connection; after the last attempt the error says so.
+        `send_auth` False keeps our token off a file the server says needs none.
+        """
+        headers = {"Accept": "application/fhir+ndjson"}
+        return self._send(
+            "GET", url, None, headers, lambda r: _stream_to(r, dest), send_auth=send_auth
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Params | None,
+        headers: Mapping[str, str] | None,
+        consume: Callable[[httpx.Response], _T],
+        *,
+        send_auth: bool = True,
+        attempts: int | None = None,
+    ) -> _T:
+        """One request with the retry policy; `consume` reads a 2xx response's body."""
+        attempts = attempts or self._policy.max_attempts
         started = self._clock()
-        shown = self._safe(redact_url(httpx.URL(url, params=params) if params else url))
+        query = httpx.QueryParams(params) if params else None
+        shown = self.shown(httpx.URL(url, params=query) if query else url)
+        where = f"site {self.site_id}: {method} {shown}"
         attempt = 0
         refreshed = False
         while True:
             attempt += 1
+            sent = {**(self._auth.headers() if send_auth else {}), **(headers or {})}
             try:
-                response = self._client.get(url, params=params, headers=self._auth.headers())
-            except _RETRYABLE as exc:
-                self._wait_or_fail(attempt, started, self.backoff(attempt), shown, _describe(exc))
+                with self._client.stream(method, url, params=query, headers=sent) as response:
+                    status = response.status_code
+                    if 200 <= status < 300:
+                        return consume(response)
+                    response.read()
+            except _CutShort as exc:
+                self._wait_or_fail(
+                    attempt, attempts, started, self.backoff(attempt), where, str(exc)
+                )
+                continue
+            except RETRYABLE as exc:
+                if is_tls_failure(exc):
+                    raise HttpError(f"{where}: {describe(exc)}") from None
+                self._wait_or_fail(
+                    attempt, attempts, started, self.backoff(attempt), where, describe(exc)
+                )
                 continue
             except httpx.HTTPError as exc:
-                raise HttpError(
-                    f"site {self.site_id}: GET {shown}: {type(exc).__name__}: "
-                    f"{self._safe(str(exc))}"
-                ) from None
-            status = response.status_code
-            if 200 <= status < 300:
-                return response
-            if status == 401 and not refreshed:
+                raise HttpError(f"{where}: {type(exc).__name__}: {self._safe(str(exc))}") from None
+            if status == 401 and send_auth and not refreshed:
                 refreshed = True
-                log.warning("site %s: GET %s: 401, refreshing the token once", self.site_id, shown)
+                log.warning("%s: 401, refreshing the token once", where)
                 self._auth.refresh()
                 continue
             reason = self._reason(response)
@@ -237,8 +281,8 @@ class FhirHttpClient:
             elif status >= 500:
                 wait = self.backoff(attempt)
             else:
-                raise HttpError(f"site {self.site_id}: GET {shown}: {reason}", status=status)
-            self._wait_or_fail(attempt, started, wait, shown, reason, status=status)
+                raise HttpError(f"{where}: {reason}", status=status)
+            self._wait_or_fail(attempt, attempts, started, wait, where, reason, status=status)
 
     def _reason(self, response: httpx.Response) -> str:
         status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
@@ -250,15 +294,15 @@ class FhirHttpClient:
     def _wait_or_fail(
         self,
         attempt: int,
+        attempts: int,
         started: float,
         wait: float,
-        shown: str,
+        where: str,
         reason: str,
         *,
         status: int | None = None,
     ) -> None:
-        where = f"site {self.site_id}: GET {shown}"
-        if attempt >= self._policy.max_attempts:
+        if attempt >= attempts:
             raise HttpError(f"{where}: {reason} (gave up after {attempt} attempts)", status=status)
         spent = self._clock() - started
         if spent + wait > self._policy.max_total_seconds:
@@ -272,7 +316,42 @@ class FhirHttpClient:
             where,
             reason,
             attempt,
-            self._policy.max_attempts,
+            attempts,
             wait,
         )
         self._sleep(wait)
+
+
+def _read(response: httpx.Response) -> httpx.Response:
+    response.read()
+    return response
+
+
+def _stream_to(response: httpx.Response, dest: Path) -> Download:
+    """Write the body to dest chunk by chunk, counting lines; check it arrived whole."""
+    expected = response.headers.get("Content-Length")
+    size = lines = 0
+    last = b"\n"
+    digest = hashlib.sha256()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with dest.open("wb") as out:
+        try:
+            for chunk in response.iter_bytes(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                lines += chunk.count(b"\n")
+                last = chunk[-1:] or last
+        except RETRYABLE as exc:
+            got = response.num_bytes_downloaded
+            of = f" of {expected}" if expected else ""
+            raise _CutShort(
+                f"file cut short: {got}{of} bytes received, then {describe(exc)}"
+            ) from None
+    if expected and expected.isdigit() and response.num_bytes_downloaded != int(expected):
+        raise _CutShort(
+            f"file cut short: {response.num_bytes_downloaded} of {expected} bytes received"
+        )
+    if last != b"\n":  # a last line without its newline still counts
+        lines += 1
+    return Download(dest, size, lines, digest.hexdigest())

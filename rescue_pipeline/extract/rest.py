@@ -215,7 +215,13 @@ def load_fhir_site(
             client = stack.enter_context(
                 FhirHttpClient(
                     site.id,
-                    make_auth(site.id, source.auth, base_url=source.base_url),
+                    make_auth(
+                        site.id,
+                        source.auth,
+                        base_url=source.base_url,
+                        ca_bundle=source.ca_bundle,
+                        max_attempts=source.max_attempts,
+                    ),
                     timeout_seconds=source.timeout_seconds,
                     policy=RetryPolicy(max_attempts=source.max_attempts),
                     ca_bundle=source.ca_bundle,

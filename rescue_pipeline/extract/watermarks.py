@@ -25,7 +25,7 @@ def read_marks(con: duckdb.DuckDBPyConnection, site_id: str) -> dict[str, dt.dat
     rows = con.execute(
         "SELECT resource_type, mark FROM ops.watermarks WHERE site_id = ?", [site_id]
     ).fetchall()
-    return {rtype: _utc(mark) for rtype, mark in rows}
+    return {rtype: utc(mark) for rtype, mark in rows}
 
 
 def advance_marks(
@@ -41,11 +41,12 @@ def advance_marks(
         return
     now = now or dt.datetime.now(dt.UTC)
     con.executemany(
-        _UPSERT, [[site_id, rtype, _utc(mark), now, load_id] for rtype, mark in marks.items()]
+        _UPSERT, [[site_id, rtype, utc(mark), now, load_id] for rtype, mark in marks.items()]
     )
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
+def utc(value: dt.datetime) -> dt.datetime:
+    """An instant in UTC, whatever zone DuckDB or the caller handed it in."""
     if value.tzinfo is None:  # DuckDB hands back TIMESTAMPTZ in the session zone; be explicit
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)
@@ -56,5 +57,5 @@ def format_mark(value: dt.datetime) -> str:
 
     Some servers compare these as strings (sekmet's `_since`), so the form is always the same.
     """
-    value = _utc(value)
+    value = utc(value)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"

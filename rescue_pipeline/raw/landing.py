@@ -167,7 +167,7 @@ def land_files(
     result = LoadResult(load_id, site_id)
     todo: list[tuple[SourceFile, str]] = []
     for source in files:
-        sha = file_sha256(source.path)
+        sha = source.sha256 or file_sha256(source.path)
         seen = con.execute(
             "SELECT 1 FROM ops.landed_files WHERE site_id = ? AND source = ? AND file_sha256 = ?",
             [site_id, source.label, sha],

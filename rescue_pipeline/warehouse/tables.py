@@ -193,8 +193,56 @@ watermarks = Table(
     comment="Per site and resource type: where the next incremental extract starts.",
 )
 
+bulk_jobs = Table(
+    "bulk_jobs",
+    metadata,
+    _c("site_id", String, "Site.", nullable=False),
+    _c(
+        "kicked_off_at",
+        TS,
+        "When we asked for the export (UTC); the site's deadline_hours count from here.",
+        nullable=False,
+    ),
+    _c(
+        "status_url",
+        String,
+        "Where the server reports the export's progress (its Content-Location answer to the "
+        "kick-off), as the server gave it: a later run resumes polling it.",
+        nullable=False,
+    ),
+    _c("kickoff_url", String, "The $export request as sent, credentials redacted.", nullable=False),
+    _c("level", String, "system, group or patient.", nullable=False),
+    _c("resource_types", String, "Types asked for (_type), comma-separated.", nullable=False),
+    _c("since", TS, "_since sent (UTC); null when the export asked for everything."),
+    _c("load_id", String, "Load that kicked it off.", nullable=False),
+    _c(
+        "state",
+        String,
+        "polling: in progress, the next run resumes it; complete: landed and the watermarks "
+        "advanced; abandoned: lost by the server (404/410), past its deadline or superseded by a "
+        "full load; failed: its manifest or files could not be read.",
+        nullable=False,
+    ),
+    _c("progress", String, "The last X-Progress the server sent."),
+    _c("polled_at", TS, "When its status was last asked."),
+    _c("transaction_time", TS, "The manifest's transactionTime: the next export's _since."),
+    _c("output_files", BigInteger, "Data files the manifest listed."),
+    _c("error_files", BigInteger, "OperationOutcome files the manifest listed (kept, not data)."),
+    _c("error_lines", BigInteger, "OperationOutcomes in those files."),
+    _c("error_paths", String, "Where the error files were saved, one path a line."),
+    _c("finished_load_id", String, "Load that landed it, or gave it up."),
+    _c("finished_at", TS, "When it was landed or given up."),
+    _c("message", String, "Why it was abandoned or failed (never a secret)."),
+    PrimaryKeyConstraint("site_id", "kicked_off_at"),
+    schema="ops",
+    comment=(
+        "Bulk Data exports asked of kind: bulk sites: the one in progress per site (state "
+        "polling, resumed by the next run if this one stops) and the history of earlier ones."
+    ),
+)
+
 RAW_TABLES = (fhir_resource_versions, quarantine, loads, version_validation)
-OPS_TABLES = (landed_files, runs, watermarks)
+OPS_TABLES = (landed_files, runs, watermarks, bulk_jobs)
 
 CURRENT_VIEW_SQL = """
 CREATE OR REPLACE VIEW raw.fhir_resources AS

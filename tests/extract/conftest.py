@@ -3,26 +3,28 @@ cannot be made to show (dropped connections, slow answers, odd Retry-After) on a
 
 from __future__ import annotations
 
-import os
+import datetime as dt
+import ipaddress
 import secrets
-import socket
-import subprocess
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
-import httpx
 import orjson
 import pytest
-import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from jwt.algorithms import RSAAlgorithm
 
 from rescue_pipeline.synth import generate
+from tests.extract.sekmet_server import INSTALL_HINT, SEKMET_ENV, SekmetServer, sekmet_binary
 
 
 @dataclass
@@ -38,6 +40,8 @@ class Reply:
 class Seen:
     path: str
     headers: dict[str, str]
+    method: str = "GET"
+    body: bytes = b""
 
 
 class ScriptedServer:
@@ -71,7 +75,9 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             return None
 
         def do_GET(self) -> None:
-            server.seen.append(Seen(self.path, dict(self.headers)))
+            length = int(self.headers.get("Content-Length") or 0)
+            body_in = self.rfile.read(length) if length else b""
+            server.seen.append(Seen(self.path, dict(self.headers), self.command, body_in))
             reply = server.next_reply(self.path)
             if reply.delay:
                 time.sleep(reply.delay)
@@ -93,15 +99,20 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
 
+        do_POST = do_GET
+        do_DELETE = do_GET
+
     return Handler
 
 
-@pytest.fixture
-def scripted_server() -> Iterator[ScriptedServer]:
+def _serve(tls: ssl.SSLContext | None = None) -> Iterator[ScriptedServer]:
     script = ScriptedServer()
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
     httpd.daemon_threads = True
-    script.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    script.url = f"{scheme}://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
@@ -109,6 +120,94 @@ def scripted_server() -> Iterator[ScriptedServer]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture
+def scripted_server() -> Iterator[ScriptedServer]:
+    yield from _serve()
+
+
+@dataclass(frozen=True)
+class PrivateCa:
+    ca_file: Path  # PEM of a CA no system trusts; the TLS server's certificate is signed by it
+
+
+def _private_ca(folder: Path) -> tuple[PrivateCa, ssl.SSLContext]:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it, as a site's private PKI."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "RESCUE test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = folder / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "server.pem")
+    return PrivateCa(ca_file), context
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[ScriptedServer, PrivateCa]]:
+    """The scripted server over HTTPS, with a certificate from a private CA."""
+    ca, context = _private_ca(tmp_path)
+    for server in _serve(context):
+        yield server, ca
 
 
 @dataclass
@@ -133,13 +232,6 @@ def fake_time() -> FakeTime:
 
 # --- a real FHIR server: sekmet-fhir in its own virtual environment (.ci/run installs it) ---
 
-SEKMET_ENV = "RESCUE_SEKMET"
-_REPO = Path(__file__).resolve().parents[2]
-_INSTALL_HINT = (
-    "python3 -m venv .venv-sekmet && .venv-sekmet/bin/pip install sekmet-fhir==0.1.1 "
-    f"(or set {SEKMET_ENV} to its sekmet executable)"
-)
-
 
 @dataclass(frozen=True)
 class Sekmet:
@@ -147,33 +239,28 @@ class Sekmet:
     cohort: Path  # the site folder loaded into the server: <Type>.ndjson
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def cohort_folder(tmp: Path) -> Path:
+    """The 30-patient synthetic site every server here is loaded with."""
+    if not (tmp / "cohort" / "site-a").exists():
+        generate(tmp / "cohort", patients=30, sites=1, seed=1, fault_rate=0)
+    return tmp / "cohort" / "site-a"
 
 
-def _load_cohort(base_url: str, folder: Path, headers: dict[str, str] | None = None) -> None:
-    """PUT every resource (ids kept, so references hold) in transaction bundles of 500."""
-    with httpx.Client(timeout=60, headers=headers) as client:
-        for path in sorted(folder.glob("*.ndjson")):
-            resources = [orjson.loads(x) for x in path.read_bytes().splitlines() if x.strip()]
-            for i in range(0, len(resources), 500):
-                entries = [
-                    {
-                        "resource": r,
-                        "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"},
-                    }
-                    for r in resources[i : i + 500]
-                ]
-                bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-                response = client.post(
-                    base_url,
-                    content=orjson.dumps(bundle),
-                    headers={"Content-Type": "application/fhir+json"},
-                )
-                assert response.status_code < 300, response.text[:500]
+def start_sekmet(folder: Path, **options: Any) -> SekmetServer:
+    """A started sekmet with the cohort loaded; skipped when not installed (failed in CI)."""
+    binary, named = sekmet_binary()
+    if named and not binary.exists():  # CI names it: a missing server is a failure there
+        pytest.fail(f"{SEKMET_ENV}={binary} does not exist: {INSTALL_HINT}")
+    if not binary.exists():
+        pytest.skip(f"sekmet-fhir is not installed: {INSTALL_HINT}")
+    server = SekmetServer(binary, folder / "server", **options)
+    try:
+        server.start()
+        server.load(cohort_folder(folder))
+    except RuntimeError as exc:
+        server.stop()
+        pytest.fail(str(exc))
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -186,61 +273,12 @@ def _run_sekmet(
     server_auth: dict[str, object] | None = None,
     load_headers: dict[str, str] | None = None,
 ) -> Iterator[Sekmet]:
-    named = os.environ.get(SEKMET_ENV)
-    binary = Path(named) if named else _REPO / ".venv-sekmet" / "bin" / "sekmet"
-    if named and not binary.exists():  # CI names it: a missing server is a failure there
-        pytest.fail(f"{SEKMET_ENV}={named} does not exist: {_INSTALL_HINT}")
-    if not binary.exists():
-        pytest.skip(f"sekmet-fhir is not installed: {_INSTALL_HINT}")
     tmp = tmp_path_factory.mktemp("sekmet")
-    port = _free_port()
-    base_url = f"http://127.0.0.1:{port}/fhir"
-    settings = {
-        "host": "127.0.0.1",
-        "port": port,
-        "base_url": base_url,
-        "data_dir": str(tmp / "data"),
-        "simulator": {"enabled": False},
-        "log_inbound": False,
-    }
-    if server_auth is not None:
-        settings["server_auth"] = server_auth
-    (tmp / "settings.yaml").write_text(yaml.safe_dump(settings))
-    log = (tmp / "sekmet.log").open("wb")
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--config", str(tmp / "settings.yaml")],
-        cwd=tmp,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server = start_sekmet(tmp, server_auth=server_auth, headers=load_headers)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"sekmet exited: {(tmp / 'sekmet.log').read_text()[-2000:]}")
-            try:
-                if (
-                    httpx.get(f"{base_url}/metadata", timeout=1, headers=load_headers).status_code
-                    == 200
-                ):
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"sekmet did not answer in 30 s: {(tmp / 'sekmet.log').read_text()}")
-            time.sleep(0.1)
-        generate(tmp / "cohort", patients=30, sites=1, seed=1, fault_rate=0)
-        folder = tmp / "cohort" / "site-a"
-        _load_cohort(base_url, folder, load_headers)
-        yield Sekmet(base_url, folder)
+        yield Sekmet(server.base_url, cohort_folder(tmp))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        server.stop()
 
 
 # --- the same server with SMART Backend Services only (private_key_jwt, scopes enforced) ---
@@ -256,6 +294,7 @@ class SekmetSmart:
     key_file: Path  # PEM private key whose public half is registered (JWKS) for client_id
     key_id: str
     wrong_key_file: Path  # a key the server does not know
+    bearer_token: str  # a static token the server also accepts (auth kind bearer)
 
 
 def _write_rsa_key(path: Path) -> rsa.RSAPrivateKey:
@@ -278,7 +317,7 @@ def sekmet_smart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetSma
     _write_rsa_key(keys / "wrong.pem")
     jwk = orjson.loads(RSAAlgorithm.to_jwk(key.public_key()))
     jwk.update({"alg": "RS384", "use": "sig", "kid": "rescue-1"})
-    loader_token = secrets.token_urlsafe(24)  # static bearer token only to load the cohort
+    loader_token = secrets.token_urlsafe(24)  # static bearer token: loads the cohort, bearer tests
     server_auth: dict[str, object] = {
         "types": ["smart", "bearer"],
         "tokens": [loader_token],
@@ -298,4 +337,5 @@ def sekmet_smart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SekmetSma
             keys / "client.pem",
             "rescue-1",
             keys / "wrong.pem",
+            loader_token,
         )
