@@ -363,7 +363,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- status
 def cmd_status(args: argparse.Namespace) -> int:
     from rescue_pipeline.site_load import work_db
-    from rescue_pipeline.status import STALE_AFTER, site_statuses
+    from rescue_pipeline.status import site_statuses
 
     config = _config(args)
     if not config.work_db.exists():
@@ -410,9 +410,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for site_id, what in attention:
             _say(f"ATTENTION {site_id}: {what}")
         if not attention:
-            _say(
-                f"All sites loaded within {STALE_AFTER.total_seconds() / 3600:.0f} h, checks pass."
-            )
+            hours = config.orchestration.stale_after_hours
+            _say(f"All sites loaded within {hours:g} h, checks pass.")
     return EXIT_ATTENTION if broken or any(s.attention for s in statuses) else EXIT_OK
 
 

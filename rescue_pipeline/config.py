@@ -16,12 +16,15 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
 CONFIG_ENV = "RESCUE_CONFIG"
 DEFAULT_WAREHOUSE = "warehouse/rescue.duckdb"
 SOURCE_KINDS = ("ndjson", "fhir", "bulk")
+DEFAULT_SCHEDULE = "0 2 * * *"  # 02:00 every night, in the site's time zone
+_DAILY_AT = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 # Keys that would hold a secret itself; the file must name an environment variable instead.
 _INLINE_SECRET_KEYS = {
     "token": "token_env",
@@ -112,6 +115,27 @@ class SiteConfig:
     name: str | None = None
     timezone: str = "UTC"
     concept_map: tuple[ConceptMapping, ...] = ()
+    schedule: str = DEFAULT_SCHEDULE  # cron, in `timezone`; sites.yaml may say "HH:MM"
+    watch: Path | None = None
+
+    @property
+    def watched_folder(self) -> Path | None:
+        """Where new NDJSON drops of this site appear: `watch:`, else an NDJSON site's own
+        folder; None for a live site without `watch:` (nothing to watch)."""
+        if self.watch is not None:
+            return self.watch
+        return self.source.path if isinstance(self.source, NdjsonSource) else None
+
+
+@dataclass(frozen=True)
+class OrchestrationConfig:
+    """How Dagster runs the pipeline: retries, staleness, sensors, default status."""
+
+    stale_after_hours: float = 36.0
+    retries: int = 3
+    retry_delay_seconds: float = 30.0
+    sensor_interval_seconds: int = 60
+    automation: Literal["running", "stopped"] = "stopped"
 
 
 @dataclass(frozen=True)
@@ -138,6 +162,7 @@ class Config:
     analysis: AnalysisConfig
     sites: tuple[SiteConfig, ...]
     report: Path | None = None
+    orchestration: OrchestrationConfig = OrchestrationConfig()
 
     @property
     def report_dir(self) -> Path:
@@ -211,6 +236,7 @@ def parse_config(data: Any, path: Path) -> Config:
         ),
         sites=sites,
         report=_resolve(base, data["report"]) if data.get("report") else None,
+        orchestration=OrchestrationConfig(**(data.get("orchestration") or {})),
     )
 
 
@@ -350,10 +376,26 @@ def _site(data: dict[str, Any], base: Path, path: Path) -> SiteConfig:
                     else "only with level: group"
                 )
             )
+    timezone = data.get("timezone", "UTC")
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(
+            f"{path}: site {sid!r}: timezone: unknown IANA time zone {timezone!r} "
+            "(e.g. Europe/Paris, UTC)"
+        ) from None
     return SiteConfig(
         id=sid,
         name=data.get("name"),
-        timezone=data.get("timezone", "UTC"),
+        timezone=timezone,
         source=source,
         concept_map=tuple(ConceptMapping(**m) for m in data.get("concept_map") or ()),
+        schedule=_cron(data.get("schedule", DEFAULT_SCHEDULE)),
+        watch=_resolve(base, data["watch"]) if data.get("watch") else None,
     )
+
+
+def _cron(value: str) -> str:
+    """A daily "HH:MM" (local time) becomes cron; a cron string is kept as written."""
+    daily = _DAILY_AT.match(value)
+    return f"{int(daily[2])} {int(daily[1])} * * *" if daily else value

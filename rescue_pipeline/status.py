@@ -16,8 +16,6 @@ import duckdb
 
 from rescue_pipeline.config import Config
 
-STALE_AFTER = dt.timedelta(hours=36)  # a nightly load missed once, plus slack
-
 
 @dataclass
 class SiteStatus:
@@ -97,16 +95,17 @@ def site_statuses(
     ):
         if site in out:
             out[site].publication = status
+    stale_after = dt.timedelta(hours=config.orchestration.stale_after_hours)
     for status in out.values():
-        _judge(status, now)
+        _judge(status, now, stale_after)
     return list(out.values())
 
 
-def _judge(s: SiteStatus, now: dt.datetime) -> None:
+def _judge(s: SiteStatus, now: dt.datetime, stale_after: dt.timedelta) -> None:
     """What needs someone's attention, in words."""
     if s.last_success is None:
         s.attention.append("never loaded")
-    elif now - s.last_success > STALE_AFTER:
+    elif now - s.last_success > stale_after:  # orchestration.stale_after_hours
         hours = (now - s.last_success).total_seconds() / 3600
         s.attention.append(f"stale: last successful load {hours:.0f} h ago")
     if s.last_load_status in ("failed", "interrupted"):

@@ -161,6 +161,18 @@ def test_yaml_dates_are_accepted_for_the_cutoff(tmp_path: Path) -> None:
             },
             "site 'Site A': id: 'Site A' does not match",
         ),
+        (_base(timezone="Europe/Pariss"), "site 'site-a': timezone: unknown IANA time zone"),
+        (_base(schedule="2am"), "site 'site-a': schedule: '2am' does not match"),
+        (_base(schedule="25:00"), "site 'site-a': schedule: '25:00' does not match"),
+        (
+            {**_base(), "orchestration": {"stale_after_hours": 0}},
+            "orchestration.stale_after_hours: 0 is less than or equal to the minimum",
+        ),
+        ({**_base(), "orchestration": {"retry": 3}}, "orchestration.retry: unknown key"),
+        (
+            {**_base(), "orchestration": {"automation": "on"}},
+            "orchestration.automation: 'on' is not one of",
+        ),
     ],
 )
 def test_configuration_errors_name_file_site_and_key(
@@ -229,3 +241,44 @@ def test_bulk_source_keys_and_defaults(write_config: Callable[..., Path]) -> Non
     assert bulk.ca_bundle == path.resolve().parent / "certs" / "site-c.pem"
     assert (bulk.max_wait_seconds, bulk.poll_seconds, bulk.run_wait_minutes) == (3600, 10.0, 60.0)
     assert (bulk.deadline_hours, bulk.delete_when_done) == (72.0, True)
+
+
+def test_orchestration_defaults_keep_old_files_valid(write_config: Callable[..., Path]) -> None:
+    """A sites.yaml written before schedules and sensors existed still loads, with defaults."""
+    config = load_config(write_config(_base()))
+    assert config.orchestration.stale_after_hours == 36
+    assert config.orchestration.retries == 3
+    assert config.orchestration.automation == "stopped"
+    (site,) = config.sites
+    assert site.schedule == "0 2 * * *"  # 02:00 in the site's time zone
+    assert site.watch is None
+    assert site.watched_folder == config.path.parent.resolve() / "data" / "site-a"
+
+
+def test_schedule_watch_and_orchestration_are_read(write_config: Callable[..., Path]) -> None:
+    data = {
+        "study_id": "RESCUE",
+        "orchestration": {"stale_after_hours": 12, "retries": 1, "automation": "running"},
+        "sites": [
+            {
+                "id": "site-a",
+                "timezone": "Europe/Paris",
+                "schedule": "01:30",
+                "watch": "drops/a",
+                "source": {"kind": "ndjson", "path": "a"},
+            },
+            {
+                "id": "site-b",
+                "schedule": "*/15 6-20 * * 1-5",
+                "source": {"kind": "fhir", "base_url": "https://x/R4"},
+            },
+        ],
+    }
+    config = load_config(write_config(data))
+    site_a, site_b = config.sites
+    assert site_a.schedule == "30 1 * * *"
+    assert site_a.watched_folder == config.path.parent.resolve() / "drops" / "a"
+    assert site_b.schedule == "*/15 6-20 * * 1-5"
+    assert site_b.watched_folder is None  # a live site is watched only when told where
+    assert config.orchestration.stale_after_hours == 12
+    assert config.orchestration.automation == "running"

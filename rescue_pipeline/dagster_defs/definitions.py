@@ -6,16 +6,39 @@ sites.yaml brings its partition with no code change. `defs` is what `dagster dev
 RESCUE_CONFIG when the code location loads, never at import.
 """
 
+import dataclasses
+import datetime as dt
 import os
 import re
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.reconstruct import ReconstructableJob
+from pydantic import Field
 from sqlalchemy import Table
 
-from rescue_pipeline.config import CONFIG_ENV, Config, ConfigError, load_config
+from rescue_pipeline.config import (
+    CONFIG_ENV,
+    Config,
+    ConfigError,
+    NdjsonSource,
+    SiteConfig,
+    load_config,
+)
+from rescue_pipeline.dagster_defs.automation import build_automation, build_jobs
+from rescue_pipeline.dagster_defs.failures import fail, secrets_of
+from rescue_pipeline.dagster_defs.keys import (
+    FULL_TAG,
+    PUBLISHED,
+    QUALITY,
+    RAW_RESOURCES,
+    RAW_VALIDATION,
+    REPORT,
+    WAREHOUSE_POOL,
+)
 from rescue_pipeline.quality.gate import QualityResult
 from rescue_pipeline.quality.suites import CheckResult, load_suites
 from rescue_pipeline.report.render import write_report as write_sponsors_report
@@ -31,11 +54,6 @@ from rescue_pipeline.site_load import (
 from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
 from rescue_pipeline.warehouse.core_tables import CORE_TABLES
 
-RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
-RAW_VALIDATION = dg.AssetKey(["raw", "version_validation"])
-PUBLISHED = dg.AssetKey(["warehouse", "published"])
-QUALITY = dg.AssetKey(["quality", "results"])
-REPORT = dg.AssetKey(["report", "sponsors"])
 RUN_LOGS = frozenset({"build_runs", "derivation_runs"})  # a layer's own log, not an asset
 DEMO_CONFIG = Path("rescue-demo") / "sites.yaml"
 
@@ -49,22 +67,51 @@ class RescueConfig(dg.ConfigurableResource):
         return load_config(self.config_path)
 
 
+class LoadSettings(dg.Config):
+    """Run config of a site's load (the launchpad shows it): what `rescue run --full` does, or
+    the drop a sensor saw."""
+
+    full: bool = Field(
+        default=False, description="Re-read every file and ignore watermarks (a full reload)."
+    )
+    drop: str | None = Field(
+        default=None,
+        description="Land this drop folder (inside the site's watched folder) instead of the "
+        "site's source.",
+    )
+
+
+def extract_retry_policy(config: Config) -> dg.RetryPolicy:
+    """Transient faults only (failures.py decides): exponential backoff with jitter."""
+    return dg.RetryPolicy(
+        max_retries=config.orchestration.retries,
+        delay=config.orchestration.retry_delay_seconds,
+        backoff=dg.Backoff.EXPONENTIAL,
+        jitter=dg.Jitter.PLUS_MINUS,
+    )
+
+
 def site_partitions(config: Config) -> dg.StaticPartitionsDefinition:
     return dg.StaticPartitionsDefinition([site.id for site in config.sites])
 
 
-def build_assets(config: Config) -> list[dg.AssetsDefinition]:
+def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefinition]:
+    """The pipeline's assets. `retries=False` for the command line, which reports a failed site
+    at once (its HTTP layer still retries each request)."""
     partitions = site_partitions(config)
+    stale_after = dt.timedelta(hours=config.orchestration.stale_after_hours)
 
     @dg.asset(
         key=RAW_RESOURCES,
         group_name="raw",
         partitions_def=partitions,
         kinds={"duckdb"},
+        pool=WAREHOUSE_POOL,
+        retry_policy=extract_retry_policy(config) if retries else None,
         description=(
             "Every FHIR resource a site sent, landed as distinct versions "
             "(raw.fhir_resource_versions / raw.fhir_resources); lines that fail the structural "
-            "checks go to raw.quarantine."
+            "checks go to raw.quarantine. Retried with backoff after a transient fault only."
         ),
         check_specs=[
             dg.AssetCheckSpec(
@@ -75,21 +122,35 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
         ],
     )
     def raw_fhir_resources(
-        context: dg.AssetExecutionContext, rescue: RescueConfig
+        context: dg.AssetExecutionContext, rescue: RescueConfig, config: LoadSettings
     ) -> dg.MaterializeResult:
-        cfg = rescue.load()
-        site = cfg.site(context.partition_key)
-        result = load_site(cfg, site)
+        settings = config  # Dagster passes run config as `config`; `cfg` is sites.yaml
+        site_id = context.partition_key
+        full = settings.full or context.run.tags.get(FULL_TAG) == "true"
+        secrets: tuple[str, ...] = ()
+        try:
+            cfg = rescue.load()
+            secrets = secrets_of(cfg, dict(os.environ))
+            site = cfg.site(site_id)
+            if settings.drop:
+                site = _drop_site(site, Path(settings.drop))
+            result = load_site(cfg, site, full=full)
+            with work_db(cfg) as con:
+                mismatched = con.execute(
+                    "SELECT resource_type FROM raw.loads "
+                    "WHERE load_id = ? AND received <> accepted + quarantined",
+                    [result.load_id],
+                ).fetchall()
+        except Exception as exc:
+            fail(exc, site_id=site_id, secrets=secrets)
         total = result.total()
-        with work_db(cfg) as con:
-            mismatched = con.execute(
-                "SELECT resource_type FROM raw.loads "
-                "WHERE load_id = ? AND received <> accepted + quarantined",
-                [result.load_id],
-            ).fetchall()
         return dg.MaterializeResult(
             metadata={
                 "load_id": result.load_id,
+                "full": full,
+                "drop": settings.drop or "",
+                "rows_in": total.received,
+                "rows_out": total.accepted,
                 "received": total.received,
                 "accepted": total.accepted,
                 "quarantined": total.quarantined,
@@ -115,6 +176,7 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
         partitions_def=partitions,
         deps=[RAW_RESOURCES],
         kinds={"duckdb"},
+        pool=WAREHOUSE_POOL,
         description=(
             "Full FHIR validation (fhir.resources R4B models) of each new version, once, "
             "beside the landing: findings are recorded, resources are never moved."
@@ -134,7 +196,7 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
 
     core_specs = _table_specs(CORE_TABLES, deps=[RAW_RESOURCES])
 
-    @dg.multi_asset(specs=core_specs, name="core_tables")
+    @dg.multi_asset(specs=core_specs, name="core_tables", pool=WAREHOUSE_POOL)
     def core_tables(
         context: dg.AssetExecutionContext, rescue: RescueConfig
     ) -> Iterator[dg.MaterializeResult]:
@@ -151,7 +213,7 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
 
     analysis_specs = _table_specs(ANALYSIS_TABLES, deps=[spec.key for spec in core_specs])
 
-    @dg.multi_asset(specs=analysis_specs, name="analysis_tables")
+    @dg.multi_asset(specs=analysis_specs, name="analysis_tables", pool=WAREHOUSE_POOL)
     def analysis_tables(
         context: dg.AssetExecutionContext, rescue: RescueConfig
     ) -> Iterator[dg.MaterializeResult]:
@@ -171,6 +233,7 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
         group_name="quality",
         deps=[RAW_RESOURCES, *(spec.key for spec in core_specs), *(s.key for s in analysis_specs)],
         kinds={"duckdb"},
+        pool=WAREHOUSE_POOL,
         description="Great Expectations suites (expectations/*.json) over raw, core and analysis.",
     )
     def quality_results(rescue: RescueConfig) -> dg.MaterializeResult:
@@ -189,9 +252,12 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
         group_name="publish",
         deps=[QUALITY],
         kinds={"duckdb"},
+        pool=WAREHOUSE_POOL,
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=stale_after),
         description=(
             "The published warehouse (core and analysis, never raw): built beside the published "
-            "file and renamed over it, so readers never see a half-written load."
+            "file and renamed over it, so readers never see a half-written load. Stale when not "
+            "published for orchestration.stale_after_hours."
         ),
     )
     def published_warehouse(
@@ -248,6 +314,53 @@ def build_assets(config: Config) -> list[dg.AssetsDefinition]:
     ]
 
 
+def _drop_site(site: SiteConfig, drop: Path) -> SiteConfig:
+    """The site as configured, its source replaced by one drop of its watched folder."""
+    watched = site.watched_folder
+    if watched is None or not drop.resolve().is_relative_to(watched.resolve()):
+        raise ConfigError(
+            f"site {site.id}: drop {drop} is not inside the site's watched folder "
+            f"({watched or 'none: set watch: in sites.yaml'})"
+        )
+    return dataclasses.replace(site, source=NdjsonSource(path=drop))
+
+
+def build_freshness_check(config: Config) -> dg.AssetChecksDefinition:
+    """Per site: when did raw/fhir_resources last land it? Older than stale_after_hours (or
+    never) is stale. Dagster's own freshness checks look at the latest partition only."""
+    site_ids = [site.id for site in config.sites]
+    hours = config.orchestration.stale_after_hours
+
+    @dg.asset_check(
+        asset=RAW_RESOURCES,
+        name="sites_loaded_recently",
+        description=f"Every site landed within the last {hours:g} hours "
+        "(orchestration.stale_after_hours).",
+    )
+    def sites_loaded_recently(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        now = time.time()
+        age: dict[str, float | None] = {}
+        for site_id in site_ids:
+            records = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=RAW_RESOURCES, asset_partitions=[site_id]),
+                limit=1,
+            ).records
+            age[site_id] = round((now - records[0].timestamp) / 3600, 2) if records else None
+        stale = [s for s, h in age.items() if h is None or h > hours]
+        return dg.AssetCheckResult(
+            passed=not stale,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"stale: {', '.join(stale)}" if stale else "every site is fresh",
+            metadata={
+                "stale_sites": stale,
+                "hours_since_last_load": age,
+                "stale_after_hours": hours,
+            },
+        )
+
+    return sites_loaded_recently
+
+
 def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
     """Each expectation of a core or analysis suite, as an asset check on the table it covers.
 
@@ -276,7 +389,7 @@ def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDef
     if not specs:
         return []
 
-    @dg.multi_asset_check(specs=specs, name="quality_checks", can_subset=True)
+    @dg.multi_asset_check(specs=specs, name="quality_checks", can_subset=True, pool=WAREHOUSE_POOL)
     def quality_checks(
         context: dg.AssetCheckExecutionContext, rescue: RescueConfig
     ) -> Iterator[dg.AssetCheckResult]:
@@ -342,11 +455,38 @@ def _column_schema(table: Table) -> dg.TableSchema:
 
 
 def build_definitions(config: Config) -> dg.Definitions:
+    """Everything from one configuration: a new site brings its partition, nightly schedule and
+    drop sensor. Runs use the multiprocess executor (a step a process); the warehouse pool keeps
+    the working database to one writer."""
     assets = build_assets(config)
+    freshness = build_freshness_check(config)
+    jobs = build_jobs(freshness)
+    schedules, sensors = build_automation(config, jobs)
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_quality_checks({k for a in assets for k in a.keys}),
+        asset_checks=[*build_quality_checks({k for a in assets for k in a.keys}), freshness],
+        jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
         resources={"rescue": RescueConfig(config_path=str(config.path.resolve()))},
+        executor=dg.multiprocess_executor,
+    )
+
+
+def load_job(config_path: str, name: str) -> dg.JobDefinition:
+    """A job of the definitions built from `config_path`: the reconstructor that
+    `reconstructable_job` names, so step processes rebuild the same job."""
+    return build_definitions(load_config(config_path)).resolve_job_def(name)
+
+
+def reconstructable_job(config_path: str | Path, name: str) -> ReconstructableJob:
+    """A job that `dg.execute_job` can run with the multiprocess executor outside the daemon
+    (scripts, tests)."""
+    return dg.build_reconstructable_job(
+        "rescue_pipeline.dagster_defs.definitions",
+        "load_job",
+        # Dagster's annotation says tuple[object]; any tuple of picklable values works.
+        reconstructable_args=(str(Path(config_path).resolve()), name),  # type: ignore[arg-type]
     )
 
 

@@ -8,7 +8,6 @@ set. A failed site is reported and the others go on.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from rescue_pipeline.dagster_defs.definitions import (
     build_assets,
     build_quality_checks,
 )
+from rescue_pipeline.dagster_defs.failures import failure_reason
 
 # The command line prints its own one-line errors; Dagster's console logger would add tracebacks.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -64,7 +64,7 @@ def run_sites(
     on_site: Callable[[str], None] | None = None,
     on_done: Callable[[SiteRun], None] | None = None,
 ) -> PipelineRun:
-    assets = build_assets(config)
+    assets = build_assets(config, retries=False)  # a failed site is reported at once
     # The site's partition of the raw assets only: core and later run once, after every site.
     raw_keys = [key for a in assets for key in a.keys if key.path[0] == "raw"]
     resources = {"rescue": RescueConfig(config_path=str(config.path.resolve()))}
@@ -85,7 +85,7 @@ def run_sites(
         error = None
         if not result.success:
             failures = result.get_step_failure_events()
-            error = _failure_message(failures[0]) if failures else "run failed"
+            error = failure_reason(failures[0]) if failures else "run failed"
         run = SiteRun(site_id, result.success, result.run_id, error)
         out.sites.append(run)
         if on_done:
@@ -96,7 +96,7 @@ def run_sites(
 def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
     """Materialise the core and analysis tables (all sites), check, publish, in process; the
     quality asset checks on the tables run too."""
-    assets = build_assets(config)
+    assets = build_assets(config, retries=False)
     checks = build_quality_checks({k for a in assets for k in a.keys})
     layers = ("core", "analysis", "quality", "warehouse", "report")
     core_keys = [key for a in assets for key in a.keys if key.path[0] in layers]
@@ -109,17 +109,5 @@ def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
         raise_on_error=False,
     )
     failures = result.get_step_failure_events()
-    error = _failure_message(failures[0]) if failures else None
+    error = failure_reason(failures[0]) if failures else None
     return SiteRun("all", result.success, result.run_id, error)
-
-
-def _failure_message(event: dg.DagsterEvent) -> str:
-    """The innermost error's message: ours are one clear line naming site and reason."""
-    error = event.step_failure_data.error if event.step_failure_data else None
-    while error is not None and error.cause is not None:
-        error = error.cause
-    if error is None or not error.message:
-        return "step failed"
-    line = error.message.strip().splitlines()[-1]
-    # Dagster prefixes the exception's dotted class name; ours already say what failed.
-    return re.sub(r"^rescue_pipeline(\.\w+)+: ", "", line)

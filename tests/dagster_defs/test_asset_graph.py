@@ -63,21 +63,29 @@ def test_a_new_site_is_a_configuration_change_only(write_config: Callable[..., P
 
 @pytest.mark.slow
 def test_dagster_definitions_validate_passes(write_config: Callable[..., Path]) -> None:
-    path = _config(write_config, ["site-a"])
+    """A site added to sites.yaml: the code location validates and lists its schedule and
+    sensor, with no code change."""
+    path = _config(write_config, ["site-a", "site-q"])
     env = {**os.environ, "RESCUE_CONFIG": str(path), "DAGSTER_HOME": str(path.parent / "dh")}
     (path.parent / "dh").mkdir()
+    (path.parent / "dh" / "dagster.yaml").write_text("telemetry: {enabled: false}\n")
     dagster = Path(sys.executable).parent / "dagster"
-    done = subprocess.run(
-        [str(dagster), "definitions", "validate", "-w", str(ROOT / "workspace.yaml")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "All code locations passed validation" in done.stderr + done.stdout
+    outputs = {}
+    for command in (["definitions", "validate"], ["schedule", "list"], ["sensor", "list"]):
+        done = subprocess.run(
+            [str(dagster), *command, "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs[command[0]] = done.stderr + done.stdout
+    assert "All code locations passed validation" in outputs["definitions"]
+    assert "Schedule: nightly_site_q [STOPPED]" in outputs["schedule"]
+    assert "Sensor: drops_site_q [STOPPED]" in outputs["sensor"]
 
 
 @pytest.mark.slow

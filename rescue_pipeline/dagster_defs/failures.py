@@ -1,0 +1,100 @@
+"""Which failures a retry can cure, and the one line a failure leaves in the run log.
+
+A transient fault is one the same request may not meet a minute later: the working database
+held by another writer (WarehouseBusy), a site's server unreachable, timing out, dropping the
+connection, or answering 408/425/429/5xx after the HTTP layer's own retries gave up. Everything
+else is deterministic and retrying cannot help: bad configuration, a missing source folder or
+file, a manifest that is not one, 4xx answers, refused credentials, a critical check, a bug.
+
+The lower layers keep their error types and wrap them with `raise ... from None` (one clear line
+for the command line); Python still keeps the original as `__context__`, so the chain is read
+here and site_load.py needs no change.
+"""
+
+import re
+from collections.abc import Iterator
+from typing import NoReturn
+
+import dagster as dg
+import httpx
+
+from rescue_pipeline.config import Config, ConfigError
+from rescue_pipeline.core.pseudonym import KEY_ENV
+from rescue_pipeline.extract.http import HttpError, scrub
+from rescue_pipeline.extract.ndjson import SourceError
+from rescue_pipeline.quality.gate import PublishRefused
+from rescue_pipeline.site_load import SiteLoadError
+from rescue_pipeline.warehouse.lock import WarehouseBusy
+
+TRANSIENT_STATUS = frozenset({408, 425, 429})  # and every 5xx
+_KNOWN = (SiteLoadError, SourceError, ConfigError, WarehouseBusy, PublishRefused)
+
+
+def is_transient(exc: BaseException) -> bool:
+    for error in _chain(exc):
+        if isinstance(error, WarehouseBusy):
+            return True
+        if isinstance(error, HttpError) and error.status is not None:
+            return error.status in TRANSIENT_STATUS or error.status >= 500
+        if isinstance(error, httpx.UnsupportedProtocol):
+            return False
+        if isinstance(error, httpx.TransportError | ConnectionError | TimeoutError):
+            return True
+    return False
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, then what caused it (explicitly or while it was being handled)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def secrets_of(config: Config, environ: dict[str, str]) -> tuple[str, ...]:
+    """The values of every secret the configuration names (and the pseudonym key)."""
+    names = {KEY_ENV}
+    for site in config.sites:
+        auth = getattr(site.source, "auth", None)
+        if auth is not None:
+            names.update(n for n in (auth.token_env, auth.client_secret_env) if n)
+    return tuple(v for n in sorted(names) if len(v := environ.get(n, "")) >= 4)
+
+
+def fail(exc: Exception, *, site_id: str, secrets: tuple[str, ...]) -> NoReturn:
+    """Re-raise `exc` as a dg.Failure that the step's RetryPolicy retries only if transient."""
+    transient = is_transient(exc)
+    reason = scrub(str(exc) or type(exc).__name__, secrets)
+    failure = dg.Failure(
+        description=reason,
+        metadata={
+            "site": site_id,
+            "fault": "transient" if transient else "deterministic",
+            "retried": transient,
+            "error": type(exc).__name__,
+        },
+        allow_retries=transient,
+    )
+    if isinstance(exc, _KNOWN):
+        raise failure from None  # our message says it all (site and reason), no traceback
+    raise failure from exc  # a bug: keep its traceback
+
+
+def failure_reason(event: dg.DagsterEvent) -> str:
+    """A failed step's reason in one line: the Failure's description, else the innermost
+    error's message (ours name site and reason)."""
+    data = event.step_failure_data
+    if data is None:
+        return "step failed"
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    error = data.error
+    while error is not None and error.cause is not None:
+        error = error.cause
+    if error is None or not error.message:
+        return "step failed"
+    line = error.message.strip().splitlines()[-1]
+    # Dagster prefixes the exception's dotted class name; ours already say what failed.
+    return re.sub(r"^rescue_pipeline(\.\w+)+: ", "", line)

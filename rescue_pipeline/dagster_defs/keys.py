@@ -1,0 +1,29 @@
+"""Names the Dagster wiring shares: asset keys, the warehouse pool, run tags."""
+
+import dagster as dg
+
+RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
+RAW_VALIDATION = dg.AssetKey(["raw", "version_validation"])
+PUBLISHED = dg.AssetKey(["warehouse", "published"])
+QUALITY = dg.AssetKey(["quality", "results"])
+REPORT = dg.AssetKey(["report", "sponsors"])
+
+# The op that runs raw/fhir_resources: run config for a load (`full`, `drop`) goes under it.
+LOAD_OP = RAW_RESOURCES.to_python_identifier()
+
+# Every step that opens the working database takes a slot of this pool. DuckDB allows one
+# process to hold the file read-write (and then no other process may open it at all), so the
+# instance limits the pool to 1 (dagster_home/*.yaml: concurrency.pools.default_limit).
+WAREHOUSE_POOL = "rescue_warehouse"
+
+SITE_TAG = "rescue/site"  # one run per site at a time (tag_concurrency_limits)
+TRIGGER_TAG = "rescue/trigger"  # schedule, sensor, ui
+DROP_TAG = "rescue/drop"  # the drop a sensor run lands
+FULL_TAG = "rescue/full"
+PUBLISH_TAG = "rescue/publish"  # replay runs: one at a time (tag_concurrency_limits)
+
+
+def dagster_name(site_id: str) -> str:
+    """Site ids have dashes; Dagster names allow letters, digits and underscores only (site ids
+    never hold underscores, so the mapping is one to one)."""
+    return site_id.replace("-", "_")
