@@ -14,7 +14,7 @@ import duckdb
 import pytest
 
 from rescue_pipeline.cli import main
-from rescue_pipeline.warehouse.lock import WarehouseBusy, writer_lock
+from rescue_pipeline.warehouse.lock import WarehouseBusy, holder, writer_lock
 from rescue_pipeline.warehouse.publish import next_path
 
 RESCUE = str(Path(sys.executable).parent / "rescue")
@@ -28,7 +28,8 @@ def test_a_second_writer_is_refused_naming_the_one_running(tmp_path: Path) -> No
             with writer_lock(work, command="rescue run"):
                 pass
     with writer_lock(work, command="rescue run"):  # released when the first ended
-        pass
+        assert holder(work) is not None and "rescue run (pid" in (holder(work) or "")
+    assert holder(work) is None  # a finished writer's note names no one
 
 
 def test_the_next_run_closes_a_load_a_killed_process_left_running(

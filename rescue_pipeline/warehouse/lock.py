@@ -28,9 +28,16 @@ def lock_path(work_db: Path) -> Path:
 
 
 def holder(work_db: Path) -> str | None:
-    """Who holds (or last held) the writer lock, in words, if anyone wrote it down."""
+    """Who holds the writer lock now, in words; None when no one does (what the file says is
+    then a finished writer's, and not the reason the database is busy)."""
     try:
-        info = json.loads(lock_path(work_db).read_text("utf-8") or "null")
+        with lock_path(work_db).open("r", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                info = json.loads(handle.read() or "null")  # held: the holder wrote this
+            else:
+                return None  # no writer holds it
     except (OSError, ValueError):
         return None
     if not isinstance(info, dict):
