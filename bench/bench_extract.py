@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,16 +75,14 @@ def rest_bare(base_url: str, page_size: int) -> dict[str, Any]:
     return {"seconds": time.perf_counter() - started, "resources": resources, "pages": pages}
 
 
-def rest_ours(base_url: str, page_size: int, work: Path) -> dict[str, Any]:
-    from rescue_pipeline.config import FhirSource, SiteConfig
-    from rescue_pipeline.extract.rest import load_fhir_site
+def _timed_load(load: Callable[..., Any], site: Any, work: Path) -> dict[str, Any]:
+    """One of our live loads into a fresh working database, timed to its checkpoint."""
     from rescue_pipeline.warehouse.database import open_work_db
 
     shutil.rmtree(work, ignore_errors=True)
     con = open_work_db(work / "bench.work.duckdb")
-    site = SiteConfig(id=SITE, source=FhirSource(base_url=base_url, page_size=page_size))
     started = time.perf_counter()
-    result = load_fhir_site(con, site, "L1", work_dir=work)
+    result = load(con, site, "L1", work_dir=work)
     con.execute("CHECKPOINT")
     seconds = time.perf_counter() - started
     con.close()
@@ -94,6 +93,14 @@ def rest_ours(base_url: str, page_size: int, work: Path) -> dict[str, Any]:
         "new_versions": total.new_versions,
         "peak_mb": _peak_mb(),
     }
+
+
+def rest_ours(base_url: str, page_size: int, work: Path) -> dict[str, Any]:
+    from rescue_pipeline.config import FhirSource, SiteConfig
+    from rescue_pipeline.extract.rest import load_fhir_site
+
+    site = SiteConfig(id=SITE, source=FhirSource(base_url=base_url, page_size=page_size))
+    return _timed_load(load_fhir_site, site, work)
 
 
 def _poll(client: Any, status_url: str) -> dict[str, Any]:
@@ -145,23 +152,9 @@ def bulk_bare(base_url: str, work: Path) -> dict[str, Any]:
 def bulk_ours(base_url: str, work: Path) -> dict[str, Any]:
     from rescue_pipeline.config import BulkSource, SiteConfig
     from rescue_pipeline.extract.bulk import load_bulk_site
-    from rescue_pipeline.warehouse.database import open_work_db
 
-    shutil.rmtree(work, ignore_errors=True)
-    con = open_work_db(work / "bench.work.duckdb")
     site = SiteConfig(id=SITE, source=BulkSource(base_url=base_url))
-    started = time.perf_counter()
-    result = load_bulk_site(con, site, "L1", work_dir=work)
-    con.execute("CHECKPOINT")
-    seconds = time.perf_counter() - started
-    con.close()
-    total = result.total()
-    return {
-        "seconds": seconds,
-        "resources": total.received,
-        "new_versions": total.new_versions,
-        "peak_mb": _peak_mb(),
-    }
+    return _timed_load(load_bulk_site, site, work)
 
 
 def export_once(base_url: str) -> dict[str, Any]:

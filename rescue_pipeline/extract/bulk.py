@@ -36,7 +36,6 @@ import duckdb
 import orjson
 
 from rescue_pipeline.config import BulkSource, SiteConfig
-from rescue_pipeline.extract.auth import make_auth
 from rescue_pipeline.extract.bulk_jobs import (
     BulkJob,
     JobOutcome,
@@ -46,7 +45,7 @@ from rescue_pipeline.extract.bulk_jobs import (
     store_job,
 )
 from rescue_pipeline.extract.bulk_manifest import BulkError, Manifest, ManifestFile, parse_manifest
-from rescue_pipeline.extract.http import Download, FhirHttpClient, HttpError, RetryPolicy
+from rescue_pipeline.extract.http import Download, FhirHttpClient, HttpError, client_for
 from rescue_pipeline.extract.ndjson import SourceError, SourceFile
 from rescue_pipeline.extract.rest import DEFAULT_TYPES
 from rescue_pipeline.extract.retry import retry_after_seconds
@@ -394,21 +393,7 @@ def load_bulk_site(
     folder = work_dir / "extract" / site.id / load_id
     with ExitStack() as stack:
         if client is None:
-            client = stack.enter_context(
-                FhirHttpClient(
-                    site.id,
-                    make_auth(
-                        site.id,
-                        source.auth,
-                        base_url=source.base_url,
-                        ca_bundle=source.ca_bundle,
-                        max_attempts=source.max_attempts,
-                    ),
-                    timeout_seconds=source.timeout_seconds,
-                    policy=RetryPolicy(max_attempts=source.max_attempts),
-                    ca_bundle=source.ca_bundle,
-                )
-            )
+            client = stack.enter_context(client_for(site.id, source))
         export = _Export(con, client, site.id, source, load_id, sleep, now)
         job, manifest = export.manifest(full)
         try:

@@ -33,7 +33,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import orjson
 
-from rescue_pipeline.extract.auth import Auth
+from rescue_pipeline.config import BulkSource, FhirSource
+from rescue_pipeline.extract.auth import Auth, make_auth
 from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.extract.retry import (
     RETRYABLE,
@@ -320,6 +321,24 @@ class FhirHttpClient:
             wait,
         )
         self._sleep(wait)
+
+
+def client_for(site_id: str, source: FhirSource | BulkSource) -> FhirHttpClient:
+    """The client a live site's settings ask for: its auth, timeouts, retries and CA bundle."""
+    auth = make_auth(
+        site_id,
+        source.auth,
+        base_url=source.base_url,
+        ca_bundle=source.ca_bundle,
+        max_attempts=source.max_attempts,
+    )
+    return FhirHttpClient(
+        site_id,
+        auth,
+        timeout_seconds=source.timeout_seconds,
+        policy=RetryPolicy(max_attempts=source.max_attempts),
+        ca_bundle=source.ca_bundle,
+    )
 
 
 def _read(response: httpx.Response) -> httpx.Response:

@@ -29,8 +29,7 @@ import duckdb
 import orjson
 
 from rescue_pipeline.config import FhirSource, SiteConfig
-from rescue_pipeline.extract.auth import make_auth
-from rescue_pipeline.extract.http import FhirHttpClient, RetryPolicy, redact_url
+from rescue_pipeline.extract.http import FhirHttpClient, client_for, redact_url
 from rescue_pipeline.extract.ndjson import SourceError, SourceFile
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
 from rescue_pipeline.raw.landing import LoadResult, land_files
@@ -212,21 +211,7 @@ def load_fhir_site(
     folder = work_dir / "extract" / site.id / load_id
     with ExitStack() as stack:
         if client is None:
-            client = stack.enter_context(
-                FhirHttpClient(
-                    site.id,
-                    make_auth(
-                        site.id,
-                        source.auth,
-                        base_url=source.base_url,
-                        ca_bundle=source.ca_bundle,
-                        max_attempts=source.max_attempts,
-                    ),
-                    timeout_seconds=source.timeout_seconds,
-                    policy=RetryPolicy(max_attempts=source.max_attempts),
-                    ca_bundle=source.ca_bundle,
-                )
-            )
+            client = stack.enter_context(client_for(site.id, source))
         files, results = extract_site(client, site.id, source, folder, marks)
     result = land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
     overlap = dt.timedelta(seconds=source.overlap_seconds)

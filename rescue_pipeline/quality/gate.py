@@ -123,15 +123,20 @@ def _describe(c: CheckResult) -> str:
     return f"{c.table_name} {c.expectation} at {c.site_id or 'all sites'} ({rows} rows)"
 
 
+def _summary(failed: list[CheckResult]) -> str:
+    """`N critical check(s) failed: table check at site (rows); ...` (the first five)."""
+    parts = "; ".join(_describe(c) for c in failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    return f"{len(failed)} critical check(s) failed: {parts}{more}"
+
+
 def refusal(result: QualityResult) -> str | None:
     """The one-line reason to refuse the whole publish (a critical failure that is not confined
     to one site), or None."""
     failed = [c for c in result.critical_failures if c.site_id is None]
     if not failed:
         return None
-    parts = [_describe(c) for c in failed[:5]]
-    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
-    return f"publish refused: {len(failed)} critical check(s) failed: {'; '.join(parts)}{more}"
+    return f"publish refused: {_summary(failed)}"
 
 
 def held_sites(result: QualityResult) -> dict[str, str]:
@@ -141,9 +146,4 @@ def held_sites(result: QualityResult) -> dict[str, str]:
     for c in result.critical_failures:
         if c.site_id is not None:
             by_site[c.site_id].append(c)
-    return {
-        site: f"{len(failed)} critical check(s) failed: "
-        + "; ".join(_describe(c) for c in failed[:5])
-        + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
-        for site, failed in sorted(by_site.items())
-    }
+    return {site: _summary(failed) for site, failed in sorted(by_site.items())}

@@ -108,7 +108,8 @@ def publish(
         result.published_at = dt.datetime.now(dt.UTC)
         since = _held_since(con, held_list) if previous else {}
         result.held_since = {site: since.get(site) for site in held_list}
-        _record(con, result, sites or [])
+        logged = _publication_rows(result, sites or [])
+        insert_columns(con, publications, logged)  # this publish, in the next file's log
         con.execute(f'USE "{work}"')
         con.execute(f"CHECKPOINT {NEXT_ALIAS}")
     finally:
@@ -117,7 +118,7 @@ def publish(
         con.execute(f"DETACH DATABASE IF EXISTS {PREVIOUS_ALIAS}")
     os.replace(target, published)
     # The working database keeps the history too (the next publish starts from it).
-    insert_columns(con, publications, _publication_rows(result, sites or []))
+    insert_columns(con, publications, logged)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
@@ -193,11 +194,6 @@ def _publication_rows(result: PublishResult, sites: list[str]) -> dict[str, list
         for name, value in zip(columns, values, strict=True):
             columns[name].append(value)
     return columns
-
-
-def _record(con: duckdb.DuckDBPyConnection, result: PublishResult, sites: list[str]) -> None:
-    """This publish's rows in the next file's log (history comes with quality's copy)."""
-    insert_columns(con, publications, _publication_rows(result, sites))
 
 
 def _q(name: str) -> str:
