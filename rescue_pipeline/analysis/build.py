@@ -15,10 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from rescue_pipeline.config import Config
 from rescue_pipeline.rules import eligibility as elig
-from rescue_pipeline.rules import tte
+from rescue_pipeline.rules import screening, tte
 from rescue_pipeline.rules.gcig import Ca125, gcig_response
 from rescue_pipeline.rules.regimens import count_cycles
 from rescue_pipeline.warehouse import analysis_tables as tables
@@ -65,14 +66,15 @@ def derive_analysis(
         "SELECT usubjid, site_id, arm, randomised_on, consented_on, consent_data_transfer, "
         "age_at_consent, died_on, source_id FROM core.subjects ORDER BY usubjid"
     ).fetchall()
-    # The screening cut-off per subject: randomisation, else consent, else the data cut-off.
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE screen AS SELECT usubjid, "
-        "coalesce(randomised_on, consented_on, $cutoff::DATE) AS until FROM core.subjects",
-        {"cutoff": cutoff},
-    )
+    ages = {
+        u: ((low, high) if low is not None else None, basis)
+        for u, low, high, basis in con.execute(
+            "SELECT usubjid, age_min, age_max, age_basis FROM core.subjects"
+        ).fetchall()
+    }
     recurrences = _grouped(con, "SELECT usubjid, recurred_on, source_id FROM core.recurrences "
                                 "ORDER BY usubjid, number")  # fmt: skip
+    _screening_windows(con, recurrences, cutoff)
     with_status = {
         u for (u,) in con.execute(
             "SELECT usubjid FROM core.disease_statuses "
@@ -132,12 +134,12 @@ def derive_analysis(
     elig_rows: dict[str, list[Any]] = defaultdict(list)
     summary_rows: dict[str, list[Any]] = defaultdict(list)
     eligible_of: dict[str, str] = {}
-    for usubjid, site, _arm, _rand, consent_on, transfer, age, _died, rs_id in subjects:
+    for usubjid, site, _arm, _rand, consent_on, transfer, _age, _died, rs_id in subjects:
         facts, extra = _facts(
             usubjid=usubjid,
             consent_on=consent_on,
             transfer=transfer,
-            age=age,
+            age=ages.get(usubjid, (None, None)),
             rs_id=rs_id,
             recurrences=recurrences.get(usubjid, []),
             has_status=usubjid in with_status,
@@ -175,7 +177,7 @@ def derive_analysis(
     adtte_rows = _adtte(
         con, config.study_id, subjects, settings, a.pfs_censor_new_therapy, a.pfs_gcig_progression
     )
-    adsl_rows = _adsl(config.study_id, subjects, eligible_of)
+    adsl_rows = _adsl(config.study_id, subjects, eligible_of, ages)
 
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
@@ -205,12 +207,47 @@ def derive_analysis(
     return result
 
 
+def _screening_windows(
+    con: duckdb.DuckDBPyConnection, recurrences: dict[str, list[tuple[Any, ...]]], cutoff: dt.date
+) -> None:
+    """The temporary table `screen` (usubjid, until): the last day of each subject's screening
+    window (rules/screening.py), which every screening query below is cut at."""
+    assessed = _grouped(
+        con,
+        "SELECT usubjid, assessed_on FROM core.tumour_assessments WHERE assessed_on IS NOT NULL "
+        "UNION ALL SELECT usubjid, judged_on FROM core.resectability WHERE judged_on IS NOT NULL",
+    )
+    usubjids: list[str] = []
+    until: list[dt.date] = []
+    for usubjid, rand, period_end, consent in con.execute(
+        "SELECT usubjid, randomised_on, screening_ended_on, consented_on FROM core.subjects"
+    ).fetchall():
+        recs = recurrences.get(usubjid)
+        usubjids.append(usubjid)
+        until.append(
+            screening.window_end(
+                randomised=rand,
+                period_end=period_end,
+                consent=consent,
+                screened_recurrence=recs[-1][0] if recs else None,
+                assessments=(row[0] for row in assessed.get(usubjid, ())),
+                cutoff=cutoff,
+            )
+        )
+    table = pa.table(
+        {"usubjid": pa.array(usubjids, pa.string()), "until": pa.array(until, pa.date32())}
+    )
+    con.register("screen_source", table)
+    con.execute("CREATE OR REPLACE TEMP TABLE screen AS FROM screen_source")
+    con.unregister("screen_source")
+
+
 def _facts(
     *,
     usubjid: str,
     consent_on: dt.date | None,
     transfer: bool | None,
-    age: int | None,
+    age: tuple[tuple[int, int] | None, str | None],
     rs_id: str,
     recurrences: list[tuple[Any, ...]],
     has_status: bool,
@@ -226,9 +263,6 @@ def _facts(
     """One subject's screening facts, and the derived values reported beside the criteria."""
     recs = tuple(elig.Dated(day, sid) for day, sid in recurrences)
     doses = tuple(elig.Dated(day, sid) for day, sid, _line in platinum)
-    lines: dict[Any, list[elig.Dated]] = defaultdict(list)
-    for day, sid, line in platinum:
-        lines[line].append(elig.Dated(day, sid))
     rec = recs[-1] if recs else None
     post = [d for d in doses if rec is not None and d.day > rec.day]
     first_cycle = min((d.day for d in post), default=None)
@@ -251,11 +285,12 @@ def _facts(
         histology_code=diagnosis[3] if diagnosis else None,
         diagnosis_source=diagnosis[4] if diagnosis else None,
         platinum_doses=doses,
-        platinum_lines=tuple(elig.PlatinumLine(tuple(v)) for v in lines.values()),
+        first_line_platinum=tuple(elig.Dated(day, sid) for day, sid, line in platinum if line == 1),
         worsenings=tuple(elig.Dated(day, sid) for day, sid in worsenings),
         last_assessment_after_first_cycle=(after[-1][1], after[-1][2]) if after else None,
         gcig=gcig,
-        age_at_consent=age,
+        age_range=age[0],
+        age_basis=age[1],
         subject_source=rs_id,
         resectability=elig.Dated(resect[0], resect[2]) if resect else None,
         resectability_judgement=resect[1] if resect else None,
@@ -374,11 +409,17 @@ def _adtte(
 
 
 def _adsl(
-    study_id: str, subjects: Iterable[tuple[Any, ...]], eligible_of: dict[str, str]
+    study_id: str,
+    subjects: Iterable[tuple[Any, ...]],
+    eligible_of: dict[str, str],
+    ages: dict[str, tuple[tuple[int, int] | None, str | None]],
 ) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = defaultdict(list)
-    for usubjid, site, arm, rand, _consent, _transfer, age, _died, _rs in subjects:
+    for usubjid, site, arm, rand, _consent, _transfer, _age, _died, _rs in subjects:
         flag = "Y" if rand is not None and arm else "N"
+        # AGE: completed years at consent (else randomisation), when the birth date decides it
+        bounds = ages.get(usubjid, (None, None))[0]
+        age = bounds[0] if bounds is not None and bounds[0] == bounds[1] else None
         values = {
             "STUDYID": study_id, "USUBJID": usubjid, "SITEID": site, "ARM": arm,
             "TRT01P": ARM_TEXT.get(arm) if arm else None, "RANDDT": rand, "RANDFL": flag,

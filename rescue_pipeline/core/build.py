@@ -1,9 +1,9 @@
 """Build the core layer in the working database: flat views, then set-based SQL, then the two
 rules that need Python (lines of therapy, recurrence numbering), each a pure function.
 
-Order: terminology → flat.* (ViewDefinitions compiled to DuckDB SQL) → usubjids → sql/00..05 →
-regimens → recurrences → sql/06..07. Every core table is dropped and rebuilt from the raw layer
-on each build (a replay: the same raw layer gives the same core).
+Order: terminology → flat.* (ViewDefinitions compiled to DuckDB SQL) → usubjids → sql/00..01 →
+ages → sql/02..05 → regimens → recurrences → sql/06..07. Every core table is dropped and rebuilt
+from the raw layer on each build (a replay: the same raw layer gives the same core).
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ import pyarrow as pa
 
 from rescue_pipeline.config import Config
 from rescue_pipeline.core import pseudonym, terminology
+from rescue_pipeline.rules.dates import age_bounds
 from rescue_pipeline.rules.gcig import Ca125, gcig_progression
 from rescue_pipeline.rules.recurrence import DiseaseEvent, find_recurrences
 from rescue_pipeline.rules.regimens import Administration, group_lines
+from rescue_pipeline.rules.screening import recurrence_limit
 from rescue_pipeline.viewdef import compile_view
 from rescue_pipeline.warehouse.core_tables import CORE_TABLES, build_runs, progression_events
 from rescue_pipeline.warehouse.core_tables import recurrences as recurrences_table
@@ -93,9 +95,10 @@ def build_core(
         con.execute(f"SET VARIABLE epithelial_high = {int(high)}")
         con.execute("SET VARIABLE study_nct = ?", [STUDY_NCT])
         stage("subject ids", lambda: _usubjids(con, key))
+        for name in ("00_stage", "01_subjects"):
+            stage(name, partial(con.execute, _sql(f"{name}.sql")))
+        stage("ages", lambda: _ages(con))
         for name in (
-            "00_stage",
-            "01_subjects",
             "02_diagnoses",
             "03_ca125",
             "04_drug_administrations",
@@ -154,9 +157,81 @@ def _usubjids(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
     con.unregister("usubjid_source")
 
 
+BREAKS_SQL = """
+-- Documented recurrences and progressions: each ends the line of therapy in progress (rule book
+-- §3). A secondary cancer counts only with an onset after the primary's diagnosis (one present
+-- at diagnosis is metastatic disease).
+SELECT usubjid, assessed_on FROM core.disease_statuses
+WHERE status = 'worsened' AND assessed_on IS NOT NULL
+UNION
+SELECT usubjid, assessed_on FROM core.tumour_assessments
+WHERE response = 'PD' AND assessed_on IS NOT NULL
+UNION
+SELECT s.usubjid, TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE) AS day
+FROM flat.condition c
+JOIN core_stage.resource_concept rc
+  ON rc.site_id = c.site_id AND rc.resource_type = 'Condition' AND rc.id = c.id
+JOIN core_stage.subject_of_patient s ON s.site_id = c.site_id AND s.patient_id = c.patient_id
+LEFT JOIN (SELECT usubjid, min(diagnosed_on) AS diagnosed_on FROM core.diagnoses GROUP BY 1) d
+  ON d.usubjid = s.usubjid
+WHERE rc.concept = 'secondary_malignancy'
+  AND c.verification IS DISTINCT FROM 'entered-in-error'
+  AND TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE) > d.diagnosed_on
+"""
+
+
+def _ages(con: duckdb.DuckDBPyConnection) -> None:
+    """Each subject's age on the consent date, else the randomisation date, by the age rule
+    (partial birth dates give a range). The birth date itself never leaves the staging views."""
+    rows = con.execute(
+        """
+        SELECT s.usubjid, p.birth_date, s.consented_on, s.randomised_on
+        FROM core.subjects s
+        JOIN core_stage.usubjids u ON u.usubjid = s.usubjid AND u.site_id = s.site_id
+        JOIN flat.research_subject r ON r.site_id = u.site_id AND r.id = u.research_subject_id
+        LEFT JOIN flat.patient p ON p.site_id = r.site_id AND p.id = r.patient_id
+        """
+    ).fetchall()
+    out: dict[str, list[Any]] = defaultdict(list)
+    for usubjid, birth, consent, randomised in rows:
+        on = consent or randomised
+        bounds = age_bounds(birth, on)
+        low, high = bounds if bounds is not None else (None, None)
+        out["usubjid"].append(usubjid)
+        out["age_min"].append(low)
+        out["age_max"].append(high)
+        out["age_on"].append(on if bounds is not None else None)
+        out["age_basis"].append(
+            None if bounds is None else "consent" if consent is not None else "randomisation"
+        )
+        out["age_at_consent"].append(low if consent is not None and low == high else None)
+    if not rows:
+        return
+    schema = pa.schema(
+        [
+            ("usubjid", pa.string()),
+            ("age_min", pa.int32()),
+            ("age_max", pa.int32()),
+            ("age_on", pa.date32()),
+            ("age_basis", pa.string()),
+            ("age_at_consent", pa.int32()),
+        ]
+    )
+    con.register("subject_ages", pa.table(dict(out), schema=schema))
+    con.execute(
+        "UPDATE core.subjects s SET age_min = a.age_min, age_max = a.age_max, age_on = a.age_on, "
+        "age_basis = a.age_basis, age_at_consent = a.age_at_consent "
+        "FROM subject_ages a WHERE a.usubjid = s.usubjid"
+    )
+    con.unregister("subject_ages")
+
+
 def _regimens(con: duckdb.DuckDBPyConnection, gap_days: int) -> None:
     """Lines of therapy per subject, in subject order, a slice at a time: the rows stay in a
     columnar Arrow table and only one slice at a time becomes Python objects."""
+    breaks: dict[str, list[dt.date]] = defaultdict(list)
+    for usubjid, day in con.execute(BREAKS_SQL).fetchall():
+        breaks[usubjid].append(day)
     table = con.sql(
         "SELECT usubjid, site_id, started_on, drug, drug_class, platinum, maintenance_capable, "
         "source_type, source_id, ended_on FROM core.drug_administrations ORDER BY usubjid"
@@ -170,13 +245,13 @@ def _regimens(con: duckdb.DuckDBPyConnection, gap_days: int) -> None:
         for usubjid, site, *fields in zip(*columns.values(), strict=True):
             if (usubjid, site) != current:
                 if current is not None:
-                    _add_regimens(out, current, administrations, gap_days)
+                    _add_regimens(out, current, administrations, gap_days, breaks)
                 current, administrations = (usubjid, site), []
             administrations.append(Administration(*fields))
         insert_columns(con, regimens_table, out)
     if current is not None:
         out = defaultdict(list)
-        _add_regimens(out, current, administrations, gap_days)
+        _add_regimens(out, current, administrations, gap_days, breaks)
         insert_columns(con, regimens_table, out)
 
 
@@ -185,9 +260,10 @@ def _add_regimens(
     subject: tuple[str, str],
     administrations: list[Administration],
     gap_days: int,
+    breaks: dict[str, list[dt.date]],
 ) -> None:
     usubjid, site = subject
-    for regimen in group_lines(administrations, gap_days=gap_days):
+    for regimen in group_lines(administrations, gap_days=gap_days, breaks=breaks.get(usubjid, ())):
         first = min(regimen.administrations, key=lambda a: (a.day, a.source_id))
         values = {
             "usubjid": usubjid,
@@ -215,7 +291,7 @@ def _recurrences(con: duckdb.DuckDBPyConnection, uln: float, cutoff: dt.date) ->
         ).fetchall()
     )
     until = {
-        u: (rand or consent or cutoff)
+        u: recurrence_limit(consent, rand, cutoff)
         for u, rand, consent in con.execute(
             "SELECT usubjid, randomised_on, consented_on FROM core.subjects"
         ).fetchall()

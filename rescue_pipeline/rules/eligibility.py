@@ -1,22 +1,17 @@
 """RESCUE eligibility (NCT07295132 protocol, inclusion IN01-IN06 and exclusion EX01-EX08).
 
 One function per criterion, each returning `met` / `not_met` / `unknown`, the value it decided
-on, and the source resource ids. For an exclusion, `met` means it applies. Conventions (issue 5):
-an inclusion with no data is `unknown`; EX01 is decided from evidence like IN01; for EX02-EX08 a
-trigger recorded nowhere is `not_met`.
-
-Readings where the protocol text leaves room (the synthetic ground truth shares them):
-- Only records dated up to the screening cut-off count: randomisation, else consent.
-- The screened recurrence is the latest recurrence up to that cut-off.
-- Platinum-free interval (PFI): days from the last platinum dose before the screened recurrence
-  to the recurrence; the cycles given after it (before randomisation) and maintenance do not
-  count. Platinum-sensitive = PFI >= `pfi_days` (183 = 6 x 30.4375, the ADaM month).
-- IN01 is the disease (invasive epithelial ovarian / tubal / primary peritoneal cancer whose
-  screened recurrence is the first); platinum sensitivity is judged by IN02 and EX05.
-- IN03 reads the last tumour assessment after the first post-recurrence platinum dose: RECIST
-  CR/PR/SD -> met, PD -> not_met; RECIST absent or NE -> GCIG CA-125 response (rules/gcig.py).
-- EX05 platinum-refractory: a worsening from a line's first platinum dose to 28 days after its
-  last, or a recurrence less than `pfi_days` after the last platinum dose.
+on, and the source resource ids. For an exclusion, `met` means it applies. Each function cites
+the rule book section it implements (RESCUE clinical rules, "how eligibility and PFS are read
+from site data"); the README summarises them. In short:
+- §6: an inclusion with no data is `unknown`; an exclusion whose trigger is recorded nowhere is
+  `not_met`; overall `no` beats `unknown` beats `yes`.
+- §2: only records in the screening window count (rules/screening.py); the caller cuts them.
+  The screened recurrence is the latest recurrence the caller passes (cut at consent).
+- §4: PFI = days from the last platinum dose before the screened recurrence to it; the cycles
+  after it and maintenance do not count; sensitive = PFI >= `pfi_days` (183 = 6 x 30.4375).
+- §5: IN03 reads the last tumour assessment after the first post-recurrence platinum dose
+  (RECIST CR/PR/SD -> met, PD -> not_met); RECIST absent or NE -> GCIG CA-125 (rules/gcig.py).
 """
 
 from __future__ import annotations
@@ -44,13 +39,6 @@ class Dated:
 
 
 @dataclass(frozen=True)
-class PlatinumLine:
-    """Platinum doses of one line of therapy (for the 'progression during platinum' test)."""
-
-    doses: tuple[Dated, ...]
-
-
-@dataclass(frozen=True)
 class ScreeningFacts:
     """What screening decides on, all already cut at the screening cut-off by the caller."""
 
@@ -62,11 +50,12 @@ class ScreeningFacts:
     histology_code: str | None = None
     diagnosis_source: str | None = None
     platinum_doses: tuple[Dated, ...] = ()
-    platinum_lines: tuple[PlatinumLine, ...] = ()
+    first_line_platinum: tuple[Dated, ...] = ()  # platinum doses of line 1 (first-line PFI)
     worsenings: tuple[Dated, ...] = ()  # disease status worsened, tumour assessment PD
     last_assessment_after_first_cycle: tuple[str, str] | None = None  # (response, source id)
     gcig: GcigResponse | None = None
-    age_at_consent: int | None = None
+    age_range: tuple[int, int] | None = None  # (youngest, oldest) over a partial birth date
+    age_basis: str | None = None  # the date the age is taken on: consent, else randomisation
     subject_source: str | None = None
     resectability: Dated | None = None  # judged_on + source
     resectability_judgement: str | None = None
@@ -129,7 +118,7 @@ def in01(f: ScreeningFacts, d: Derived) -> Criterion:
 
 
 def in02(f: ScreeningFacts, d: Derived, pfi_days: int) -> Criterion:
-    """Platinum-free interval of at least 6 months (pfi_days)."""
+    """Platinum-free interval of at least 6 months, `pfi_days` (rule book §4)."""
     if d.pfi_days is None or d.last_platinum is None or d.recurrence is None:
         return Criterion("IN02", "unknown", None)
     evidence = (d.last_platinum.source_id, d.recurrence.source_id)
@@ -137,7 +126,7 @@ def in02(f: ScreeningFacts, d: Derived, pfi_days: int) -> Criterion:
 
 
 def in03(f: ScreeningFacts, d: Derived) -> Criterion:
-    """Response to the 3-4 post-recurrence cycles: RECIST, else GCIG CA-125."""
+    """Response to the 3-4 post-recurrence cycles: RECIST, else GCIG CA-125 (rule book §5)."""
     recist = f.last_assessment_after_first_cycle
     gcig = f.gcig
     if recist and recist[0] in ("CR", "PR", "SD"):
@@ -155,15 +144,24 @@ def in03(f: ScreeningFacts, d: Derived) -> Criterion:
 
 
 def in04(f: ScreeningFacts) -> Criterion:
-    """Age 19 or over at consent."""
-    if f.age_at_consent is None:
-        return Criterion("IN04", "unknown", None)
+    """Age 19 or over in completed years on the consent date, else on the randomisation date
+    (rule book §6 IN04); a partial birth date decides only when every day it allows gives the
+    same answer (§1 "Dates"), so `age_range` spans the youngest and the oldest possible age."""
+    if f.age_range is None:
+        return Criterion("IN04", "unknown", "no birth date or no consent or randomisation date")
+    low, high = f.age_range
     src = (f.subject_source,) if f.subject_source else ()
-    return Criterion("IN04", _status(f.age_at_consent >= MIN_AGE), f"age {f.age_at_consent}", src)
+    age = f"age {low}" if low == high else f"age {low}-{high} (partial birth date)"
+    value = f"{age} on the {f.age_basis or 'consent'} date"
+    if low >= MIN_AGE:
+        return Criterion("IN04", "met", value, src)
+    if high < MIN_AGE:
+        return Criterion("IN04", "not_met", value, src)
+    return Criterion("IN04", "unknown", value, src)
 
 
 def in05(f: ScreeningFacts) -> Criterion:
-    """Judged completely resectable by the surgeon."""
+    """Judged completely resectable by the surgeon: the latest judgement in the window (§6)."""
     if f.resectability is None:
         return Criterion("IN05", "unknown", None)
     judgement = f.resectability_judgement
@@ -172,7 +170,7 @@ def in05(f: ScreeningFacts) -> Criterion:
 
 
 def in06(f: ScreeningFacts) -> Criterion:
-    """Consent, including data transfer."""
+    """An active research consent permitting disclose (data transfer); none is `unknown` (§6)."""
     if f.consent_on is None or f.consent_data_transfer is None:
         return Criterion("IN06", "unknown", None)
     value = "permits data transfer" if f.consent_data_transfer else "no data transfer"
@@ -181,7 +179,7 @@ def in06(f: ScreeningFacts) -> Criterion:
 
 
 def ex01(f: ScreeningFacts, d: Derived) -> Criterion:
-    """No recurrence: met when disease-status records exist and show none."""
+    """No recurrence (rule book §3): met when disease-status records exist and show none."""
     if d.recurrence is not None:
         return Criterion("EX01", "not_met", f"recurrence on {d.recurrence.day}",
                          (d.recurrence.source_id,))  # fmt: skip
@@ -191,41 +189,59 @@ def ex01(f: ScreeningFacts, d: Derived) -> Criterion:
 
 
 def ex02(f: ScreeningFacts) -> Criterion:
-    """Non-epithelial or borderline tumour."""
+    """Non-epithelial or borderline tumour (rule book §6 IN01)."""
     src = (f.diagnosis_source,) if f.diagnosis_source else ()
     bad = f.histology_class == "non_epithelial" or f.behaviour == "borderline"
     return Criterion("EX02", _status(bad), f"histology {f.histology_code}", src)
 
 
 def ex03(f: ScreeningFacts) -> Criterion:
-    """Second or later recurrence."""
+    """Second or later recurrence (rule book §3: a worsening after a further platinum line)."""
     evidence = tuple(r.source_id for r in f.recurrences)
     n = len(f.recurrences)
     return Criterion("EX03", _status(n >= 2), f"{n} recurrence(s)", evidence)
 
 
 def ex04(f: ScreeningFacts) -> Criterion:
-    """Interfering secondary malignancy."""
+    """Interfering secondary malignancy, recorded present (rule book §6)."""
     found = f.interfering_malignancy
     return Criterion("EX04", _status(bool(found)), "recorded" if found else "none recorded",
                      tuple(x.source_id for x in found))  # fmt: skip
 
 
+def first_line_pfi(f: ScreeningFacts) -> tuple[int, Dated, Dated] | None:
+    """(days, last first-line platinum dose, first recurrence): the first-line platinum-free
+    interval of rule book §4, maintenance ignored; None when either end is not recorded."""
+    if not f.recurrences:
+        return None
+    first = f.recurrences[0]
+    before = [x for x in f.first_line_platinum if x.day < first.day]
+    if not before:
+        return None
+    last = max(before, key=_day)
+    return (first.day - last.day).days, last, first
+
+
 def ex05(f: ScreeningFacts, d: Derived, pfi_days: int) -> Criterion:
-    """Platinum-refractory or -resistant: progression during platinum, or PFI < 6 months."""
-    if d.pfi_days is not None and d.pfi_days < pfi_days and d.last_platinum and d.recurrence:
-        return Criterion("EX05", "met", f"recurrence {d.pfi_days} days after last platinum",
-                         (d.last_platinum.source_id, d.recurrence.source_id))  # fmt: skip
-    for line in f.platinum_lines:
-        if not line.doses:
-            continue
-        start = min(x.day for x in line.doses)
-        end = max(x.day for x in line.doses) + timedelta(days=REFRACTORY_DAYS_AFTER_LAST_DOSE)
-        during = [w for w in f.worsenings if start <= w.day <= end]
+    """Platinum-refractory or -resistant (rule book §4): progression during the post-recurrence
+    chemotherapy (from its first platinum dose to 28 days after its last), or a first-line PFI
+    under `pfi_days` ("recurrence within 6 months after the end of the first platinum-containing
+    regimen")."""
+    if d.post_recurrence_doses:
+        start = d.post_recurrence_doses[0].day
+        end = d.post_recurrence_doses[-1].day + timedelta(days=REFRACTORY_DAYS_AFTER_LAST_DOSE)
+        during = sorted((w for w in f.worsenings if start <= w.day <= end), key=_day)
         if during:
             return Criterion("EX05", "met", f"progression during platinum on {during[0].day}",
                              (during[0].source_id,))  # fmt: skip
-    return Criterion("EX05", "not_met", "platinum-sensitive")
+    first = first_line_pfi(f)
+    if first is not None and first[0] < pfi_days:
+        days, last, rec = first
+        return Criterion("EX05", "met", f"first recurrence {days} days after first-line platinum",
+                         (last.source_id, rec.source_id))  # fmt: skip
+    if first is None:
+        return Criterion("EX05", "not_met", "no first-line platinum-free interval recorded")
+    return Criterion("EX05", "not_met", f"platinum-sensitive (first-line PFI {first[0]} days)")
 
 
 def _judged(f: ScreeningFacts, code: str, judgement: str) -> Criterion:
@@ -235,7 +251,7 @@ def _judged(f: ScreeningFacts, code: str, judgement: str) -> Criterion:
 
 
 def ex08(f: ScreeningFacts) -> Criterion:
-    """Comorbidity precluding surgery."""
+    """Comorbidity precluding surgery, recorded present (rule book §6)."""
     found = f.comorbidity
     return Criterion("EX08", _status(bool(found)), "recorded" if found else "none recorded",
                      tuple(x.source_id for x in found))  # fmt: skip
@@ -264,7 +280,7 @@ def assess(f: ScreeningFacts, *, pfi_days: int = 183) -> list[Criterion]:
 
 
 def summary(criteria: Sequence[Criterion]) -> tuple[str, list[str], list[str]]:
-    """(eligible yes/no/unknown, failed criteria, unknown criteria), as issue 5 defines it."""
+    """(eligible yes/no/unknown, failed criteria, unknown criteria), rule book §6 "Overall"."""
     failed = [
         c.code for c in criteria
         if (c.code.startswith("IN") and c.status == "not_met")

@@ -1,4 +1,4 @@
-"""Lines of therapy from drug administrations.
+"""Lines of therapy from drug administrations (rule book §3, "Lines of therapy").
 
 The rule follows the common real-world-data line-of-therapy conventions (e.g. Flatiron Health's
 oncology LoT rules; Hess et al., "Identifying lines of therapy in oncology", JCO CCI 2021),
@@ -16,14 +16,22 @@ narrowed to this trial's drugs:
 5. Maintenance drugs given after the line's last non-maintenance administration form the line's
    maintenance phase: a second regimen row of the same line, flagged maintenance. A line of
    maintenance drugs only (bevacizumab or a PARP inhibitor alone) is flagged maintenance too.
+6. A documented recurrence or progression (a `break`) always ends the line in progress
+   **[convention]**: any drug given after it starts a new line however short the gap (a drug
+   started within `window_days` of that new line's start joins its regimen, as in 1), and an
+   oral course running past it ends on the break's date. A dose on the day of the break still
+   belongs to the line in progress, and a break on a line's first day does not end it.
+   Without this, a platinum-resistant recurrence treated less than `gap_days` after the first
+   line would merge the two lines and hide the recurrence.
 
 Cycles: an administration of the regimen's anchor drugs (platinum when the regimen has one)
 starts a new cycle when it is at least 14 days after the previous cycle's start, so day-8 and
-day-15 doses belong to their cycle (the counting rule of issue 5 / GCIG cycle reporting).
+day-15 doses belong to their cycle (GCIG cycle reporting).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -114,13 +122,46 @@ class _Line:
         return adm.drug not in self.regimen and adm.drug_class not in self.classes
 
 
+def _crosses_break(line: _Line, day: date, breaks: Sequence[date]) -> bool:
+    """Whether a documented recurrence or progression falls after `line` began and before `day`
+    (rule 6): strictly after the line's first day (a line that starts on the day of a recurrence
+    treats it), strictly before the new administration's day."""
+    i = bisect.bisect_right(breaks, line.start)
+    return i < len(breaks) and breaks[i] < day
+
+
+def _cut_at_break(adm: Administration, breaks: Sequence[date]) -> Administration:
+    """An oral course running past a break ends on the break's date (rule 6)."""
+    if adm.end is None:
+        return adm
+    i = bisect.bisect_right(breaks, adm.day)
+    if i < len(breaks) and breaks[i] < adm.end:
+        return adm._replace(end=breaks[i])
+    return adm
+
+
 def group_lines(
-    administrations: Sequence[Administration], *, gap_days: int = 90, window_days: int = 28
+    administrations: Sequence[Administration],
+    *,
+    gap_days: int = 90,
+    window_days: int = 28,
+    breaks: Iterable[date] = (),
 ) -> list[Regimen]:
-    """Regimen rows in time order for one subject's administrations (given in any order)."""
+    """Regimen rows in time order for one subject's administrations (given in any order).
+
+    `breaks` are the dates of the subject's documented recurrences and progressions (worsened
+    disease status, RECIST PD, a secondary cancer's onset after diagnosis), in any order.
+    """
+    stops = sorted(set(breaks))
     lines: list[_Line] = []
     for adm in sorted(administrations, key=lambda a: (a.day, a.drug, a.source_id)):
-        if not lines or lines[-1].starts_new(adm, gap_days, window_days):
+        if stops:
+            adm = _cut_at_break(adm, stops)
+        if (
+            not lines
+            or (stops and _crosses_break(lines[-1], adm.day, stops))
+            or lines[-1].starts_new(adm, gap_days, window_days)
+        ):
             lines.append(_Line(adm.day))
         lines[-1].add(adm, window_days)
     out: list[Regimen] = []

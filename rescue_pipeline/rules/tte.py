@@ -1,4 +1,4 @@
-"""Time-to-event parameters (ADaM ADTTE) from declared event and censoring sources.
+"""Time-to-event parameters (ADaM ADTTE) from declared event and censoring sources (rule book §7).
 
 Modelled on admiral's `derive_param_tte()` (event_source / censor_source objects applied by one
 generic derivation), with the PFS censoring rules of the FDA guidance "Clinical Trial Endpoints
@@ -7,8 +7,9 @@ in this order:
 
 1. Event candidate: the earliest of the parameter's events inside the window (randomisation +
    `window_days`, or the data cut-off if earlier).
-2. New anticancer therapy before the candidate (PFS, configurable): censored at the last
-   adequate assessment before the therapy, else at randomisation.
+2. New anticancer therapy before the candidate, or inside the window with no candidate at all
+   (PFS, configurable; therapy on the candidate's own day is not before it): censored at the
+   last adequate assessment before the therapy, else at randomisation.
 3. Candidate after two or more missed assessments, i.e. more than 2 x interval + window days
    after the last adequate assessment (or randomisation): censored at that assessment, else at
    randomisation. Neither admiral nor admiralonco implements this rule; it is written here.
@@ -16,6 +17,8 @@ in this order:
 5. No candidate: censored at the last adequate assessment inside the window (PFS), or the last
    date known alive (OS, TFST), else at randomisation (AVAL 1).
 
+The window includes both ends. An adequate assessment is one with a response other than NE
+(NE and `undetermined` are missed visits; the caller leaves them out).
 "Before" is strictly before; on a tie between progression and death the progression is the
 documented event (its source is reported). AVAL = ADT - STARTDT + 1 days.
 """
@@ -157,16 +160,12 @@ def derive(p: Parameter, t: Timeline, s: Settings, *, censor_new_therapy: bool =
         if first is not None and first.day <= window_end:
             candidates.append((first.day, order, first, source))
     adequate = sorted(t.adequate_assessments, key=lambda x: (x.day, x.source_id))
+    therapy = [x for x in t.subsequent_therapy if x.day > t.start]
+    first_therapy = min(therapy, key=lambda x: (x.day, x.source_id)) if therapy else None
+    censors_therapy = p.censor_new_therapy and censor_new_therapy and first_therapy is not None
     if candidates:
         day, _order, event, source = min(candidates, key=lambda c: (c[0], c[1]))
-        therapy = [x for x in t.subsequent_therapy if x.day > t.start]
-        first_therapy = min(therapy, key=lambda x: x.day) if therapy else None
-        if (
-            p.censor_new_therapy
-            and censor_new_therapy
-            and first_therapy is not None
-            and first_therapy.day < day
-        ):
+        if censors_therapy and first_therapy is not None and first_therapy.day < day:
             last = _last_before(adequate, first_therapy.day)
             return _row(p, t, last or t.start_source, 1, 2,
                         NEW_THERAPY.description if last else RANDOMISATION)  # fmt: skip
@@ -176,6 +175,11 @@ def derive(p: Parameter, t: Timeline, s: Settings, *, censor_new_therapy: bool =
             return _row(p, t, last or t.start_source, 1, 3,
                         MISSED.description if last else RANDOMISATION)  # fmt: skip
         return _row(p, t, event, 0, 4, source.description)
+    if censors_therapy and first_therapy is not None and first_therapy.day <= window_end:
+        # rule 2 also covers new therapy with no candidate in the window (rule book §7)
+        last = _last_before(adequate, first_therapy.day)
+        return _row(p, t, last or t.start_source, 1, 2,
+                    NEW_THERAPY.description if last else RANDOMISATION)  # fmt: skip
     if p.censor_at_last_alive:
         alive = t.last_known_alive
         if alive is not None and t.start < alive.day <= window_end:

@@ -33,12 +33,31 @@ subjects = Table(
     ),
     _c("sex", String, "Administrative gender as sent (female expected)."),
     _c("birth_year", Integer, "Year of birth (the exact date stays in raw)."),
-    _c("age_at_consent", Integer, "Age in whole years on the consent date."),
+    _c(
+        "age_at_consent",
+        Integer,
+        "Age in completed years on the consent date; null when a partial birth date leaves it "
+        "open.",
+    ),
+    _c(
+        "age_min",
+        Integer,
+        "Youngest age in completed years on age_on over every day the birth date allows.",
+    ),
+    _c("age_max", Integer, "Oldest such age; equal to age_min when the birth date decides it."),
+    _c("age_on", Date, "The date the ages refer to: consent, else randomisation."),
+    _c("age_basis", String, "consent or randomisation (no Consent sent)."),
     _c("arm", String, "Randomised arm: A (surgery + chemotherapy), B (chemotherapy alone), null."),
     _c(
         "randomised_on",
         Date,
         "Randomisation date (ResearchSubject.period.start) for randomised subjects.",
+    ),
+    _c(
+        "screening_ended_on",
+        Date,
+        "End of screening sent by the site (ResearchSubject.period.end) for a subject never "
+        "randomised.",
     ),
     _c("consented_on", Date, "Date of the research consent (site's local date)."),
     _c("consent_data_transfer", Boolean, "Consent is active and permits disclose (data transfer)."),

@@ -7,7 +7,6 @@ from datetime import date, timedelta
 
 from rescue_pipeline.rules.eligibility import (
     Dated,
-    PlatinumLine,
     ScreeningFacts,
     assess,
     summary,
@@ -29,8 +28,9 @@ def eligible_facts(pfi: int = 400) -> ScreeningFacts:
         recurrences=(d(REC, "rec1"),), has_disease_status_records=True, primary_site="ovary",
         behaviour="invasive", histology_class="epithelial", histology_code="8461/3",
         diagnosis_source="cond", platinum_doses=first_line + post,
-        platinum_lines=(PlatinumLine(first_line), PlatinumLine(post)),
-        last_assessment_after_first_cycle=("PR", "recist1"), gcig=None, age_at_consent=60,
+        first_line_platinum=first_line,
+        last_assessment_after_first_cycle=("PR", "recist1"), gcig=None, age_range=(60, 60),
+        age_basis="consent",
         subject_source="rs", resectability=d(REC + timedelta(days=100), "res"),
         resectability_judgement="complete-resection-feasible", consent_on=REC + timedelta(days=110),
         consent_data_transfer=True,
@@ -66,9 +66,9 @@ def test_pfi_of_182_days_is_platinum_resistant_and_183_sensitive() -> None:
 
 
 def test_age_19_is_the_minimum() -> None:
-    assert status(replace(eligible_facts(), age_at_consent=18))["IN04"] == "not_met"
-    assert status(replace(eligible_facts(), age_at_consent=19))["IN04"] == "met"
-    assert status(replace(eligible_facts(), age_at_consent=None))["IN04"] == "unknown"
+    assert status(replace(eligible_facts(), age_range=(18, 18)))["IN04"] == "not_met"
+    assert status(replace(eligible_facts(), age_range=(19, 19)))["IN04"] == "met"
+    assert status(replace(eligible_facts(), age_range=None))["IN04"] == "unknown"
 
 
 def test_in03_reads_recist_then_gcig() -> None:
@@ -113,13 +113,19 @@ def test_borderline_or_non_epithelial_histology() -> None:
         assert (status(f)["IN01"], status(f)["EX02"]) == ("not_met", "met")
 
 
-def test_progression_during_platinum_up_to_28_days_after_the_last_dose() -> None:
+def test_progression_during_the_post_recurrence_platinum_up_to_28_days_after_its_last_dose() -> (
+    None
+):
     base = eligible_facts()
-    last = max(x.day for x in base.platinum_lines[0].doses)
-    assert status(replace(base, worsenings=(d(last + timedelta(days=28), "w"),)))["EX05"] == "met"
-    assert (
-        status(replace(base, worsenings=(d(last + timedelta(days=29), "w"),)))["EX05"] == "not_met"
-    )
+    post = [x.day for x in base.platinum_doses if x.day > REC]
+    first, last = min(post), max(post)
+    for day, want in (
+        (first - timedelta(days=1), "not_met"),  # before its first dose
+        (first, "met"),
+        (last + timedelta(days=28), "met"),
+        (last + timedelta(days=29), "not_met"),
+    ):
+        assert status(replace(base, worsenings=(d(day, "w"),)))["EX05"] == want, day
 
 
 def test_resectability_judgements() -> None:
@@ -152,8 +158,60 @@ def test_consent_without_data_transfer() -> None:
 
 def test_summary_no_beats_unknown() -> None:
     f = replace(
-        eligible_facts(), age_at_consent=18, resectability=None, resectability_judgement=None
+        eligible_facts(), age_range=(18, 18), resectability=None, resectability_judgement=None
     )
     assert summary(assess(f)) == ("no", ["IN04"], ["IN05"])
     f = replace(eligible_facts(), resectability=None, resectability_judgement=None)
     assert summary(assess(f)) == ("unknown", [], ["IN05"])
+
+
+# Rule book §6 IN04 with §1 "Dates": age on the consent date, else the randomisation date.
+
+
+def test_in04_a_partial_birth_date_decides_only_when_every_day_agrees() -> None:
+    assert status(replace(eligible_facts(), age_range=(64, 64)))["IN04"] == "met"
+    assert status(replace(eligible_facts(), age_range=(63, 64)))["IN04"] == "met"  # both >= 19
+    assert status(replace(eligible_facts(), age_range=(18, 19)))["IN04"] == "unknown"
+    assert status(replace(eligible_facts(), age_range=(17, 18)))["IN04"] == "not_met"
+
+
+def test_in04_without_consent_is_decided_on_the_randomisation_date() -> None:
+    f = replace(eligible_facts(), consent_on=None, consent_data_transfer=None,
+                age_range=(60, 60), age_basis="randomisation")  # fmt: skip
+    [in04] = [c for c in assess(f) if c.code == "IN04"]
+    assert (in04.status, in04.value) == ("met", "age 60 on the randomisation date")
+    assert status(f)["IN06"] == "unknown"  # no Consent at all: missing, not a refusal
+
+
+# Rule book §4 EX05: progression during the post-recurrence chemotherapy, or a first-line PFI
+# under 183 days (to the FIRST recurrence, whatever recurrence is screened).
+
+
+def second_recurrence(first_pfi: int, screened_pfi: int) -> ScreeningFacts:
+    base = eligible_facts(screened_pfi)
+    rec1 = REC - timedelta(days=screened_pfi + 200)
+    last1 = rec1 - timedelta(days=first_pfi)
+    line1 = tuple(d(last1 - timedelta(days=21 * k), f"f{k}") for k in range(6))
+    line2 = tuple(x for x in base.platinum_doses if x.day < REC)
+    post = tuple(x for x in base.platinum_doses if x.day > REC)
+    return replace(
+        base, recurrences=(d(rec1, "rec1"), d(REC, "rec2")), first_line_platinum=line1,
+        platinum_doses=line1 + line2 + post,
+    )  # fmt: skip
+
+
+def test_ex05_a_first_line_pfi_of_182_days_is_resistant_and_183_is_not() -> None:
+    assert status(second_recurrence(182, 400))["EX05"] == "met"
+    assert status(second_recurrence(183, 400))["EX05"] == "not_met"
+
+
+def test_ex05_reads_the_first_line_pfi_not_the_screened_one() -> None:
+    # second recurrence 100 days after the second line: IN02 not met, but EX05 is about line 1
+    f = second_recurrence(400, 100)
+    assert (status(f)["IN02"], status(f)["EX05"], status(f)["EX03"]) == ("not_met", "not_met", "met")
+
+
+def test_ex05_a_progression_during_the_first_line_is_not_platinum_refractory() -> None:
+    base = eligible_facts()
+    during_first = max(base.first_line_platinum, key=lambda x: x.day).day - timedelta(days=30)
+    assert status(replace(base, worsenings=(d(during_first, "w"),)))["EX05"] == "not_met"

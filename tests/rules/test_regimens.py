@@ -135,3 +135,84 @@ def test_order_of_input_does_not_matter() -> None:
 
 def test_maintenance_drug_alone_is_a_maintenance_line() -> None:
     assert summary(group_lines([adm(0, "olaparib", end=300)])) == [(1, True, ["olaparib"], 1)]
+
+
+# Rule book §3: a documented recurrence or progression always ends the line in progress.
+# Carboplatin-paclitaxel q21 x 6 from day 0: last dose on day 105.
+
+
+def day(n: int) -> date:
+    return D0 + timedelta(days=n)
+
+
+def test_a_recurrence_ends_the_line_even_when_the_next_treatment_follows_within_90_days() -> None:
+    first = q21(["carboplatin", "paclitaxel"], 6)
+    second = q21(["carboplatin", "paclitaxel"], 3, start=105 + 60)  # 60-day gap: < 90
+    assert [r.line for r in group_lines(first + second)] == [1]  # merged without the break
+    regimens = group_lines(first + second, breaks=[day(150)])
+    assert summary(regimens) == [
+        (1, False, ["carboplatin", "paclitaxel"], 6),
+        (2, False, ["carboplatin", "paclitaxel"], 3),
+    ]
+    assert regimens[0].end == day(105) and regimens[1].start == day(165)
+
+
+def test_a_same_class_switch_after_a_recurrence_starts_a_new_line() -> None:
+    first = q21(["carboplatin", "paclitaxel"], 6)
+    again = q21(["cisplatin", "docetaxel"], 3, start=105 + 40)
+    assert [r.line for r in group_lines(first + again)] == [1]  # a switch within the line
+    assert [r.line for r in group_lines(first + again, breaks=[day(130)])] == [1, 2]
+
+
+def test_a_dose_on_the_day_of_the_break_stays_in_the_line_and_the_next_day_starts_a_new_one() -> (
+    None
+):
+    doses = [*q21(["carboplatin", "paclitaxel"], 6), adm(106, "paclitaxel")]
+    assert [r.line for r in group_lines(doses, breaks=[day(106)])] == [1]
+    # the day after: the break (day 105) is before it
+    assert [r.line for r in group_lines(doses, breaks=[day(105)])] == [1, 2]
+
+
+def test_a_break_on_a_lines_first_day_does_not_end_that_line() -> None:
+    first = q21(["carboplatin", "paclitaxel"], 6)
+    second = q21(["carboplatin", "gemcitabine"], 3, start=300)
+    regimens = group_lines(first + second, breaks=[day(300)])
+    assert summary(regimens) == [
+        (1, False, ["carboplatin", "paclitaxel"], 6),
+        (2, False, ["carboplatin", "gemcitabine"], 3),
+    ]
+
+
+def test_a_progression_during_the_line_splits_it() -> None:
+    doses = q21(["carboplatin", "paclitaxel"], 6)
+    regimens = group_lines(doses, breaks=[day(50)])  # PD after the third cycle (day 42)
+    assert [(r.line, r.cycles) for r in regimens] == [(1, 3), (2, 3)]
+
+
+def test_maintenance_running_past_a_recurrence_ends_on_its_date() -> None:
+    doses = [*q21(["carboplatin", "paclitaxel"], 6), adm(140, "olaparib", end=600)]
+    regimens = group_lines(doses, breaks=[day(400)])
+    assert summary(regimens) == [
+        (1, False, ["carboplatin", "paclitaxel"], 6),
+        (1, True, ["olaparib"], 1),
+    ]
+    assert regimens[1].end == day(400)
+    # without the break the course keeps its own end
+    assert group_lines(doses)[1].end == day(600)
+
+
+def test_maintenance_doses_after_a_recurrence_join_the_next_line_started_within_28_days() -> None:
+    doses = [*q21(["carboplatin", "paclitaxel", "bevacizumab"], 6)]
+    doses += [adm(105 + 21 * k, "bevacizumab") for k in range(1, 5)]  # days 126..189
+    doses += q21(["carboplatin", "gemcitabine"], 3, start=189 + 20)  # 20 days after: joins
+    regimens = group_lines(doses, breaks=[day(180)])
+    assert [(r.line, r.maintenance, r.drugs) for r in regimens] == [
+        (1, False, ["bevacizumab", "carboplatin", "paclitaxel"]),
+        (1, True, ["bevacizumab"]),
+        (2, False, ["bevacizumab", "carboplatin", "gemcitabine"]),
+    ]
+
+
+def test_breaks_before_the_first_dose_change_nothing() -> None:
+    doses = q21(["carboplatin", "paclitaxel"], 6)
+    assert summary(group_lines(doses, breaks=[day(-30), day(0)])) == summary(group_lines(doses))

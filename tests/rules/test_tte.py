@@ -138,3 +138,51 @@ def test_tfst_is_the_first_subsequent_therapy_or_death() -> None:
     assert row(t, param=TFST) == (300, 0, 4, "gem")
     t = timeline(last_known_alive=at(90, "lab"))
     assert row(t, param=TFST) == (90, 1, 5, "lab")
+
+
+# Rule book §7, worked by hand: randomisation on day 0, window days 0..730 inclusive.
+
+
+def test_rule_2_new_therapy_on_the_day_of_the_progression_is_not_before_it() -> None:
+    t = timeline(
+        progression=(at(252, "pd"),),
+        subsequent_therapy=(at(252, "gem", "MedicationAdministration"),),
+        adequate_assessments=ASSESS,
+    )
+    assert row(t) == (252, 0, 4, "pd")
+    t = timeline(
+        progression=(at(252, "pd"),),
+        subsequent_therapy=(at(251, "gem", "MedicationAdministration"),),
+        adequate_assessments=ASSESS,
+    )
+    assert row(t) == (168, 1, 2, "a168")  # one day earlier: censored before the therapy
+
+
+def test_rule_2_new_therapy_with_no_candidate_in_the_window_censors_before_the_therapy() -> None:
+    t = timeline(
+        subsequent_therapy=(at(200, "gem", "MedicationAdministration"),),
+        adequate_assessments=ASSESS,
+    )
+    assert row(t) == (168, 1, 2, "a168")  # not rule 5's last assessment (day 252)
+    late = timeline(
+        subsequent_therapy=(at(731, "gem", "MedicationAdministration"),),
+        adequate_assessments=ASSESS,
+    )
+    assert row(late) == (252, 1, 5, "a252")  # therapy after the window: rule 5
+
+
+def test_the_window_includes_day_730_and_not_day_731() -> None:
+    visits = tuple(at(d, f"a{d}") for d in range(84, 730, 84))  # ... day 672
+    on_730 = timeline(progression=(at(730, "pd"),), adequate_assessments=visits)
+    assert row(on_730) == (730, 0, 4, "pd")
+    on_731 = timeline(progression=(at(731, "pd"),), adequate_assessments=visits)
+    assert row(on_731) == (672, 1, 5, "a672")
+
+
+def test_an_ne_visit_is_a_missed_assessment_for_rule_3() -> None:
+    # adequate assessments on days 84 and (NE, left out by the caller) 168, 252; PD on day 267:
+    # 267 - 84 = 183 > 2 x 84 + 14 = 182 -> two missed assessments
+    t = timeline(progression=(at(267, "pd"),), adequate_assessments=(at(84, "a84"),))
+    assert row(t) == (84, 1, 3, "a84")
+    t = timeline(progression=(at(266, "pd"),), adequate_assessments=(at(84, "a84"),))
+    assert row(t) == (266, 0, 4, "pd")  # 182 days: not more than 182

@@ -29,6 +29,7 @@ base AS (
     SELECT rs.usubjid, rs.site_id, rs.id AS source_id, rs.patient_id, rs.status,
            upper(substr(trim(rs.assigned_arm), 1, 1)) AS arm_letter,
            TRY_CAST(substr(rs.period_start, 1, 10) AS DATE) AS period_start,
+           TRY_CAST(substr(rs.period_end, 1, 10) AS DATE) AS period_end,
            p.gender, p.birth_date, TRY_CAST(substr(p.birth_date, 1, 10) AS DATE) AS birth_day,
            TRY_CAST(substr(p.deceased_on, 1, 10) AS DATE) AS died_on,
            TRY_CAST(substr(c.date_time, 1, 10) AS DATE) AS consented_on,
@@ -40,12 +41,11 @@ base AS (
 )
 SELECT usubjid, site_id, gender AS sex,
        TRY_CAST(substr(birth_date, 1, 4) AS INTEGER) AS birth_year,
-       CASE WHEN birth_day IS NOT NULL AND consented_on IS NOT NULL THEN
-           year(consented_on) - year(birth_day)
-           - CASE WHEN strftime(consented_on, '%m-%d') < strftime(birth_day, '%m-%d') THEN 1 ELSE 0 END
-       END AS age_at_consent,
+       -- ages (age_at_consent, age_min, age_max, age_on, age_basis) are set by the age rule
+       -- (rules/dates.py) right after this statement: a partial birth date needs it
        CASE WHEN arm_letter IN ('A', 'B') THEN arm_letter END AS arm,
        CASE WHEN arm_letter IN ('A', 'B') THEN period_start END AS randomised_on,
+       CASE WHEN arm_letter IN ('A', 'B') THEN NULL ELSE period_end END AS screening_ended_on,
        consented_on,
        CASE WHEN consent_status IS NULL THEN NULL
             ELSE consent_status = 'active' AND provision_type = 'permit' AND coalesce(disclose, false)
