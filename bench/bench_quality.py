@@ -1,4 +1,4 @@
-"""Benchmark: the quality layer's share of the whole pipeline's time (issue 6).
+"""Benchmark: the quality layer's share of the whole pipeline's time.
 
 One process runs the pipeline's steps in order on a fresh synthetic cohort and times each:
 landing (every site), core build, analysis derivation, quality (the Great Expectations suites

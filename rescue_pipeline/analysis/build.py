@@ -345,7 +345,7 @@ def _adtte(
         "WHERE t.response <> 'NE' AND t.assessed_on > s.randomised_on"
     )
     therapy = dated(
-        # New anticancer therapy (issue 5): a non-maintenance drug given after randomisation
+        # New anticancer therapy (rule book §7): a non-maintenance drug given after randomisation
         # that is not one of the line in progress at randomisation (the trial's own chemotherapy,
         # however long its pause around surgery), nor maintenance.
         """

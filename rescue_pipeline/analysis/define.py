@@ -54,7 +54,7 @@ LABELS: dict[str, str] = {
     "ELIGFL": "Eligible per derived criteria (Y/N/U)",
 }
 
-# PARAM of ADELIG: the protocol's criteria in a few words (issue 5), keyed by elig.CRITERIA.
+# PARAM of ADELIG: the protocol's criteria in a few words, keyed by elig.CRITERIA.
 CRITERION_TEXT: dict[str, str] = {
     "IN01": "First recurrence of invasive epithelial ovarian/tubal/peritoneal cancer",
     "IN02": "Platinum-free interval >= 6 months",

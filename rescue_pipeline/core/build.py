@@ -2,7 +2,8 @@
 rules that need Python (lines of therapy, recurrence numbering), each a pure function.
 
 Order: terminology → flat.* (ViewDefinitions compiled to DuckDB SQL) → usubjids → sql/00..01 →
-ages → sql/02..05 → regimens → recurrences → sql/06..07. Every core table is dropped and rebuilt
+ages → sql/02..05 → regimens → recurrences → sql/06..07 → GCIG progression → sql/08 (the
+accounting of every current resource). Every core table is dropped and rebuilt
 from the raw layer on each build (a replay: the same raw layer gives the same core).
 """
 
@@ -113,6 +114,7 @@ def build_core(
         stage(
             "gcig progression", lambda: _gcig_progression(con, config.analysis.ca125_uln_u_per_ml)
         )
+        stage("08_resource_accounting", partial(con.execute, _sql("08_resource_accounting.sql")))
         result.rows = count_rows(con, CORE_TABLES, run_log=build_runs)
         result.seconds = round(time.perf_counter() - started, 3)
         record_run(

@@ -53,6 +53,8 @@ class SiteReport:
     subjects: int = 0
     randomised: int = 0
     withdrawn: int = 0  # consent to data transfer withdrawn: left out of core and analysis
+    # resource type -> reason (`used` or why not) -> current resources (core.resource_accounting)
+    accounting: dict[str, dict[str, int]] = field(default_factory=dict)
     eligibility: dict[str, int] = field(default_factory=dict)
     # criterion -> status -> subjects
     criteria: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -126,6 +128,7 @@ def read_report(
     _publications(con, sites)
     _loads(con, sites)
     _subjects(con, sites)
+    _accounting(con, sites)
     _completeness(con, sites, run_id)
     _codes(con, sites)
     checks = _checks(con, sites, run_id)
@@ -184,6 +187,15 @@ def _subjects(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> N
         "GROUP BY ALL ORDER BY criterion"
     ).fetchall():
         sites[site_id].criteria.setdefault(criterion, {})[status] = int(n)
+
+
+def _accounting(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
+    for site_id, rtype, reason, n in con.execute(
+        "SELECT site_id, resource_type, reason, resources FROM core.resource_accounting "
+        "ORDER BY 1, 2, 3"
+    ).fetchall():
+        if site_id in sites:
+            sites[site_id].accounting.setdefault(rtype, {})[reason] = int(n)
 
 
 def _completeness(

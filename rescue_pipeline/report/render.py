@@ -158,6 +158,7 @@ def _query_listings(
 ) -> list[Path]:
     env = _env()
     template = env.get_template("queries.html.j2")
+    accounting = {site.site_id: site.accounting for site in data.sites}
     written = []
     for site_id, rows in sorted(by_site.items()):
         rows.sort(key=lambda r: (SEVERITY_ORDER.get(r[0], 9), r[1], r[2], r[3]))
@@ -169,7 +170,11 @@ def _query_listings(
             writer.writerows(rows)
         (site_dir / "index.html").write_text(
             template.render(
-                site_id=site_id, study_id=data.study_id, run_id=data.quality_run, rows=rows
+                site_id=site_id,
+                study_id=data.study_id,
+                run_id=data.quality_run,
+                rows=rows,
+                accounting=accounting.get(site_id, {}),
             ),
             "utf-8",
         )

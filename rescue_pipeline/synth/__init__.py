@@ -4,7 +4,7 @@
 Data `manifest.json` per site, `ground_truth.json` and `sites.yaml`. Same arguments, same bytes.
 
 Modules: `scenarios` (catalogue and schedule), `clinical` + `followup` (latent stories, pure),
-`story` (their records), `truth` (issue 5's rules on those records), `flavours` + `fhir`
+`story` (their records), `truth` (the rule book read on those records), `flavours` + `fhir`
 (rendering per site flavour), `ids`, `faults` (injected input faults), `writer` (streamed files),
 `cohort` (the loop).
 

@@ -265,6 +265,8 @@ def _screening_plan(rng: random.Random, scenario: str) -> tuple[str, str | None]
         "rand_recist_ne_ca125": ("response", "NE"),
         "sf_no_disease_status": ("no_pre", None),
     }
+    if scenario == "sf_consent_at_recurrence":
+        return ("no_response", "PD") if rng.random() < 0.5 else ("response", "PR")
     if scenario in fixed:
         return fixed[scenario]
     if rng.random() < 0.08:
@@ -294,6 +296,8 @@ def make_story(seed: int, index: int, ref: date) -> Story:
     post_cycles = rng.choice((3, 4))
     if scenario in ("sf_ca125_confirm_27d", "rand_ca125_confirm_28d"):
         partner, post_cycles = "paclitaxel", 4
+    at_recurrence = scenario == "sf_consent_at_recurrence"
+    screening_end: date | None = None
     if scenario == "sf_no_recurrence":
         last_platinum = consent - _days(rng.randint(300, 1500))
         diagnosis, stage = b.first_line(last_platinum)
@@ -303,9 +307,12 @@ def make_story(seed: int, index: int, ref: date) -> Story:
         pattern, screen_response = _screening_plan(rng, scenario)
         if not with_status:
             screen_response = None
-        pfi = {"sf_short_pfi": rng.randint(90, 170), "sf_pfi_182": 182, "rand_pfi_183": 183}.get(
-            scenario, min(1400, 200 + int(rng.expovariate(1 / 260)))
-        )
+        pfi = {
+            "sf_short_pfi": rng.randint(90, 170),
+            "sf_pfi_182": 182,
+            "rand_pfi_183": 183,
+            "sf_fast_recurrence": rng.randint(45, 60),
+        }.get(scenario, min(1400, 200 + int(rng.expovariate(1 / 260))))
         second = scenario == "sf_second_recurrence"
         line_number = 3 if second else 2
         _c1, rec, nadir = b.post_recurrence(
@@ -322,11 +329,27 @@ def make_story(seed: int, index: int, ref: date) -> Story:
             last_platinum1 = rec1 - _days(rng.randint(200, 800))
             diagnosis, stage = b.first_line(last_platinum1)
             b.maintenance_and_surveillance(last_platinum1, rec1, 1, with_status)
+        elif scenario == "sf_fast_recurrence":
+            # Platinum-resistant: disease-free at the end-of-treatment visit, back within two
+            # months, and retreated with platinum less than 90 days after the first line.
+            diagnosis, stage = b.first_line(last_platinum)
+            ned = last_platinum + _days(rng.randint(14, 24))
+            b.statuses.append(DiseaseStatus(ned, "ned"))
+            b.labs.append(b._normal_lab(ned))
         else:
             diagnosis, stage = b.first_line(last_platinum)
             b.maintenance_and_surveillance(last_platinum, rec, 1, with_status)
         finding_day = consent - _days(rng.randint(1, 4))
+        if at_recurrence:
+            # Consented at recurrence, before the cycles: the response and the surgeon's
+            # judgement that decide her come after the consent.
+            consent = rec + _days(rng.randint(2, 10))
+            finding_day = assessment_day + _days(rng.randint(1, 4))
+            if rng.random() < 0.5:
+                screening_end = finding_day + _days(rng.randint(1, 5))
         resect = {"sf_palliative": "palliative-only", "sf_unresectable": "unresectable-metastasis"}
+        if at_recurrence and screen_response != "PD":
+            resect[scenario] = "palliative-only"
         if scenario not in ("sf_no_resectability", "dev_no_resectability"):
             value = resect.get(scenario, "complete-resection-feasible")
             b.findings.append(Finding(finding_day, "resectability", value))
@@ -400,6 +423,11 @@ def make_story(seed: int, index: int, ref: date) -> Story:
     if not trial_subject:
         status = "not-registered"
 
+    # How much of the birth date and which records the site sends: drawn from a stream of their
+    # own so that the clinical history above stays the same.
+    vary = random.Random(f"rescue-synth:{seed}:{index}:variation")
+    precision = vary.choices(("day", "month", "year"), (94, 4, 2))[0]
+    consent_sent = not (trial_subject and vary.random() < 0.04)
     return Story(
         index=index,
         scenario=scenario,
@@ -427,4 +455,7 @@ def make_story(seed: int, index: int, ref: date) -> Story:
         subject_status=status,
         death=death,
         last_contact=max(last_contact, consent),
+        birth_precision=precision,
+        consent_sent=consent_sent,
+        screening_end=screening_end,
     )

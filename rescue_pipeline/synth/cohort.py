@@ -136,7 +136,9 @@ class _Run:
                     rendered.patient_id,
                     rendered.research_subject_id,
                     rendered.subject_identifier,
-                    story.consent_disclose if story.consent is not None else None,
+                    story.consent_disclose
+                    if story.consent is not None and story.consent_sent
+                    else None,
                 ),
             )
 

@@ -192,7 +192,7 @@ def _patient(r: _Renderer) -> None:
             {"use": "official", "family": rng.choice(families), "given": [rng.choice(givens)]}
         ],
         "gender": "female",
-        "birthDate": s.birth.isoformat(),
+        "birthDate": s.birth.isoformat()[: {"day": 10, "month": 7, "year": 4}[s.birth_precision]],
         "address": [
             {
                 "use": "home",
@@ -474,26 +474,29 @@ def _trial(r: _Renderer, subject_number: int | None) -> tuple[str | None, str | 
     s = r.story
     if not s.trial_subject or s.consent is None:
         return None, None
+    consent_id: str | None = None
     actions = ["collect", "use", "disclose"] if s.consent_disclose else ["collect", "use"]
-    consent_id = r.emit(
-        "Consent",
-        {
-            "status": "active",
-            "scope": _cc("http://terminology.hl7.org/CodeSystem/consentscope", "research"),
-            "category": [_cc(fl.LOINC, "59284-0", "Consent Document")],
-            "patient": r.patient_ref,
-            "dateTime": r.when(s.consent),
-            "policyRule": _cc("http://terminology.hl7.org/CodeSystem/v3-ActCode", "OPTIN"),
-            "provision": {
-                "type": "permit",
-                "period": {"start": s.consent.isoformat()},
-                "action": [
-                    _cc("http://terminology.hl7.org/CodeSystem/consentaction", a) for a in actions
-                ],
+    if s.consent_sent:
+        consent_id = r.emit(
+            "Consent",
+            {
+                "status": "active",
+                "scope": _cc("http://terminology.hl7.org/CodeSystem/consentscope", "research"),
+                "category": [_cc(fl.LOINC, "59284-0", "Consent Document")],
+                "patient": r.patient_ref,
+                "dateTime": r.when(s.consent),
+                "policyRule": _cc("http://terminology.hl7.org/CodeSystem/v3-ActCode", "OPTIN"),
+                "provision": {
+                    "type": "permit",
+                    "period": {"start": s.consent.isoformat()},
+                    "action": [
+                        _cc("http://terminology.hl7.org/CodeSystem/consentaction", a)
+                        for a in actions
+                    ],
+                },
             },
-        },
-        s.consent,
-    )
+            s.consent,
+        )
     identifier = None
     body: dict[str, Any] = {}
     if subject_number is not None:
@@ -502,6 +505,8 @@ def _trial(r: _Renderer, subject_number: int | None) -> tuple[str | None, str | 
     body["status"] = s.subject_status
     if s.randomised is not None and s.arm is not None:
         body["period"] = {"start": s.randomised.isoformat()}
+    elif s.screening_end is not None:
+        body["period"] = {"start": s.consent.isoformat(), "end": s.screening_end.isoformat()}
     body["study"] = {
         "identifier": {"system": "https://clinicaltrials.gov", "value": STUDY_ID},
         "display": "RESCUE",
@@ -510,6 +515,7 @@ def _trial(r: _Renderer, subject_number: int | None) -> tuple[str | None, str | 
     if s.arm is not None:
         body["assignedArm"] = ARMS[s.arm]
         body["actualArm"] = ARMS[s.arm]
-    body["consent"] = {"reference": f"Consent/{consent_id}"}
+    if consent_id is not None:
+        body["consent"] = {"reference": f"Consent/{consent_id}"}
     rs_id = r.emit("ResearchSubject", body, s.last_contact)
     return rs_id, identifier

@@ -29,6 +29,8 @@ SCREEN_FAILURES: tuple[str, ...] = (
     "sf_no_data_transfer",  # IN06 not met: consent without the disclose action
     "sf_interfering_malignancy",  # EX04 met
     "sf_comorbidity",  # EX08 met
+    "sf_fast_recurrence",  # EX05/IN02: recurrence 45-60 days after line 1, retreated in < 90
+    "sf_consent_at_recurrence",  # consent before the cycles; RECIST PD or palliative after it
 )
 
 RANDOMISED_SPECIAL: tuple[str, ...] = (
@@ -73,7 +75,7 @@ SCHEDULE: tuple[tuple[str, str | None], ...] = (
     *((name, None) for name in SCREEN_FAILURES),
     ("not_screened", None),
 )
-"""One block: 19 eligible randomised, 5 special randomised, 18 screen failures, 1 non-subject."""
+"""One block: 19 eligible randomised, 5 special randomised, 20 screen failures, 1 non-subject."""
 
 SIMPLE_OUTCOMES: tuple[str, ...] = ("pd", "pd", "no_event", "death")
 """Outcomes drawn for randomised special scenarios (whose point is screening, not PFS)."""

@@ -115,3 +115,6 @@ class Story:
     death: date | None
     last_contact: date
     notes: tuple[str, ...] = field(default=())
+    birth_precision: str = "day"  # day | month | year: how much of birthDate the site sends
+    consent_sent: bool = True  # False: the site sends no Consent resource for her
+    screening_end: date | None = None  # ResearchSubject.period.end sent for a screen failure

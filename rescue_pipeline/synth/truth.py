@@ -1,21 +1,28 @@
-"""Ground truth for one subject: issue 5's rules applied to the story's own records.
+"""Ground truth for one subject: the RESCUE rule book applied to the story's own records.
 
-These are deliberately small re-statements of the rules (PFI, cycles, GCIG CA-125 response,
-eligibility IN01..EX08, PFS rules 1-5), written independently of the pipeline so that a
-subject-by-subject comparison checks the pipeline rather than repeats it. Readings chosen where
-issue 5 leaves room (the pipeline must agree, and the stories keep margins around them):
+These are deliberately small re-statements of the rules (screening window, recurrences, PFI,
+cycles, GCIG CA-125 response, eligibility IN01..EX08, PFS rules 1-5), written independently of
+the pipeline (they never call rescue_pipeline.rules) so that a subject-by-subject comparison
+checks the pipeline rather than repeats it. They read the rule book (RESCUE clinical rules) as:
 
-- Eligibility looks only at records dated on or before the randomisation date (the consent date
-  for subjects never randomised). The screened recurrence is the latest recurrence in that span.
-- A recurrence is a worsening (disease status worsened, imaging PD, or SecondaryCancerCondition
+- §2 window: the screened recurrence is the latest one on or before the consent date (no Consent
+  sent: the randomisation date; neither: the reference date). A randomised subject is screened
+  up to randomisation; a screen failure up to the period.end her site sends, else up to the
+  latest of the consent date and the tumour assessments and resectability judgements dated in
+  the 180 days after the screened recurrence.
+- §3 recurrence: a worsening (disease status worsened, imaging PD, or SecondaryCancerCondition
   onset) after the end of the first line's chemotherapy that follows a documented time without
-  disease (NED / CR, or CA-125 < 35 U/mL) since the previous recurrence.
-- IN01 = invasive epithelial ovarian/tubal/peritoneal cancer whose screened recurrence is the
-  first; platinum sensitivity is judged by IN02 and EX05 alone.
+  disease (NED / CR, or CA-125 < 35 U/mL) since the previous recurrence. The story knows its own
+  lines, so a line ending at a recurrence needs no grouping rule here.
+- §4: PFI to the screened recurrence for IN02; EX05 = a worsening from the first platinum dose
+  after the screened recurrence to 28 days after its last, or a first-line PFI (last line-1
+  platinum dose to the first recurrence) under 183 days.
+- §6 IN04: completed years on the consent date (else randomisation), and a partial birth date
+  decides only when every day it allows gives the same answer (each day is tried).
 - GCIG: pre-treatment value = latest value in the 14 days before the first platinum dose after
   the screened recurrence; values below the detection limit count as the limit (5 U/mL).
-- IN03 uses the last tumour assessment after that first cycle.
-- PFS: "last adequate assessment before" an event or therapy means strictly before its date.
+- §7 PFS: "before" means strictly before; new therapy inside the window with no candidate
+  censors before the therapy (rule 2).
 """
 
 from __future__ import annotations
@@ -50,9 +57,46 @@ CRITERIA = (
 NON_EPITHELIAL_PREFIXES = ("86", "87", "88", "89", "90", "91", "92", "93", "94", "95", "96")
 
 
-def screening_cutoff(story: Story, ref: date) -> date:
+SCREENING_DAYS = 180
+
+
+def sent_consent(story: Story) -> date | None:
+    """The consent date as the site sends it (None when no Consent resource is sent)."""
+    return story.consent if story.consent_sent else None
+
+
+def recurrence_limit(story: Story, ref: date) -> date:
+    """Last date a recurrence may have to be the screened one."""
+    return sent_consent(story) or story.randomised or ref
+
+
+def screening_cutoff(story: Story, ref: date, screened: date | None) -> date:
     """Last date whose records count for eligibility."""
-    return story.randomised or story.consent or ref
+    if story.randomised is not None:
+        return story.randomised
+    if story.screening_end is not None:
+        return story.screening_end
+    consent = sent_consent(story)
+    candidates = [consent] if consent is not None else []
+    if screened is not None:
+        days = [a.day for a in story.assessments if not a.after_randomisation]
+        days += [f.day for f in story.findings if f.kind == "resectability"]
+        candidates += [d for d in days if 0 < (d - screened).days <= SCREENING_DAYS]
+    return min(max(candidates), ref) if candidates else ref
+
+
+def ages_allowed(story: Story, on: date) -> set[int]:
+    """Every completed-years age on `on` that the birth date as sent allows."""
+    b = story.birth
+    if story.birth_precision == "day":
+        days = [b]
+    elif story.birth_precision == "month":
+        days = [date(b.year, b.month, 1) + timedelta(days=i) for i in range(31)]
+        days = [d for d in days if d.month == b.month]
+    else:
+        days = [date(b.year, 1, 1) + timedelta(days=i) for i in range(366)]
+        days = [d for d in days if d.year == b.year]
+    return {_age(d, on) for d in days if d <= on}
 
 
 def recurrences(story: Story, cutoff: date) -> list[date]:
@@ -120,9 +164,9 @@ def _status(met: bool) -> str:
 
 def eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
     """Each criterion's status and reason, plus the screening facts they were decided on."""
-    cutoff = screening_cutoff(story, ref)
-    recs = recurrences(story, cutoff)
+    recs = recurrences(story, recurrence_limit(story, ref))
     rec = recs[-1] if recs else None
+    cutoff = screening_cutoff(story, ref, rec)
     platinum = [d.day for d in story.doses if d.drug in PLATINUM and d.day <= cutoff]
     before = [day for day in platinum if rec is not None and day < rec]
     pfi = (rec - before[-1]).days if rec is not None and before else None
@@ -177,12 +221,17 @@ def eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dic
             "status": "unknown",
             "reason": f"RECIST {recist or 'absent'}; CA-125 {response.replace('_', ' ')}",
         }
-    age = _age(story.birth, story.consent) if story.consent else None
-    c["IN04"] = (
-        {"status": "unknown", "reason": "no consent date"}
-        if age is None
-        else {"status": _status(age >= 19), "reason": f"age {age} at consent"}
-    )
+    age_on = sent_consent(story) or story.randomised
+    allowed = ages_allowed(story, age_on) if age_on is not None else set()
+    if not allowed:
+        c["IN04"] = {"status": "unknown", "reason": "no consent or randomisation date"}
+    elif all(a >= 19 for a in allowed):
+        c["IN04"] = {"status": "met", "reason": f"age {sorted(allowed)} on {age_on}"}
+    elif all(a < 19 for a in allowed):
+        c["IN04"] = {"status": "not_met", "reason": f"age {sorted(allowed)} on {age_on}"}
+    else:
+        c["IN04"] = {"status": "unknown", "reason": f"age {sorted(allowed)}: partial birth date"}
+    age = min(allowed) if len(allowed) == 1 else None
     resect = findings.get("resectability")
     c["IN05"] = (
         {"status": "unknown", "reason": "no resectability record"}
@@ -194,7 +243,7 @@ def eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dic
     )
     c["IN06"] = (
         {"status": "unknown", "reason": "no consent"}
-        if story.consent is None
+        if sent_consent(story) is None
         else {
             "status": _status(story.consent_disclose),
             "reason": "consent permits disclose"
@@ -218,14 +267,15 @@ def eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dic
         "status": _status(interfering is True),
         "reason": "interfering malignancy recorded" if interfering is True else "none recorded",
     }
-    refractory = _progression_during_platinum(story, cutoff)
-    short = pfi is not None and pfi < PFI_SIX_MONTHS
+    refractory = _progression_during_post_recurrence_platinum(story, post, cutoff)
+    first_pfi = _first_line_pfi(story, recs)
+    short = first_pfi is not None and first_pfi < PFI_SIX_MONTHS
     c["EX05"] = {
         "status": _status(refractory or short),
-        "reason": f"recurrence {pfi} days after last platinum"
-        if short
-        else "progression during platinum"
+        "reason": "progression during platinum"
         if refractory
+        else f"first recurrence {first_pfi} days after first-line platinum"
+        if short
         else "platinum-sensitive",
     }
     c["EX06"] = {"status": _status(resect == "palliative-only"), "reason": f"surgeon: {resect}"}
@@ -253,19 +303,24 @@ def _age(birth: date, on: date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
 
 
-def _progression_during_platinum(story: Story, cutoff: date) -> bool:
-    """A worsening from a line's first platinum dose to 28 days after its last (EX05)."""
-    worse = [s.day for s in story.statuses if s.value == "worsened"]
+def _progression_during_post_recurrence_platinum(
+    story: Story, post: list[date], cutoff: date
+) -> bool:
+    """A worsening from the first post-recurrence platinum dose to 28 days after its last."""
+    if not post:
+        return False
+    worse = [st.day for st in story.statuses if st.value == "worsened"]
     worse += [a.day for a in story.assessments if a.response == "PD"]
-    lines: dict[int, list[date]] = {}
-    for d in story.doses:
-        if d.drug in PLATINUM and d.day <= cutoff:
-            lines.setdefault(d.line, []).append(d.day)
-    for days in lines.values():
-        start, end = min(days), max(days) + timedelta(days=28)
-        if any(start <= w <= end and w <= cutoff for w in worse):
-            return True
-    return False
+    start, end = post[0], post[-1] + timedelta(days=28)
+    return any(start <= w <= end and w <= cutoff for w in worse)
+
+
+def _first_line_pfi(story: Story, recs: list[date]) -> int | None:
+    """Days from the last platinum dose of line 1 to the first recurrence."""
+    if not recs:
+        return None
+    line1 = [d.day for d in story.doses if d.line == 1 and d.drug in PLATINUM and d.day < recs[0]]
+    return (recs[0] - max(line1)).days if line1 else None
 
 
 def overall(criteria: dict[str, dict[str, str]]) -> str:
@@ -286,7 +341,7 @@ def overall(criteria: dict[str, dict[str, str]]) -> str:
 
 
 def pfs(story: Story, ref: date) -> dict[str, Any] | None:
-    """PFS by the rule table of issue 5 (rules applied in order 2, 3, 4, 5)."""
+    """PFS by the rule book's table (§7; rules applied in order 2, 3, 4, 5)."""
     start = story.randomised
     if start is None:
         return None
@@ -320,6 +375,11 @@ def pfs(story: Story, ref: date) -> dict[str, Any] | None:
                 f"{what} {(event_day - last).days} days after the last adequate assessment",
             )
         return _pfs(start, event_day, 0, 4, f"{what} on {event_day}")
+    therapy = new_drugs[0] if new_drugs else None
+    if therapy is not None and therapy <= window_end:
+        prior = [d for d in adequate if d < therapy]
+        adt = prior[-1] if prior else start
+        return _pfs(start, adt, 1, 2, f"new anticancer therapy on {therapy}, no event")
     inside = [d for d in adequate if d <= window_end]
     adt = inside[-1] if inside else start
     return _pfs(start, adt, 1, 5, "no progression or death inside the window")
@@ -360,8 +420,8 @@ def subject_truth(
         "scenario": story.scenario + (f"/{story.outcome}" if story.outcome else ""),
         "sex": "female",
         "birth_year": story.birth.year,
-        "age_at_consent": facts["age"],
-        "consented_on": iso(story.consent),
+        "age_at_consent": facts["age"] if sent_consent(story) is not None else None,
+        "consented_on": iso(sent_consent(story)),
         "consent_data_transfer": consent_data_transfer,
         "randomised": story.randomised is not None,
         "arm": story.arm,

@@ -1,4 +1,4 @@
-"""SQL on FHIR v2 ViewDefinitions compiled to DuckDB SQL (the declared flattening of issue 4)."""
+"""SQL on FHIR v2 ViewDefinitions compiled to DuckDB SQL."""
 
 from rescue_pipeline.viewdef.compiler import UnsupportedFeature, ViewError, compile_view
 

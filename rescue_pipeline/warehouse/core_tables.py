@@ -279,6 +279,28 @@ excluded_resources = Table(
     comment="Resources kept in raw but left out of core, counted.",
 )
 
+resource_accounting = Table(
+    "resource_accounting",
+    metadata,
+    _c("site_id", String, "Site.", nullable=False),
+    _c("resource_type", String, "FHIR type.", nullable=False),
+    _c(
+        "reason",
+        String,
+        "used (read by a core table), or why not: entered-in-error, not-done, cancelled, "
+        "consent_withdrawn, other_study, not_a_trial_subject, unmapped_code, no_code, "
+        "medication_not_given (no dose references it), recognised_not_used (a recognised code "
+        "no core table takes, e.g. metastasis at diagnosis), type_not_read, unaccounted.",
+        nullable=False,
+    ),
+    _c("resources", BigInteger, "Current resources (raw.fhir_resources).", nullable=False),
+    schema="core",
+    comment=(
+        "Every current resource in raw, per site and type: used by core or counted with the "
+        "first reason that kept it out. Per site and type the rows add up to raw's count."
+    ),
+)
+
 build_runs = Table(
     "build_runs",
     metadata,
@@ -305,5 +327,6 @@ CORE_TABLES = (
     progression_events,
     unmapped_codes,
     excluded_resources,
+    resource_accounting,
     build_runs,
 )

@@ -277,3 +277,32 @@ def test_rising_ca125_after_randomisation_is_a_gcig_progression_event(build) -> 
     assert rows(
         con, "SELECT progressed_on::VARCHAR, basis, source_id FROM core.progression_events"
     ) == [("2024-09-01", "gcig", "up1")]
+
+
+def test_ages_from_partial_birth_dates_and_without_consent(build) -> None:
+    """Rule book §1 "Dates" and §6 IN04: the age is taken on the consent date, else on the
+    randomisation date; a partial birth date gives the range of ages its days allow."""
+    con = build(
+        {
+            "Patient": [
+                patient("p1", birth="1960-05"),  # every day of May 1960: 63 on 2024-02-20
+                patient("p2", birth="2005-02"),  # 18 or 19 on 2024-02-15
+                patient("p3", birth="1970"),  # no consent: on the randomisation date 2024-03-01
+            ],
+            "ResearchSubject": [
+                subject("r1", "p1", ident="RSC-T-0001", consent="c1"),
+                subject("r2", "p2", ident="RSC-T-0002", arm=None, start=None, consent="c2"),
+                subject("r3", "p3", ident="RSC-T-0003"),
+            ],
+            "Consent": [consent("c1", "p1"), consent("c2", "p2", day="2024-02-15")],
+        }
+    )
+    assert rows(
+        con,
+        "SELECT usubjid, age_at_consent, age_min, age_max, age_on::VARCHAR, age_basis, birth_year "
+        "FROM core.subjects ORDER BY 1",
+    ) == [
+        ("RESCUE-T-0001", 63, 63, 63, "2024-02-20", "consent", 1960),
+        ("RESCUE-T-0002", None, 18, 19, "2024-02-15", "consent", 2005),
+        ("RESCUE-T-0003", None, 53, 54, "2024-03-01", "randomisation", 1970),
+    ]

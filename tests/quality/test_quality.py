@@ -47,11 +47,36 @@ def test_the_synthetic_cohort_passes_every_critical_check_and_warns_only_of_its_
 
     unconvertible = sum(1 for f in truth["faults"] if f["kind"] == "unconvertible_unit")
     assert warned_rows("CA-125 units convert") == unconvertible > 0
-    future = sum(1 for f in truth["faults"] if f["kind"] == "future_date")
+    # future-dated results of trial subjects: a patient never screened has no core rows
+    subjects = {(s["site_id"], s["patient_id"]) for s in truth["subjects"]}
+    with work_db(config, read_only=True) as con:
+        owner = dict(
+            con.execute(
+                "SELECT site_id || '/' || resource_id, "
+                "replace(payload->>'$.subject.reference', 'Patient/', '') "
+                "FROM raw.fhir_resources WHERE resource_type = 'Observation'"
+            ).fetchall()
+        )
+    future = sum(
+        1
+        for f in truth["faults"]
+        if f["kind"] == "future_date"
+        and (f["site_id"], owner.get(f"{f['site_id']}/{f['resource_id']}")) in subjects
+    )
     assert warned_rows("CA-125 results and tumour assessments are not dated after") == future > 0
     deviations = sum(1 for s in truth["subjects"] if s["randomised"] and s["eligible"] != "yes")
     assert warned_rows("Randomised subjects are eligible") == deviations > 0
-    known = ("CA-125 units", "CA-125 results", "Randomised subjects are eligible")
+    # a randomised subject whose site sent no Consent: a cross-check to review, not an error
+    no_transfer = sum(
+        1 for s in truth["subjects"] if s["randomised"] and s["consent_data_transfer"] is not True
+    )
+    assert warned_rows("Randomised subjects consented to data transfer") == no_transfer
+    known = (
+        "CA-125 units",
+        "CA-125 results",
+        "Randomised subjects are eligible",
+        "Randomised subjects consented to data transfer",
+    )
     assert all(c.description.startswith(known) for c in result.warnings)
     with work_db(config, read_only=True) as con:
         rows = con.execute(
@@ -134,6 +159,8 @@ FAULTS = {
         "CREATE OR REPLACE TABLE raw.fhir_resource_versions AS SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN repeat('0', 64) ELSE payload_sha256 END AS payload_sha256) FROM raw.fhir_resource_versions",
     "Every line received was either accepted or quarantined (received = accepted + quarantined).":
         "UPDATE raw.loads SET received = received + 1 WHERE resource_type = 'Patient'",
+    "Every current resource is used by core or counted with its reason (current = used + excluded, per site and type).":
+        "UPDATE core.resource_accounting SET resources = resources - 1 WHERE reason = 'used' AND resource_type = 'Observation' AND site_id IN (SELECT min(site_id) FROM core.resource_accounting)",
     "Quarantine reasons come from the known list.":
         "UPDATE raw.quarantine SET reason = 'looked odd' WHERE line_number IN (SELECT min(line_number) FROM raw.quarantine)",
 }  # fmt: skip

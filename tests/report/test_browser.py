@@ -43,7 +43,7 @@ def _has_playwright() -> bool:
 def test_every_page_opens_from_disk_with_no_error_and_its_plots_render(browser, reported) -> None:
     _config, _truth, files = reported
     pages = sorted(files.sponsors.glob("*.html"))
-    assert len(pages) == 1 + 3 + 13  # overview, a page per site, a page per suite
+    assert len(pages) == 1 + 3 + 14  # overview, a page per site, a page per suite
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []

@@ -77,7 +77,7 @@ def test_a_site_page_shows_each_load_and_why_lines_were_quarantined(reported) ->
 def test_every_suite_has_a_page_with_each_expectation_explained(reported) -> None:
     _config, _truth, files = reported
     suites = sorted(p.name for p in files.sponsors.glob("suite-*.html"))
-    assert len(suites) == 13
+    assert len(suites) == 14
     page = (files.sponsors / "suite-core-ca125_measurements.html").read_text()
     assert "CA-125 units convert to U/mL" in page and "failed" in page and "Warning:" in page
 

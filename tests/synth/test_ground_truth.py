@@ -32,6 +32,7 @@ EXPECTED_FAILURES = {  # scenario -> criteria off their passing value
     "sf_no_data_transfer": {"IN06"},
     "sf_interfering_malignancy": {"EX04"},
     "sf_comorbidity": {"EX08"},
+    "sf_fast_recurrence": {"IN02", "EX05"},  # first-line PFI 45-60 days
     "dev_no_resectability": {"IN05"},
     "dev_interfering_malignancy": {"EX04"},
 }
@@ -72,16 +73,26 @@ def _resources(cohort: Cohort, rtype: str) -> dict[str, dict[str, Any]]:
 
 
 def test_every_scenario_gets_its_intended_eligibility(cohort_1000: Cohort) -> None:
+    no_consent = 0
     for s in cohort_1000.truth["subjects"]:
         scenario = s["scenario"].split("/")[0]
         off = _off(s["eligibility"])
-        assert off == EXPECTED_FAILURES.get(scenario, set()), (scenario, s["eligibility"])
         assert list(s["eligibility"]) == [
             *(f"IN0{i}" for i in range(1, 7)),
             *(f"EX0{i}" for i in range(1, 9)),
         ]
+        if s["consented_on"] is None:  # the site sent no Consent: IN06 unknown, never a refusal
+            no_consent += 1
+            assert s["eligibility"]["IN06"]["status"] == "unknown"
+            assert s["eligible"] != "yes"
+            continue
+        if scenario == "sf_consent_at_recurrence":  # decided after the consent
+            assert off in ({"IN03"}, {"IN05", "EX06"}), s["eligibility"]
+            continue
+        assert off == EXPECTED_FAILURES.get(scenario, set()), (scenario, s["eligibility"])
         if not off:
             assert s["eligible"] == "yes"
+    assert no_consent >= 0.02 * len(cohort_1000.truth["subjects"])
 
 
 def test_each_criterion_fails_in_some_screen_failure(cohort_1000: Cohort) -> None:
@@ -143,13 +154,17 @@ def test_subjects_match_their_resources(cohort_1000: Cohort) -> None:
         assert rs["individual"]["reference"] == f"Patient/{s['patient_id']}"
         ident = rs.get("identifier", [{}])[0].get("value")
         assert ident == s["subject_identifier"]
-        consent = consents[rs["consent"]["reference"].removeprefix("Consent/")]
-        assert consent["dateTime"][:10] == s["consented_on"]
+        if s["consented_on"] is None:
+            assert "consent" not in rs
+        else:
+            consent = consents[rs["consent"]["reference"].removeprefix("Consent/")]
+            assert consent["dateTime"][:10] == s["consented_on"]
         if s["randomised"]:
             assert rs["assignedArm"][0] == s["arm"]
             assert rs["period"]["start"] == s["randomised_on"]
         else:
-            assert "assignedArm" not in rs and "period" not in rs
+            assert "assignedArm" not in rs
+            assert "period" not in rs or s["scenario"] == "sf_consent_at_recurrence"
     rs_patients = {rs["individual"]["reference"][8:] for rs in subjects.values()}
     assert rs_patients == truth_patients
     assert len(patients) > len(truth_patients)  # some patients are not trial subjects

@@ -11,7 +11,7 @@ import orjson
 from rescue_pipeline.synth import DEFAULT_REFERENCE_DATE
 from rescue_pipeline.synth.clinical import make_story
 from rescue_pipeline.synth.story import PLATINUM
-from rescue_pipeline.synth.truth import recurrences, screening_cutoff
+from rescue_pipeline.synth.truth import recurrence_limit, recurrences, screening_cutoff
 
 if TYPE_CHECKING:
     from conftest import Cohort
@@ -91,14 +91,18 @@ def test_every_story_is_in_chronological_order() -> None:
         s = make_story(3, index, ref)
         first_line = min(d.day for d in s.doses if d.line == 1)
         assert s.birth < s.diagnosis <= first_line, index
-        cutoff = screening_cutoff(s, ref)
-        recs = recurrences(s, cutoff)
+        recs = recurrences(s, recurrence_limit(s, ref))
+        cutoff = screening_cutoff(s, ref, recs[-1] if recs else None)
+        at_recurrence = s.scenario == "sf_consent_at_recurrence"
         if recs:
             assert first_line < recs[0]
             post = [d.day for d in s.doses if d.drug in PLATINUM and recs[-1] < d.day <= cutoff]
             if post and s.consent is not None:
-                assert recs[-1] < post[0] < s.consent, index
-        if s.consent is not None:
+                if at_recurrence:  # consented at recurrence, before the first cycle
+                    assert recs[-1] < s.consent < post[0] <= cutoff, index
+                else:
+                    assert recs[-1] < post[0] < s.consent, index
+        if s.consent is not None and not at_recurrence:
             assert all(f.day < s.consent for f in s.findings), index
         if s.randomised is not None:
             assert s.consent is not None and s.consent <= s.randomised
