@@ -396,6 +396,22 @@ def _pfs(start: date, adt: date, cnsr: int, rule: int, reason: str) -> dict[str,
     }
 
 
+def real_site_classes(story: Story) -> list[str]:
+    """Which of the ways real sites send data this subject exercises (for measuring them)."""
+    classes = []
+    if story.birth_precision != "day":
+        classes.append(f"birth_date_{story.birth_precision}_only")
+    if not story.consent_sent:
+        classes.append("no_consent_sent")
+    if story.screening_end is not None:
+        classes.append("screening_period_end_sent")
+    if story.scenario == "sf_fast_recurrence":
+        classes.append("fast_recurrence")
+    if story.scenario == "sf_consent_at_recurrence":
+        classes.append("consent_at_recurrence")
+    return classes
+
+
 def subject_truth(
     story: Story,
     ref: date,
@@ -418,6 +434,7 @@ def subject_truth(
         "research_subject_id": research_subject_id,
         "subject_identifier": subject_identifier,
         "scenario": story.scenario + (f"/{story.outcome}" if story.outcome else ""),
+        "classes": real_site_classes(story),
         "sex": "female",
         "birth_year": story.birth.year,
         "age_at_consent": facts["age"] if sent_consent(story) is not None else None,
