@@ -306,3 +306,31 @@ def test_ages_from_partial_birth_dates_and_without_consent(build) -> None:
         ("RESCUE-T-0002", None, 18, 19, "2024-02-15", "consent", 2005),
         ("RESCUE-T-0003", None, 53, 54, "2024-03-01", "randomisation", 1970),
     ]
+
+
+def test_only_final_amended_or_corrected_observations_count_and_the_rest_are_counted(
+    build,
+) -> None:
+    """Rule book §1: Observations count when final, amended or corrected."""
+    con = build(
+        {
+            "Patient": [patient("p1")],
+            "ResearchSubject": [subject("r1", "p1")],
+            "Observation": [
+                ca125("o1", "p1", 40.0, "U/mL", status="final"),
+                ca125("o2", "p1", 41.0, "U/mL", status="amended"),
+                ca125("o3", "p1", 42.0, "U/mL", status="corrected"),
+                ca125("o4", "p1", 43.0, "U/mL", status="preliminary"),
+                ca125("o5", "p1", 44.0, "U/mL", status="cancelled"),
+            ],
+        }
+    )
+    assert rows(con, "SELECT source_id FROM core.ca125_measurements ORDER BY 1") == [
+        ("o1",),
+        ("o2",),
+        ("o3",),
+    ]
+    assert rows(con, "SELECT reason, resources FROM core.excluded_resources ORDER BY 1") == [
+        ("cancelled", 1),
+        ("preliminary", 1),
+    ]

@@ -1,4 +1,5 @@
 -- core.ca125_measurements: every CA-125 result in U/mL; unconvertible units flagged, kept.
+-- Only results that count (rule book §1): status final, amended or corrected.
 INSERT INTO core.ca125_measurements BY NAME
 SELECT s.usubjid,
        TRY_CAST(substr(coalesce(o.effective, o.effective_start), 1, 10) AS DATE) AS measured_on,
@@ -14,5 +15,5 @@ JOIN core_stage.resource_concept rc
   ON rc.site_id = o.site_id AND rc.resource_type = 'Observation' AND rc.id = o.id
 JOIN core_stage.subject_of_patient s ON s.site_id = o.site_id AND s.patient_id = o.patient_id
 LEFT JOIN terminology.ca125_units u ON u.unit = coalesce(o.value_unit_code, o.value_unit)
-WHERE rc.concept = 'ca125' AND o.status IS DISTINCT FROM 'entered-in-error'
+WHERE rc.concept = 'ca125' AND o.status IN ('final', 'amended', 'corrected')
   AND coalesce(o.effective, o.effective_start) IS NOT NULL;

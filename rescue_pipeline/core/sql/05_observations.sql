@@ -1,5 +1,12 @@
 -- Observation-based tables: surgeries (with residual disease), resectability, screening
 -- findings, disease statuses and tumour assessments.
+
+-- An Observation counts when final, amended or corrected (rule book §1); any other status
+-- (preliminary, registered, cancelled, unknown, or none) is left out and counted by it.
+INSERT INTO core_stage.excluded
+SELECT site_id, 'Observation', id, coalesce(status, 'no_status') FROM flat.observation
+WHERE status IS NULL OR status NOT IN ('final', 'amended', 'corrected', 'entered-in-error');
+
 CREATE OR REPLACE TABLE core_stage.obs AS
 SELECT o.*, rc.concept, a.answer, s.usubjid,
        TRY_CAST(substr(coalesce(o.effective, o.effective_start), 1, 10) AS DATE) AS observed_on
@@ -8,7 +15,7 @@ JOIN core_stage.resource_concept rc
   ON rc.site_id = o.site_id AND rc.resource_type = 'Observation' AND rc.id = o.id
 JOIN core_stage.subject_of_patient s ON s.site_id = o.site_id AND s.patient_id = o.patient_id
 LEFT JOIN core_stage.observation_answer a ON a.site_id = o.site_id AND a.id = o.id
-WHERE o.status IS DISTINCT FROM 'entered-in-error';
+WHERE o.status IN ('final', 'amended', 'corrected');
 
 INSERT INTO core.surgeries BY NAME
 WITH residual AS (
