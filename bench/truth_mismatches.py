@@ -22,9 +22,12 @@ def main(cohort: Path, work_db: Path) -> None:
     con = duckdb.connect(str(work_db), read_only=True)
     ids = dict(con.execute("SELECT source_id, usubjid FROM core.subjects").fetchall())
     crit: dict[str, dict[str, str]] = defaultdict(dict)
-    for u, c, s in con.execute("SELECT usubjid, criterion, status FROM analysis.eligibility"):
+    rows = con.execute("SELECT usubjid, criterion, status FROM analysis.eligibility").fetchall()
+    for u, c, s in rows:
         crit[u][c] = s
-    summary = dict(con.execute("SELECT usubjid, eligible FROM analysis.eligibility_summary"))
+    summary = dict(
+        con.execute("SELECT usubjid, eligible FROM analysis.eligibility_summary").fetchall()
+    )
     pfs = {
         u: (adt, cnsr)
         for u, adt, cnsr in con.execute(

@@ -428,6 +428,7 @@ def make_story(seed: int, index: int, ref: date) -> Story:
     vary = random.Random(f"rescue-synth:{seed}:{index}:variation")
     precision = vary.choices(("day", "month", "year"), (94, 4, 2))[0]
     consent_sent = not (trial_subject and vary.random() < 0.04)
+    corrected = vary.random() < 0.05 and any(not a.after_randomisation for a in b.assessments)
     return Story(
         index=index,
         scenario=scenario,
@@ -458,4 +459,5 @@ def make_story(seed: int, index: int, ref: date) -> Story:
         birth_precision=precision,
         consent_sent=consent_sent,
         screening_end=screening_end,
+        corrected_assessment=corrected,
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rescue_pipeline.synth.clinical import make_story
 from rescue_pipeline.synth.faults import KINDS, FaultLine, Injector, dumps, record
-from rescue_pipeline.synth.fhir import medication_resource, render
+from rescue_pipeline.synth.fhir import LATE_OLDER_VERSION, medication_resource, render
 from rescue_pipeline.synth.flavours import Site, make_site
 from rescue_pipeline.synth.truth import INTERVAL, PFI_SIX_MONTHS, ULN_TENTHS, WINDOW, subject_truth
 from rescue_pipeline.synth.writer import GroundTruthWriter, SiteFiles, atomic_write, sites_yaml
@@ -87,7 +87,7 @@ class _Run:
             stats.quarantined[fault["reason"]] += 1
         elif line.kind == "duplicate":
             stats.duplicates += 1
-        elif line.kind in ("updated_version", "unknown_element"):
+        elif line.kind in ("updated_version", "unknown_element", "late_correction"):
             stats.extra_versions += 1
         self.faults[line.kind] += 1
 
@@ -108,13 +108,20 @@ class _Run:
                 )
         injector = Injector(self.seed, index, self.rate, self.ref, site.local)
         deferred: list[tuple[str, FaultLine, int]] = []
+        mains: dict[str, int] = {}
         for item in rendered.resources:
             rtype = item.resource_type
+            if item.role == LATE_OLDER_VERSION:  # an older version arriving after the current
+                rid = str(item.resource["id"])
+                late = FaultLine(dumps(item.resource), "late_correction", rtype, rid)
+                self._fault(site, rtype, late, files.write(rtype, late.data), mains.get(rid))
+                continue
             inj = injector.inject(item)
             for line in inj.before:
                 number = files.write(rtype, line.data)
                 self._fault(site, rtype, line, number, number + 1)  # the resource's own line
             main = files.write(rtype, inj.main)
+            mains[str(item.resource.get("id"))] = main
             for line in inj.after:
                 self._fault(
                     site,

@@ -31,6 +31,9 @@ from rescue_pipeline.synth.codes import (
 from rescue_pipeline.synth.ids import STUDY_ID, SUBJECT_ID_SYSTEM, medication_id, mrn, resource_id
 from rescue_pipeline.synth.story import Story
 
+LATE_OLDER_VERSION = "late_older_version"
+"""Role of an older version written after the current one (the cohort records it as such)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Emitted:
@@ -352,6 +355,28 @@ def _assessment(r: _Renderer, day: date, response: str, primary: str, post: bool
     )
 
 
+def _corrected_assessment(r: _Renderer, day: date, response: str, primary: str) -> None:
+    """A deciding response sent twice: version 2 (`amended`, the story's response) first, then
+    version 1 with another response and an earlier lastUpdated, arriving late. The older
+    version must never replace the newer one (rule book §1, current version)."""
+    _assessment(r, day, "PD" if response != "PD" else "SD", primary, False)
+    first = r.out.pop()
+    _assessment(r, day, response, primary, False)
+    second = r.out[-1].resource
+    old = first.resource
+    old["id"] = second["id"]
+    stamp = second["meta"]["lastUpdated"]
+    earlier = date.fromisoformat(stamp[:10]) - timedelta(days=r.rng.randint(2, 6))
+    old["meta"] = {
+        **second["meta"],
+        "versionId": "1",
+        "lastUpdated": earlier.isoformat() + stamp[10:],
+    }
+    second["meta"]["versionId"] = "2"
+    second["status"] = "amended"
+    r.out.append(Emitted(first.resource_type, old, LATE_OLDER_VERSION, first.day))
+
+
 def _observations(r: _Renderer, primary: str) -> None:
     s = r.story
     r.observation(
@@ -368,8 +393,12 @@ def _observations(r: _Renderer, primary: str) -> None:
         _ca125(r, lab.day, lab.tenths, lab.below_lod, lab.after_randomisation)
     for status in s.statuses:
         _disease_status(r, status.day, status.value, primary, r.flavour == "c")
+    screening = [a for a in s.assessments if not a.after_randomisation]
     for a in s.assessments:
-        _assessment(r, a.day, a.response, primary, a.after_randomisation)
+        if s.corrected_assessment and a is screening[-1]:
+            _corrected_assessment(r, a.day, a.response, primary)
+        else:
+            _assessment(r, a.day, a.response, primary, a.after_randomisation)
     for surgery in s.surgeries:
         kind = surgery.kind
         if r.flavour == "c":

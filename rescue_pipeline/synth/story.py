@@ -118,3 +118,4 @@ class Story:
     birth_precision: str = "day"  # day | month | year: how much of birthDate the site sends
     consent_sent: bool = True  # False: the site sends no Consent resource for her
     screening_end: date | None = None  # ResearchSubject.period.end sent for a screen failure
+    corrected_assessment: bool = False  # the screening response was corrected in a new version

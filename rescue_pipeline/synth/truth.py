@@ -405,6 +405,8 @@ def real_site_classes(story: Story) -> list[str]:
         classes.append("no_consent_sent")
     if story.screening_end is not None:
         classes.append("screening_period_end_sent")
+    if story.corrected_assessment:
+        classes.append("late_correction_of_the_response")
     if story.scenario == "sf_fast_recurrence":
         classes.append("fast_recurrence")
     if story.scenario == "sf_consent_at_recurrence":
