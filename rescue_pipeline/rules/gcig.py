@@ -5,9 +5,11 @@ Cancer Intergroup (GCIG)", Int J Gynecol Cancer 2011;21:419-423).
 Response: a pre-treatment sample within 14 days before the start of treatment with a value of
 at least twice the upper limit of normal; a fall of at least 50% from it, confirmed by a sample
 at least 28 days later that is still at least 50% down, with no sample in between above the 50%
-line. The response date is the date of the first 50% fall. Values below the detection limit are
-read at the limit (as reported). Without a qualifying pre-treatment sample the response is not
-evaluable.
+line, and the samples in between and the confirming one no higher than the one before + 10 %
+(a change within the normal range, at or below the ULN, is ignored). The response date is the
+date of the first 50% fall. Values below the detection limit are read at the limit (as
+reported). Without a qualifying pre-treatment sample, or with no sample after the start of
+treatment, the response is not evaluable (IN03 `unknown`; rule book §5).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Literal
 
 PRE_TREATMENT_DAYS = 14
 CONFIRMATION_DAYS = 28
+RISE_ALLOWED = 1.10  # each later sample at most 10 % above the one before (assay variability)
 
 Outcome = Literal["response", "no_response", "not_evaluable"]
 
@@ -64,12 +67,20 @@ def gcig_response(
         )
     line = baseline.value / 2
     after = [v for v in ordered if v.day > treatment_start]
+    if not after:
+        return GcigResponse(
+            "not_evaluable", None, baseline, (baseline.source_id,),
+            "no sample after the start of treatment",
+        )  # fmt: skip
     for i, first in enumerate(after):
         if first.value > line:
             continue
+        previous = first
         for later in after[i + 1 :]:
             if later.value > line:
                 break
+            if later.value > previous.value * RISE_ALLOWED and later.value > uln:
+                break  # a rise beyond assay variability (changes in the normal range ignored)
             if (later.day - first.day).days >= CONFIRMATION_DAYS:
                 return GcigResponse(
                     "response",
@@ -78,6 +89,7 @@ def gcig_response(
                     (baseline.source_id, first.source_id, later.source_id),
                     f"50% fall on {first.day} from {baseline.value:g}, confirmed {later.day}",
                 )
+            previous = later
     return GcigResponse(
         "no_response",
         None,

@@ -20,7 +20,9 @@ checks the pipeline rather than repeats it. They read the rule book (RESCUE clin
 - §6 IN04: completed years on the consent date (else randomisation), and a partial birth date
   decides only when every day it allows gives the same answer (each day is tried).
 - GCIG: pre-treatment value = latest value in the 14 days before the first platinum dose after
-  the screened recurrence; values below the detection limit count as the limit (5 U/mL).
+  the screened recurrence; values below the detection limit count as the limit (5 U/mL); the
+  samples after the fall may rise at most 10 % each unless they stay within the normal range;
+  no sample after the first cycle is not evaluable.
 - §7 PFS: "before" means strictly before; new therapy inside the window with no candidate
   censors before the therapy (rule 2).
 """
@@ -147,14 +149,21 @@ def gcig_response(story: Story, first_cycle: date | None, cutoff: date) -> tuple
         return "not_evaluable", None
     line = pre[-1] / 2
     after = [(d, v) for d, v in labs if d > first_cycle]
+    if not after:
+        return "not_evaluable", None
     for i, (day, value) in enumerate(after):
         if value > line:
             continue
+        before = value
         for later_day, later_value in after[i + 1 :]:
             if later_value > line:
                 break
+            # in tenths: later > before + 10 %, unless it stays within the normal range
+            if 10 * later_value > 11 * before and later_value > ULN_TENTHS:
+                break
             if (later_day - day).days >= 28:
                 return "response", day
+            before = later_value
     return "no_response", None
 
 

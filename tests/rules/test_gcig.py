@@ -92,3 +92,29 @@ def test_no_progression_below_the_threshold() -> None:
 
     assert gcig_progression([s(30, 20), s(60, 60), s(90, 65)], baseline=20) is None
     assert gcig_progression([], baseline=20) is None
+
+
+# Rule book §5: the samples in between and the confirming one no higher than the previous + 10 %;
+# changes within the normal range ignored; an evaluable baseline with no later sample is unknown.
+
+
+def test_a_rise_of_exactly_10_percent_keeps_the_confirmation_and_more_breaks_it() -> None:
+    ok = gcig_response([s(-7, 400), s(21, 100), s(35, 110), s(49, 121)], treatment_start=C1)
+    assert (ok.outcome, ok.day) == ("response", C1 + timedelta(days=21))
+    broken = gcig_response([s(-7, 400), s(21, 100), s(35, 110), s(49, 122)], treatment_start=C1)
+    assert broken.outcome == "no_response"
+
+
+def test_a_rise_within_the_normal_range_is_ignored() -> None:
+    # 10 -> 30 U/mL triples but stays at or below the ULN (35): still confirmed
+    r = gcig_response([s(-7, 400), s(21, 10), s(49, 30)], treatment_start=C1)
+    assert r.outcome == "response"
+    # 10 -> 36 leaves the normal range and is more than 10 % up: broken
+    assert gcig_response([s(-7, 400), s(21, 10), s(49, 36)], treatment_start=C1).outcome == (
+        "no_response"
+    )
+
+
+def test_an_evaluable_baseline_with_no_later_sample_is_not_evaluable() -> None:
+    r = gcig_response([s(-7, 400)], treatment_start=C1)
+    assert (r.outcome, r.baseline is not None) == ("not_evaluable", True)
