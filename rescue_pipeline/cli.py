@@ -303,9 +303,14 @@ def _analysis_db(config: Config) -> Any:
     """The published warehouse, read-only: analysts' commands never touch the working one."""
     import duckdb
 
+    from rescue_pipeline.warehouse import sandbox
+
     if not config.warehouse.exists():
         raise CommandError(f"no database at {config.warehouse}: run `rescue run` first", EXIT_USAGE)
-    return duckdb.connect(str(config.warehouse), read_only=True)
+    try:
+        return sandbox.connect(config.warehouse)
+    except duckdb.IOException as exc:
+        raise CommandError(f"{config.warehouse}: {exc}", EXIT_BUSY) from None
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -445,37 +450,70 @@ def cmd_dictionary(args: argparse.Namespace) -> int:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
+    from rescue_pipeline.warehouse import sandbox
+
     config = _config(args)
     path = config.work_db if args.work else config.warehouse
     if not path.exists():
         hint = "run `rescue run` first" if args.work else "query the working database with --work"
         raise CommandError(f"no database at {path}: {hint}", EXIT_USAGE)
     try:
-        con = duckdb.connect(str(path), read_only=True)
+        con = sandbox.connect(path)
     except duckdb.IOException as exc:
         raise CommandError(f"{path}: {exc}", EXIT_BUSY) from None
     try:
-        cursor = con.execute(args.sql)
-        columns = [d[0] for d in cursor.description or ()]
-        rows = cursor.fetchall()
+        statements = sandbox.reading_statements(con, args.sql)
+        with sandbox.deadline(con, args.timeout):
+            for statement in statements[:-1]:
+                con.execute(statement).fetchall()
+            cursor = con.execute(statements[-1])
+            columns = [d[0] for d in cursor.description or ()]
+            _print_rows(args.format, columns, cursor, args.max_rows)
+    except sandbox.QueryRefused as exc:
+        raise CommandError(f"query refused: {exc}", EXIT_USAGE) from None
+    except duckdb.InterruptException:
+        raise CommandError(
+            f"query stopped after {args.timeout:g} s (--timeout)", EXIT_FAILED
+        ) from None
     except duckdb.Error as exc:
         raise CommandError(f"query failed: {str(exc).splitlines()[0]}", EXIT_USAGE) from None
     finally:
         con.close()
-    if args.format == "csv":
+    return EXIT_OK
+
+
+QUERY_BATCH = 10_000
+
+
+def _print_rows(fmt: str, columns: list[str], cursor: Any, max_rows: int) -> None:
+    """Stream the result: CSV and JSON in batches (any size); a table of at most `max_rows`."""
+    if fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(columns)
-        writer.writerows(rows)
-    elif args.format == "json":
+        while batch := cursor.fetchmany(QUERY_BATCH):
+            writer.writerows(batch)
+        return
+    if fmt == "json":
         import orjson
 
-        records = [dict(zip(columns, row, strict=True)) for row in rows]
-        sys.stdout.write(orjson.dumps(records, default=str, option=orjson.OPT_INDENT_2).decode())
-        sys.stdout.write("\n")
+        sys.stdout.write("[")
+        first = True
+        while batch := cursor.fetchmany(QUERY_BATCH):
+            for row in batch:
+                record = dict(zip(columns, row, strict=True))
+                text = orjson.dumps(record, default=str, option=orjson.OPT_INDENT_2).decode()
+                sys.stdout.write(("\n  " if first else ",\n  ") + text.replace("\n", "\n  "))
+                first = False
+        sys.stdout.write("]\n" if first else "\n]\n")
+        return
+    rows = cursor.fetchmany(max_rows + 1)
+    more = len(rows) > max_rows
+    rows = rows[:max_rows]
+    _say(_format_table([tuple(columns), *rows]))
+    if more:
+        _say(f"({max_rows} rows shown; more not shown: use --format csv, or --max-rows)")
     else:
-        _say(_format_table([tuple(columns), *rows]))
         _say(f"({len(rows)} rows)")
-    return EXIT_OK
 
 
 def _format_table(rows: Sequence[Sequence[object]]) -> str:
@@ -576,6 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sql")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--work", action="store_true", help="query the working database")
+    p.add_argument(
+        "--timeout", type=float, default=600.0, metavar="SECONDS",
+        help="stop a query still running after this long (default 600; 0: never)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-rows", type=int, default=1000, metavar="N",
+        help="rows shown by --format table (default 1000; csv and json stream everything)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_query)
     return parser
 

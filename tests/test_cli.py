@@ -93,7 +93,7 @@ def test_query_is_read_only(synthesised: Path, capsys: pytest.CaptureFixture[str
     config = str(synthesised / "sites.yaml")
     assert run(capsys, "run", "--config", config)[0] == 0
     code, _, err = run(capsys, "query", "--work", "--config", config, "DELETE FROM raw.loads")
-    assert code == 2 and err.startswith("error: query failed:") and "read-only" in err
+    assert code == 2 and err.startswith("error: query refused:") and "read-only" in err
 
 
 def test_query_without_a_published_warehouse_says_what_to_do(

@@ -216,15 +216,15 @@ def _write_parquet(
 def _write_csv(
     con: duckdb.DuckDBPyConnection, spec: DatasetSpec, table: pa.Table, path: Path
 ) -> None:
-    con.register("export_dataset", table)
-    try:
+    # A private in-memory DuckDB writes the file: the warehouse connection is a sandbox with no
+    # file access, and this one holds nothing but the dataset already read.
+    with duckdb.connect() as writer:
+        writer.register("export_dataset", table)
         target = str(path).replace("'", "''")
-        con.execute(
+        writer.execute(
             f"COPY (SELECT * FROM export_dataset) TO '{target}' "
             "(FORMAT csv, HEADER true, DATEFORMAT '%Y-%m-%d')"
         ).fetchall()
-    finally:
-        con.unregister("export_dataset")
 
 
 def _write_xpt(
