@@ -353,6 +353,8 @@ def make_story(seed: int, index: int, ref: date) -> Story:
     elif scenario == "sf_non_epithelial":
         histology = rng.choice(("8620/3", "9060/3"))
     site = rng.choices(("ovary", "tube", "peritoneum"), (80, 12, 8))[0]
+    if scenario == "sf_other_primary_site":
+        site = "adnexa"  # uterine adnexa, unspecified: not an IN01 site
     metastasis = (
         rng.choice(("liver", "lung", "pleura"))
         if stage.startswith("IV") and rng.random() < 0.5

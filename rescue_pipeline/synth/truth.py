@@ -11,7 +11,8 @@ issue 5 leaves room (the pipeline must agree, and the stories keep margins aroun
   onset) after the end of the first line's chemotherapy that follows a documented time without
   disease (NED / CR, or CA-125 < 35 U/mL) since the previous recurrence.
 - IN01 = invasive epithelial ovarian/tubal/peritoneal cancer whose screened recurrence is the
-  first; platinum sensitivity is judged by IN02 and EX05 alone.
+  first; platinum sensitivity is judged by IN02 and EX05 alone. A primary of another site
+  (recorded with a standard code, rule book §6) fails IN01 whatever its recurrences.
 - GCIG: pre-treatment value = latest value in the 14 days before the first platinum dose after
   the screened recurrence; values below the detection limit count as the limit (5 U/mL).
 - IN03 uses the last tumour assessment after that first cycle.
@@ -47,6 +48,7 @@ CRITERIA = (
     "EX07",
     "EX08",
 )
+IN01_SITES = ("ovary", "tube", "peritoneum")
 NON_EPITHELIAL_PREFIXES = ("86", "87", "88", "89", "90", "91", "92", "93", "94", "95", "96")
 
 
@@ -142,6 +144,11 @@ def eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dic
         c["IN01"] = {
             "status": "not_met",
             "reason": f"histology {story.histology} is not invasive epithelial",
+        }
+    elif story.primary_site not in IN01_SITES:
+        c["IN01"] = {
+            "status": "not_met",
+            "reason": f"primary site {story.primary_site} is not ovary, tube or peritoneum",
         }
     elif rec is None:
         c["IN01"] = (
