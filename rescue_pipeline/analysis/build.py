@@ -83,8 +83,10 @@ def derive_analysis(
     }  # fmt: skip
     diagnoses = _grouped(
         con,
-        "SELECT usubjid, primary_site, behaviour, histology_class, histology_code, source_id "
-        "FROM core.diagnoses ORDER BY usubjid, diagnosed_on NULLS LAST, source_id",
+        # a qualifying primary decides before a recorded, non-qualifying one (primary_site other)
+        "SELECT usubjid, primary_site, behaviour, histology_class, histology_code, source_id, "
+        "primary_code FROM core.diagnoses "
+        "ORDER BY usubjid, primary_site = 'other', diagnosed_on NULLS LAST, source_id",
     )
     platinum = _grouped(
         con,
@@ -284,6 +286,7 @@ def _facts(
         histology_class=diagnosis[2] if diagnosis else None,
         histology_code=diagnosis[3] if diagnosis else None,
         diagnosis_source=diagnosis[4] if diagnosis else None,
+        primary_code=diagnosis[5] if diagnosis else None,
         platinum_doses=doses,
         first_line_platinum=tuple(elig.Dated(day, sid) for day, sid, line in platinum if line == 1),
         worsenings=tuple(elig.Dated(day, sid) for day, sid in worsenings),

@@ -62,7 +62,8 @@ class SiteReport:
     completeness: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     completeness_trend: dict[str, float] = field(default_factory=dict)
     ca125_units: list[tuple[str, bool, int]] = field(default_factory=list)
-    unmapped_codes: list[tuple[str, str, str, int]] = field(default_factory=list)
+    # (system, code, display, resources not used, resources recognised otherwise)
+    unmapped_codes: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     open_queries: dict[str, int] = field(default_factory=dict)
     checks: list[CheckRow] = field(default_factory=list)
 
@@ -221,11 +222,15 @@ def _codes(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None
         "count(*) FROM core.ca125_measurements GROUP BY ALL ORDER BY 4 DESC"
     ).fetchall():
         sites[site_id].ca125_units.append((unit, bool(convertible), int(n)))
-    for site_id, system, code, display, n in con.execute(
-        "SELECT site_id, system, code, coalesce(display, ''), sum(resources) "
-        "FROM core.unmapped_codes GROUP BY ALL ORDER BY 5 DESC, 2, 3"
+    # Codes whose resources could not be used first; then codes beside a recognised one.
+    for site_id, system, code, display, unused, otherwise in con.execute(
+        "SELECT site_id, system, code, coalesce(display, ''), "
+        "sum(resources - resources_recognised_otherwise), sum(resources_recognised_otherwise) "
+        "FROM core.unmapped_codes GROUP BY ALL ORDER BY 5 DESC, 6 DESC, 2, 3"
     ).fetchall():
-        sites[site_id].unmapped_codes.append((system or "(no system)", code, display, int(n)))
+        sites[site_id].unmapped_codes.append(
+            (system or "(no system)", code, display, int(unused), int(otherwise))
+        )
     for site_id, severity, n in con.execute(
         "SELECT site_id, severity, count(*) FROM quality.findings GROUP BY ALL"
     ).fetchall():

@@ -44,11 +44,12 @@ class ScreeningFacts:
 
     recurrences: tuple[Dated, ...] = ()  # numbered in order
     has_disease_status_records: bool = False
-    primary_site: str | None = None  # ovary, fallopian_tube, primary_peritoneal
+    primary_site: str | None = None  # ovary, fallopian_tube, primary_peritoneal, other
     behaviour: str | None = None  # invasive, borderline, ...
     histology_class: str | None = None  # epithelial, non_epithelial
     histology_code: str | None = None
     diagnosis_source: str | None = None
+    primary_code: str | None = None  # the standard code the primary site was read from
     platinum_doses: tuple[Dated, ...] = ()
     first_line_platinum: tuple[Dated, ...] = ()  # platinum doses of line 1 (first-line PFI)
     worsenings: tuple[Dated, ...] = ()  # disease status worsened, tumour assessment PD
@@ -101,10 +102,16 @@ def _status(ok: bool) -> Status:
 
 
 def in01(f: ScreeningFacts, d: Derived) -> Criterion:
-    """First recurrence of invasive epithelial ovarian, tubal or primary peritoneal cancer."""
+    """First recurrence of invasive epithelial ovarian, tubal or primary peritoneal cancer.
+
+    A primary recorded with a standard code outside these sites (primary_site other, e.g. C57.4)
+    is not_met; one coded only with an unmapped local code reaches here with no primary site and
+    stays unknown (rule book §6 IN01, §1 codes with their descendants)."""
     src = tuple(x for x in (f.diagnosis_source,) if x)
     if f.histology_class == "non_epithelial" or f.behaviour == "borderline":
         return Criterion("IN01", "not_met", f"histology {f.histology_code}", src)
+    if f.primary_site == "other":
+        return Criterion("IN01", "not_met", f"primary site other ({f.primary_code})", src)
     if d.recurrence is None:
         status: Status = "not_met" if f.has_disease_status_records else "unknown"
         return Criterion("IN01", status, "no recurrence recorded", src)

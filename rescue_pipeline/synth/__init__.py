@@ -8,7 +8,7 @@ Modules: `scenarios` (catalogue and schedule), `clinical` + `followup` (latent s
 (rendering per site flavour), `ids`, `faults` (injected input faults), `writer` (streamed files),
 `cohort` (the loop).
 
-Scenario catalogue (one block of 43 patients holds each slot once, shuffled by the seed):
+Scenario catalogue (one block of 44 patients holds each slot once, shuffled by the seed):
 
 Randomised, eligible (19 slots), by PFS outcome:
 - `pd` x8: RECIST PD at a scheduled assessment inside the window -> rule 4, event.
@@ -33,9 +33,10 @@ Randomised, special (5 slots; PFS outcome drawn from pd / no_event / death):
 - `dev_no_resectability`: randomised without a resectability record -> eligible unknown.
 - `dev_interfering_malignancy`: randomised with an interfering malignancy -> eligible no.
 
-Screen failures (18 slots, ResearchSubject status ineligible, about 1 in 4 without identifier):
+Screen failures (19 slots, ResearchSubject status ineligible, about 1 in 4 without identifier):
 `sf_no_recurrence` (EX01 met), `sf_no_disease_status` (IN01/EX01/IN02/IN03 unknown),
-`sf_borderline` and `sf_non_epithelial` (EX02), `sf_second_recurrence` (EX03, IN01 not met),
+`sf_borderline` and `sf_non_epithelial` (EX02), `sf_other_primary_site` (primary coded
+C57.4, uterine adnexa: IN01 not met), `sf_second_recurrence` (EX03, IN01 not met),
 `sf_short_pfi` (PFI 90-170) and `sf_pfi_182` (IN02 not met, EX05 met), `sf_recist_pd` (IN03),
 `sf_ca125_no_response` (no RECIST, CA-125 no response: IN03 not met), `sf_ca125_confirm_27d`
 (confirmation only 27 days after the fall: no response, IN03 not met), `sf_ca125_below_2uln`
@@ -56,6 +57,12 @@ response assessment 32-38 days after the last cycle, the surgeon's judgement, co
 randomised subjects: arm A secondary surgery with residual disease, both arms complete six
 cycles, optional maintenance, assessments every 84 (+/-5) days. Stage IV patients may carry a
 SecondaryCancerCondition at diagnosis (metastasis, not a recurrence).
+
+Coding varies per subject as at real sites (a stream of its own, so the clinical facts do not
+move): the primary is sometimes an ICD-10-CM header code (C56, C57.0, C48.1), an ICD-10-CM child
+code (C56.1-C56.3, C57.01, C57.02, some sent dotless), or SNOMED CT alone; drugs sometimes come
+as a contained Medication (a local pharmacy code before the RxNorm one), and carboplatin,
+paclitaxel and gemcitabine sometimes as product-level RxNorm codes (SCD).
 """
 
 from rescue_pipeline.synth.cohort import (

@@ -333,7 +333,7 @@ def make_story(seed: int, index: int, ref: date) -> Story:
             # Platinum-resistant: disease-free at the end-of-treatment visit, back within two
             # months, and retreated with platinum less than 90 days after the first line.
             diagnosis, stage = b.first_line(last_platinum)
-            ned = last_platinum + _days(rng.randint(14, 24))
+            ned = last_platinum + _days(rng.randint(21, 28))  # after any day-8/15 doses
             b.statuses.append(DiseaseStatus(ned, "ned"))
             b.labs.append(b._normal_lab(ned))
         else:
@@ -376,6 +376,8 @@ def make_story(seed: int, index: int, ref: date) -> Story:
     elif scenario == "sf_non_epithelial":
         histology = rng.choice(("8620/3", "9060/3"))
     site = rng.choices(("ovary", "tube", "peritoneum"), (80, 12, 8))[0]
+    if scenario == "sf_other_primary_site":
+        site = "adnexa"  # uterine adnexa, unspecified: not an IN01 site
     metastasis = (
         rng.choice(("liver", "lung", "pleura"))
         if stage.startswith("IV") and rng.random() < 0.5

@@ -44,17 +44,48 @@ PRIMARY_CODES = {  # flavour -> site -> (system, code, display)
         "ovary": (fl.SNOMED, "363443007", "Malignant tumor of ovary"),
         "tube": (fl.ICD10, "C57.0", "Malignant neoplasm of fallopian tube"),
         "peritoneum": (fl.ICD10, "C48.2", "Malignant neoplasm of peritoneum, unspecified"),
+        "adnexa": (fl.ICD10, "C57.4", "Malignant neoplasm of uterine adnexa, unspecified"),
     },
     "b": {
         "ovary": (fl.ICD10CM, "C56.9", "Malignant neoplasm of unspecified ovary"),
         "tube": (fl.ICD10CM, "C57.00", "Malignant neoplasm of unspecified fallopian tube"),
         "peritoneum": (fl.ICD10CM, "C48.2", "Malignant neoplasm of peritoneum, unspecified"),
+        "adnexa": (fl.ICD10CM, "C57.4", "Malignant neoplasm of uterine adnexa, unspecified"),
     },
     "c": {
         "ovary": (fl.ICD10, "C56", "Malignant neoplasm of ovary"),
         "tube": (fl.ICD10, "C57.0", "Malignant neoplasm of fallopian tube"),
         "peritoneum": (fl.ICD10, "C48.1", "Malignant neoplasm of specified parts of peritoneum"),
+        "adnexa": (fl.ICD10, "C57.4", "Malignant neoplasm of uterine adnexa, unspecified"),
     },
+}
+# How else sites code the same primary (rule book §1, codes with their descendants), drawn per
+# subject: ICD-10-CM header codes, ICD-10-CM child codes (the pipeline must match both to their
+# root), and SNOMED CT alone (only for the ovary, the one SNOMED CT code here that is certain).
+PRIMARY_HEADER_ICD10CM = {
+    "ovary": ("C56", "Malignant neoplasm of ovary"),
+    "tube": ("C57.0", "Malignant neoplasm of fallopian tube"),
+    "peritoneum": ("C48.1", "Malignant neoplasm of specified parts of peritoneum"),
+}
+PRIMARY_CHILD_ICD10CM = {
+    "ovary": (
+        ("C56.1", "Malignant neoplasm of right ovary"),
+        ("C56.2", "Malignant neoplasm of left ovary"),
+        ("C56.3", "Malignant neoplasm of bilateral ovaries"),
+    ),
+    "tube": (
+        ("C57.01", "Malignant neoplasm of right fallopian tube"),
+        ("C57.02", "Malignant neoplasm of left fallopian tube"),
+    ),
+    "peritoneum": (("C48.2", "Malignant neoplasm of peritoneum, unspecified"),),
+}
+PRIMARY_SNOMED = {"ovary": ("363443007", "Malignant tumor of ovary")}
+# Product-level RxNorm codes (SCD) some sites send instead of the ingredient; the pipeline reads
+# them through value_sets.yaml drug_products.
+DRUG_PRODUCTS: dict[str, tuple[str, str]] = {
+    "carboplatin": ("597195", "carboplatin 10 MG/ML Injectable Solution"),
+    "paclitaxel": ("583214", "paclitaxel 100 MG Injection"),
+    "gemcitabine": ("1719003", "gemcitabine 1000 MG Injection"),
 }
 BODY_SITES = {
     "liver": ("10200004", "Liver structure"),

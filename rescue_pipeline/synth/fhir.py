@@ -15,6 +15,7 @@ from rescue_pipeline.synth import flavours as fl
 from rescue_pipeline.synth.codes import (
     ARMS,
     BODY_SITES,
+    DRUG_PRODUCTS,
     DRUGS,
     EVIDENCE_EXT,
     FIGO,
@@ -23,7 +24,10 @@ from rescue_pipeline.synth.codes import (
     MCODE,
     NAMES,
     NCIT_RESPONSE,
+    PRIMARY_CHILD_ICD10CM,
     PRIMARY_CODES,
+    PRIMARY_HEADER_ICD10CM,
+    PRIMARY_SNOMED,
     RESPONSE_TO_STATUS,
     STATUS_CODES,
     STREETS,
@@ -53,7 +57,7 @@ class Rendered:
     patient_id: str
     research_subject_id: str | None
     subject_identifier: str | None
-    medications: tuple[str, ...]  # drugs referenced through Medication resources
+    medications: tuple[str, ...]  # Medication resources referenced: "drug" or "drug:product"
 
 
 def _coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
@@ -77,6 +81,12 @@ class _Renderer:
         self.seed = seed
         self.ref = ref
         self.rng = random.Random(f"rescue-synth:{seed}:{story.index}:fhir")
+        # How this subject's records are coded: a stream of its own, so that varying the codes
+        # never moves a date or a value drawn from self.rng.
+        codes = random.Random(f"rescue-synth:{seed}:{story.index}:codes")
+        self.primary_coding = _primary_coding(codes, site.flavour, story.primary_site)
+        self.contained = codes.random() < CONTAINED_SHARE
+        self.product = codes.random() < PRODUCT_SHARE
         self.counter = 0
         self.out: list[Emitted] = []
         self.medications: list[str] = []
@@ -145,22 +155,56 @@ class _Renderer:
         return self.emit("Observation", body, day, role, profile)
 
     def medication(self, drug: str) -> dict[str, Any]:
-        rxnorm, display, _ = DRUGS[drug]
+        product = self.product and drug in DRUG_PRODUCTS
+        rxnorm, display = DRUG_PRODUCTS[drug] if product else DRUGS[drug][:2]
+        if self.contained:
+            # a contained Medication, a local pharmacy code before the RxNorm one
+            local = _coding(f"{self.site.local}/pharmacy", f"PH-{rxnorm}", display.upper())
+            medication = {
+                "resourceType": "Medication",
+                "id": "med",
+                "code": {"coding": [local, _coding(fl.RXNORM, rxnorm, display)]},
+            }
+            return {"contained": [medication], "medicationReference": {"reference": "#med"}}
         if self.flavour == "b":
-            if drug not in self.medications:
-                self.medications.append(drug)
-            mid = medication_id(self.seed, self.site.id, drug)
+            key = f"{drug}:product" if product else drug
+            if key not in self.medications:
+                self.medications.append(key)
+            mid = medication_id(self.seed, self.site.id, key)
             return {"medicationReference": {"reference": f"Medication/{mid}", "display": display}}
         return {"medicationCodeableConcept": _cc(fl.RXNORM, rxnorm, display)}
 
 
-def medication_resource(seed: int, site: fl.Site, drug: str, ref: date) -> dict[str, Any]:
-    """A site's shared Medication resource (flavour b references these)."""
-    rxnorm, display, _ = DRUGS[drug]
+CONTAINED_SHARE = 0.05  # subjects whose drugs come as contained Medications
+PRODUCT_SHARE = 0.06  # subjects whose carboplatin, paclitaxel, gemcitabine are SCD codes
+
+
+def _primary_coding(rng: random.Random, flavour: str, site: str) -> tuple[str, str, str]:
+    """(system, code, display) of the primary: the flavour's usual code, or another a real site
+    sends for the same site (an ICD-10-CM header or child code, some dotless, or SNOMED CT)."""
+    usual = PRIMARY_CODES[flavour][site]
+    draw = rng.random()
+    if site not in PRIMARY_HEADER_ICD10CM:
+        return usual
+    if draw < 0.05:
+        return (fl.ICD10CM, *PRIMARY_HEADER_ICD10CM[site])
+    if draw < 0.10:
+        code, display = rng.choice(PRIMARY_CHILD_ICD10CM[site])
+        return (fl.ICD10CM, code.replace(".", "") if rng.random() < 0.5 else code, display)
+    if draw < 0.15 and site in PRIMARY_SNOMED:
+        return (fl.SNOMED, *PRIMARY_SNOMED[site])
+    return usual
+
+
+def medication_resource(seed: int, site: fl.Site, key: str, ref: date) -> dict[str, Any]:
+    """A site's shared Medication resource (flavour b references these); `key` is the drug, or
+    "<drug>:product" for its product-level (SCD) Medication."""
+    drug, _, form = key.partition(":")
+    rxnorm, display = DRUG_PRODUCTS[drug] if form else DRUGS[drug][:2]
     stamp = f"{(ref - timedelta(days=1200)).isoformat()}T06:00:00.000Z"
     return {
         "resourceType": "Medication",
-        "id": medication_id(seed, site.id, drug),
+        "id": medication_id(seed, site.id, key),
         "meta": {"versionId": "1", "lastUpdated": stamp},
         "code": _cc(fl.RXNORM, rxnorm, display),
         "status": "active",
@@ -218,7 +262,7 @@ def _patient(r: _Renderer) -> None:
 
 def _conditions(r: _Renderer) -> str:
     s = r.story
-    system, code, display = PRIMARY_CODES[r.flavour][s.primary_site]
+    system, code, display = r.primary_coding
     onset = (
         {"recordedDate": r.when(s.diagnosis)}
         if r.flavour == "b"

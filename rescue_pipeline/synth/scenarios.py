@@ -15,6 +15,8 @@ SCREEN_FAILURES: tuple[str, ...] = (
     "sf_no_disease_status",  # IN01/EX01/IN02/IN03 unknown: no disease-status data at all
     "sf_borderline",  # EX02 met: borderline (behaviour /1) histology
     "sf_non_epithelial",  # EX02 met: non-epithelial histology (sex cord / germ cell)
+    "sf_other_primary_site",  # IN01 not met: a primary coded C57.4 (uterine adnexa), a standard
+    # code outside the qualifying hierarchies
     "sf_second_recurrence",  # EX03 met, IN01 not met: second recurrence screened
     "sf_short_pfi",  # IN02 not met, EX05 met: PFI 90-170 days
     "sf_pfi_182",  # boundary: PFI exactly 182 days -> IN02 not met, EX05 met
@@ -75,7 +77,7 @@ SCHEDULE: tuple[tuple[str, str | None], ...] = (
     *((name, None) for name in SCREEN_FAILURES),
     ("not_screened", None),
 )
-"""One block: 19 eligible randomised, 5 special randomised, 20 screen failures, 1 non-subject."""
+"""One block: 19 eligible randomised, 5 special randomised, 21 screen failures, 1 non-subject."""
 
 SIMPLE_OUTCOMES: tuple[str, ...] = ("pd", "pd", "no_event", "death")
 """Outcomes drawn for randomised special scenarios (whose point is screening, not PFS)."""

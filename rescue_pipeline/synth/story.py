@@ -93,7 +93,7 @@ class Story:
     outcome: str | None
     birth: date
     diagnosis: date
-    primary_site: str  # ovary | tube | peritoneum
+    primary_site: str  # ovary | tube | peritoneum (IN01 sites) | adnexa (not one)
     histology: str  # ICD-O-3 morphology/behaviour, e.g. "8461/3"
     stage: str  # FIGO, e.g. "IIIC"
     metastasis_at_diagnosis: str | None  # body site of a SecondaryCancerCondition at diagnosis

@@ -14,6 +14,9 @@ checks the pipeline rather than repeats it. They read the rule book (RESCUE clin
   onset) after the end of the first line's chemotherapy that follows a documented time without
   disease (NED / CR, or CA-125 < 35 U/mL) since the previous recurrence. The story knows its own
   lines, so a line ending at a recurrence needs no grouping rule here.
+- §6 IN01 = invasive epithelial ovarian/tubal/peritoneal cancer whose screened recurrence is the
+  first; platinum sensitivity is judged by IN02 and EX05 alone. A primary of another site
+  (recorded with a standard code) fails IN01 whatever its recurrences.
 - §4: PFI to the screened recurrence for IN02; EX05 = a worsening from the first platinum dose
   after the screened recurrence to 28 days after its last, or a first-line PFI (last line-1
   platinum dose to the first recurrence) under 183 days.
@@ -56,6 +59,7 @@ CRITERIA = (
     "EX07",
     "EX08",
 )
+IN01_SITES = ("ovary", "tube", "peritoneum")
 NON_EPITHELIAL_PREFIXES = ("86", "87", "88", "89", "90", "91", "92", "93", "94", "95", "96")
 
 
@@ -195,6 +199,11 @@ def eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dic
         c["IN01"] = {
             "status": "not_met",
             "reason": f"histology {story.histology} is not invasive epithelial",
+        }
+    elif story.primary_site not in IN01_SITES:
+        c["IN01"] = {
+            "status": "not_met",
+            "reason": f"primary site {story.primary_site} is not ovary, tube or peritoneum",
         }
     elif rec is None:
         c["IN01"] = (

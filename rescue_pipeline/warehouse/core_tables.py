@@ -72,7 +72,17 @@ diagnoses = Table(
     "diagnoses",
     metadata,
     _c("usubjid", String, "Subject.", nullable=False),
-    _c("primary_site", String, "ovary, fallopian_tube or primary_peritoneal."),
+    _c(
+        "primary_site",
+        String,
+        "ovary (ICD-10/-CM C56 and below, SNOMED CT 363443007), fallopian_tube (C57.0 and "
+        "below) or primary_peritoneal (C48.1, C48.2 and below); other: a recorded, "
+        "non-qualifying primary, coded only with standard codes (ICD-10, ICD-10-CM, SNOMED CT) "
+        "outside these (e.g. C57.4). A primary coded only with unmapped site-local codes has "
+        "no row.",
+    ),
+    _c("primary_system", String, "System of the standard code the site was read from."),
+    _c("primary_code", String, "That code, as sent or as mapped by the site (e.g. C57.00)."),
     _c("histology_code", String, "ICD-O-3 morphology/behaviour as sent, e.g. 8461/3."),
     _c("morphology", Integer, "ICD-O-3 morphology code (4 digits)."),
     _c("behaviour", String, "invasive (/3), borderline (/1), in_situ (/2), benign (/0)."),
@@ -256,11 +266,19 @@ unmapped_codes = Table(
     _c(
         "resources",
         BigInteger,
-        "Resources with this code and no recognised code at all.",
+        "Resources carrying this code (it matched nothing), whatever else recognised them.",
+        nullable=False,
+    ),
+    _c(
+        "resources_recognised_otherwise",
+        BigInteger,
+        "Of those, resources recognised by another code, their mCODE profile or their "
+        "Medication; resources minus this = resources the core layer could not use.",
         nullable=False,
     ),
     schema="core",
-    comment="Codes in no value set or site concept map: resources the core layer could not use.",
+    comment="Codes in no value set, hierarchy or site concept map, per site, system and code "
+    "(rule book §1: counted whatever else recognised the resource).",
 )
 
 excluded_resources = Table(
@@ -271,7 +289,8 @@ excluded_resources = Table(
     _c(
         "reason",
         String,
-        "Why left out of core (entered-in-error, not-done, consent_withdrawn, ...).",
+        "Why left out of core (entered-in-error, not-done, consent_withdrawn, "
+        "unresolved_reference: a medicationReference to no coded Medication, ...).",
         nullable=False,
     ),
     _c("resources", BigInteger, "How many resources.", nullable=False),

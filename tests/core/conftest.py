@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from rescue_pipeline.analysis.build import derive_analysis
 from rescue_pipeline.config import load_config
 from rescue_pipeline.core.build import build_core
 from rescue_pipeline.site_load import load_site, work_db
@@ -141,6 +142,7 @@ def build(
         *,
         concept_map: list[dict[str, str]] | None = None,
         site: str = "site-t",
+        analysis: bool = False,
     ) -> duckdb.DuckDBPyConnection:
         write_site(site, files)
         path = write_config(
@@ -161,6 +163,8 @@ def build(
         load_site(config, config.sites[0])
         with work_db(config) as con:
             build_core(con, config, key=KEY, today=dt.date(2026, 6, 30))
+            if analysis:
+                derive_analysis(con, config, today=dt.date(2026, 6, 30))
         return duckdb.connect(str(config.work_db), read_only=True)
 
     return run

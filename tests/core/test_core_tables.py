@@ -258,7 +258,13 @@ def test_cancer_conditions_are_primary_or_secondary_by_their_mcode_profile(build
     assert rows(con, "SELECT number, recurred_on::VARCHAR, source_id FROM core.recurrences") == [
         (1, "2023-06-01", "brain-mets")
     ]
-    assert rows(con, "SELECT count(*) FROM core.unmapped_codes WHERE code = '94225005'") == [(0,)]
+    # rule book §1: a code that matches nothing is counted, whatever else recognised its
+    # resource; here the secondary profile did
+    assert rows(
+        con,
+        "SELECT resources, resources_recognised_otherwise FROM core.unmapped_codes "
+        "WHERE code = '94225005'",
+    ) == [(1, 1)]
 
 
 def test_rising_ca125_after_randomisation_is_a_gcig_progression_event(build) -> None:

@@ -18,6 +18,7 @@ EXPECTED_FAILURES = {  # scenario -> criteria off their passing value
     "sf_no_disease_status": {"IN01", "IN02", "IN03", "EX01"},
     "sf_borderline": {"IN01", "EX02"},
     "sf_non_epithelial": {"IN01", "EX02"},
+    "sf_other_primary_site": {"IN01"},
     "sf_second_recurrence": {"IN01", "EX03"},
     "sf_short_pfi": {"IN02", "EX05"},
     "sf_pfi_182": {"IN02", "EX05"},

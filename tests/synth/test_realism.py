@@ -156,3 +156,67 @@ def test_dates_are_real_calendar_dates(cohort_demo: Cohort) -> None:
                 continue
             for d in DATE.findall(line):
                 date.fromisoformat(d.decode())
+
+
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+SNOMED = "http://snomed.info/sct"
+PRIMARY_PROFILE = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-primary-cancer-condition"
+PRODUCT_CODES = {"597195", "583214", "1719003"}
+
+
+def test_each_coding_class_real_sites_send_reaches_two_percent_of_subjects(
+    cohort_1000: Cohort,
+) -> None:
+    """Rule book §1: ICD-10-CM header and child codes, SNOMED CT-only primaries, non-qualifying
+    standard primaries, contained Medications and product-level RxNorm codes, each in >= 2 %."""
+    subjects = {(s["site_id"], s["patient_id"]) for s in cohort_1000.truth["subjects"]}
+    seen: dict[str, set[tuple[str, str]]] = {}
+
+    def mark(kind: str, site: str, resource: dict) -> None:
+        patient = resource["subject"]["reference"].removeprefix("Patient/")
+        if (site, patient) in subjects:
+            seen.setdefault(kind, set()).add((site, patient))
+
+    for site in cohort_1000.summary.sites:
+        for line in _clean(cohort_1000, site, "Condition"):
+            c = orjson.loads(line)
+            if PRIMARY_PROFILE not in c.get("meta", {}).get("profile", []):
+                continue
+            [coding] = c["code"]["coding"]
+            code = coding["code"]
+            if code.startswith("C57.4"):
+                mark("non-qualifying primary", site, c)
+            elif coding["system"] == ICD10CM and code in ("C56", "C57.0", "C48.1"):
+                mark("ICD-10-CM header", site, c)
+            elif coding["system"] == ICD10CM and code not in ("C56.9", "C57.00", "C48.2"):
+                mark("ICD-10-CM child", site, c)
+            elif coding["system"] == SNOMED:
+                mark("SNOMED CT only", site, c)
+        products = {
+            f"Medication/{m['id']}"
+            for m in map(orjson.loads, _clean(cohort_1000, site, "Medication"))
+            if any(x["code"] in PRODUCT_CODES for x in m["code"]["coding"])
+        }
+        for rtype in ("MedicationAdministration", "MedicationRequest", "MedicationStatement"):
+            for line in _clean(cohort_1000, site, rtype):
+                m = orjson.loads(line)
+                if "contained" in m:
+                    mark("contained Medication", site, m)
+                concepts = [m.get("medicationCodeableConcept")]
+                concepts += [c.get("code") for c in m.get("contained", [])]
+                codes = {x["code"] for cc in concepts if cc for x in cc["coding"]}
+                reference = m.get("medicationReference", {}).get("reference")
+                if codes & PRODUCT_CODES or reference in products:
+                    mark("product-level RxNorm", site, m)
+    shares = {
+        kind: len(seen.get(kind, ())) / len(subjects)
+        for kind in (
+            "ICD-10-CM header",
+            "ICD-10-CM child",
+            "SNOMED CT only",
+            "non-qualifying primary",
+            "contained Medication",
+            "product-level RxNorm",
+        )
+    }
+    assert all(share >= 0.02 for share in shares.values()), shares

@@ -1,4 +1,7 @@
--- core.diagnoses: primary cancer conditions, histology classed by ICD-O-3 morphology.
+-- core.diagnoses: primary cancer conditions, histology classed by ICD-O-3 morphology. A primary
+-- coded only with standard codes outside the qualifying hierarchies is kept with primary_site
+-- other (a recorded, non-qualifying primary, rule book §1); primary_system / primary_code: the
+-- standard code the site was read from.
 INSERT INTO core.diagnoses BY NAME
 WITH primary_condition AS (
     SELECT c.*, rc.concept, s.usubjid
@@ -6,8 +9,20 @@ WITH primary_condition AS (
     JOIN core_stage.resource_concept rc
       ON rc.site_id = c.site_id AND rc.resource_type = 'Condition' AND rc.id = c.id
     JOIN core_stage.subject_of_patient s ON s.site_id = c.site_id AND s.patient_id = c.patient_id
-    WHERE rc.concept IN ('primary_ovary', 'primary_tube', 'primary_peritoneum')
+    WHERE rc.concept IN ('primary_ovary', 'primary_tube', 'primary_peritoneum', 'primary_other')
       AND c.verification IS DISTINCT FROM 'entered-in-error'
+),
+site_code AS (
+    SELECT k.site_id, k.id, arg_min(k.std_system, k.std_code) AS primary_system,
+           min(k.std_code) AS primary_code
+    FROM core_stage.codings k
+    JOIN core_stage.resource_concept rc
+      ON rc.site_id = k.site_id AND rc.resource_type = k.resource_type AND rc.id = k.id
+    LEFT JOIN terminology.standard_diagnosis_systems d ON d.system = k.std_system
+    WHERE k.resource_type = 'Condition'
+      AND (k.concept = rc.concept
+           OR (rc.concept = 'primary_other' AND k.concept IS NULL AND d.system IS NOT NULL))
+    GROUP BY ALL
 ),
 stage AS (
     SELECT o.site_id, o.patient_id, f.stage,
@@ -27,7 +42,8 @@ parsed AS (
 )
 SELECT usubjid,
        CASE concept WHEN 'primary_ovary' THEN 'ovary' WHEN 'primary_tube' THEN 'fallopian_tube'
-                    ELSE 'primary_peritoneal' END AS primary_site,
+                    WHEN 'primary_peritoneum' THEN 'primary_peritoneal' ELSE 'other' END AS primary_site,
+       k.primary_system, k.primary_code,
        histology_code, morphology_code AS morphology,
        CASE behaviour_code WHEN '3' THEN 'invasive' WHEN '1' THEN 'borderline'
                            WHEN '2' THEN 'in_situ' WHEN '0' THEN 'benign' END AS behaviour,
@@ -36,6 +52,7 @@ SELECT usubjid,
             THEN 'epithelial' ELSE 'non_epithelial' END AS histology_class,
        s.stage,
        TRY_CAST(substr(coalesce(onset, recorded), 1, 10) AS DATE) AS diagnosed_on,
-       parsed.site_id, 'Condition' AS source_type, id AS source_id
+       parsed.site_id, 'Condition' AS source_type, parsed.id AS source_id
 FROM parsed
-LEFT JOIN stage s ON s.site_id = parsed.site_id AND s.patient_id = parsed.patient_id AND s.pick = 1;
+LEFT JOIN stage s ON s.site_id = parsed.site_id AND s.patient_id = parsed.patient_id AND s.pick = 1
+LEFT JOIN site_code k ON k.site_id = parsed.site_id AND k.id = parsed.id;

@@ -7,7 +7,7 @@ the site's concept_map in sites.yaml to a standard code, then through the value 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -36,19 +36,46 @@ def _codes(
     ]
 
 
+def icd_key(code: str) -> str:
+    """An ICD code as matched: upper case, trimmed, no dot (C57.00, c57.00 and C5700 are one).
+
+    The core SQL (00_stage.sql) normalises the codes sites send the same way."""
+    return code.strip().upper().replace(".", "")
+
+
+def _columns(rows: Sequence[tuple[str, ...]], names: tuple[str, ...]) -> pa.Table:
+    return pa.table(
+        {n: [r[i] for r in rows] for i, n in enumerate(names)},
+        schema=pa.schema([(n, pa.string()) for n in names]),
+    )
+
+
 def load(con: duckdb.DuckDBPyConnection, sites: Iterable[SiteConfig]) -> None:
     """(Re)create the terminology tables; called at the start of every core build."""
     vs = value_sets()
     systems: dict[str, str] = vs["systems"]
+    families = {systems[alias]: family for alias, family in vs["hierarchical_systems"].items()}
     concepts = _codes(vs["concepts"], systems)
+    exact = [c for c in concepts if c[1] not in families]
+    roots = sorted({(c, families[s], icd_key(k)) for c, s, k in concepts if s in families})
     answers = _codes(vs["answers"], systems)
+    products = vs["drug_products"]
     tables: dict[str, pa.Table] = {
-        "concept_codes": pa.table(
-            {
-                "concept": [c for c, _, _ in concepts],
-                "system": [s for _, s, _ in concepts],
-                "code": [k for _, _, k in concepts],
-            }
+        # codes of systems matched exactly (SNOMED CT, LOINC, ...)
+        "concept_codes": _columns(exact, ("concept", "system", "code")),
+        # roots of hierarchies (ICD-10, ICD-10-CM), normalised: a code matches a root that is
+        # one of its prefixes, under any system of the family
+        "concept_roots": _columns(roots, ("concept", "family", "root")),
+        "hierarchical_systems": _columns(sorted(families.items()), ("system", "family")),
+        "standard_diagnosis_systems": _columns(
+            [(systems[a],) for a in vs["standard_diagnosis_systems"]], ("system",)
+        ),
+        "drug_products": _columns(
+            [
+                (systems["rxnorm"], str(code), str(p["ingredient"]), p["tty"], p["name"])
+                for code, p in products.items()
+            ],
+            ("system", "code", "rxnorm", "tty", "name"),
         ),
         "answer_codes": pa.table(
             {
