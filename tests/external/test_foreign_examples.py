@@ -22,15 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pytest
 import yaml
 
+from rescue_pipeline.analysis.build import derive_analysis
 from rescue_pipeline.config import Config, load_config
 from rescue_pipeline.core.build import CoreBuildResult
 from rescue_pipeline.extract.fhir_package import PackageSummary, convert_package
 from rescue_pipeline.raw.landing import LoadResult
 from rescue_pipeline.raw.structure import REASONS
-from rescue_pipeline.site_load import build_core_layer, load_site
+from rescue_pipeline.site_load import build_core_layer, load_site, work_db
 from rescue_pipeline.warehouse.core_tables import CORE_TABLES
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -93,9 +95,48 @@ class Run:
             con.close()
 
 
+def enrol_every_patient(folder: Path, site_id: str) -> dict[str, int]:
+    """A ResearchSubject of the trial and an active research Consent for every Patient of the
+    examples, in files of their own beside the package's, so that every example patient is a
+    trial subject and her resources go through core and analysis. Returns the lines written."""
+    patients = folder / "Patient.ndjson"
+    ids = [orjson.loads(line).get("id") for line in patients.read_bytes().splitlines()]
+    ids = list(dict.fromkeys(i for i in ids if isinstance(i, str)))  # a Patient may come twice
+    subjects, consents = [], []
+    for n, pid in enumerate(ids, 1):
+        consents.append({
+            "resourceType": "Consent", "id": f"enrol-consent-{n}", "status": "active",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "research"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+            "patient": {"reference": f"Patient/{pid}"}, "dateTime": "2020-01-15",
+            "provision": {"type": "permit", "action": [
+                {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                             "code": a}]} for a in ("collect", "use", "disclose")]},
+        })  # fmt: skip
+        subject: dict[str, Any] = {
+            "resourceType": "ResearchSubject", "id": f"enrol-subject-{n}", "status": "on-study",
+            "identifier": [{"system": "https://rescue-trial.example.org/fhir/subject-id",
+                            "value": f"RSC-{site_id[:2].upper()}-{n:04d}"}],
+            "study": {"identifier": {"value": "NCT07295132"}},
+            "individual": {"reference": f"Patient/{pid}"},
+            "consent": {"reference": f"Consent/enrol-consent-{n}"},
+        }  # fmt: skip
+        if n % 2:  # half randomised, so ADTTE is derived for foreign data too
+            subject["assignedArm"] = "A" if n % 4 == 1 else "B"
+            subject["period"] = {"start": "2020-02-01"}
+        subjects.append(subject)
+    for rtype, rows in (("ResearchSubject", subjects), ("Consent", consents)):
+        (folder / f"{rtype}.enrolment.ndjson").write_bytes(
+            b"".join(orjson.dumps(r) + b"\n" for r in rows)
+        )
+    return {"ResearchSubject": len(subjects), "Consent": len(consents)}
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
-    """Convert both packages, land each as a site, build core: once for the module."""
+    """Convert both packages, enrol their patients, land each as a site, build core and
+    analysis: once for the module."""
     out = tmp_path_factory.mktemp("foreign")
     seconds: dict[str, float] = {}
     packages = {}
@@ -104,6 +145,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         t = time.perf_counter()
         packages[site_id] = convert_package(source, out / "sites" / site_id, folder=folder)
         seconds[f"convert {site_id}"] = time.perf_counter() - t
+        for rtype, n in enrol_every_patient(out / "sites" / site_id, site_id).items():
+            packages[site_id].resources[rtype] = packages[site_id].resources.get(rtype, 0) + n
     config_path = out / "sites.yaml"
     config_path.write_text(
         yaml.safe_dump(
@@ -130,6 +173,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         t = time.perf_counter()
         core = build_core_layer(config)
         seconds["core build"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with work_db(config) as con:
+            derive_analysis(con, config)
+        seconds["analysis"] = time.perf_counter() - t
     yield Run(config, packages, loads, core, seconds)
 
 
@@ -207,15 +254,47 @@ def test_mcode_cancer_resources_are_read_and_recognised(run: Run) -> None:
         > 0
     )
 
-    # No ResearchSubject in mCODE's examples, so no trial subject, so no per-subject core rows:
-    # expected, and the reason the disease statuses above stop at the staging layer.
-    research_subjects = run.q(
-        "SELECT count(*) FROM raw.fhir_resources "
-        "WHERE site_id = 'mcode' AND resource_type = 'ResearchSubject'"
+    # Every example Patient was enrolled: each is a trial subject with her core rows.
+    patients = run.q(
+        "SELECT count(*) FROM raw.fhir_resources WHERE site_id = 'mcode' AND resource_type = 'Patient'"
     )[0][0]
-    assert run.q("SELECT count(*) FROM core.subjects WHERE site_id = 'mcode'")[0][0] == (
-        research_subjects
+    assert run.q("SELECT count(*) FROM core.subjects WHERE site_id = 'mcode'")[0][0] == patients
+    assert run.q("SELECT count(*) FROM core.disease_statuses WHERE site_id = 'mcode'")[0][0] > 0
+
+
+def test_every_enrolled_example_patient_gets_eligibility_and_every_resource_is_accounted(
+    run: Run,
+) -> None:
+    for site_id in PACKAGES:
+        subjects = run.q("SELECT count(*) FROM core.subjects WHERE site_id = ?", [site_id])[0][0]
+        assert subjects > 0, site_id
+        assert (
+            run.q("SELECT count(*) FROM analysis.eligibility WHERE site_id = ?", [site_id])[0][0]
+            == 14 * subjects
+        )
+        randomised = run.q(
+            "SELECT count(*) FROM core.subjects WHERE site_id = ? AND randomised_on IS NOT NULL",
+            [site_id],
+        )[0][0]
+        assert (
+            run.q(
+                "SELECT count(*) FROM analysis.adtte WHERE STUDYID IS NOT NULL AND USUBJID IN "
+                "(SELECT usubjid FROM core.subjects WHERE site_id = ?)",
+                [site_id],
+            )[0][0]
+            == 3 * randomised
+        )
+    # current = used + excluded for every site and type: nothing of theirs vanished
+    unbalanced = run.q(
+        "SELECT r.site_id, r.resource_type FROM (SELECT site_id, resource_type, count(*) AS n "
+        "FROM raw.fhir_resources GROUP BY ALL) r FULL JOIN (SELECT site_id, resource_type, "
+        "sum(resources) AS n FROM core.resource_accounting GROUP BY ALL) a "
+        "USING (site_id, resource_type) WHERE r.n IS DISTINCT FROM a.n"
     )
+    assert unbalanced == []
+    assert run.q("SELECT count(*) FROM core.resource_accounting WHERE reason = 'unaccounted'") == [
+        (0,)
+    ]
 
 
 def _print_summary(run: Run) -> None:
