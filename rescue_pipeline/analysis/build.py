@@ -353,7 +353,7 @@ def _adtte(
         # however long its pause around surgery), nor maintenance.
         """
         WITH at_rand AS (
-            SELECT r.usubjid, string_split(arg_max(r.drugs, r.started_on), ', ') AS drugs
+            SELECT r.usubjid, string_split(arg_max(r.drugs, (r.started_on, r.line)), ', ') AS drugs
             FROM core.regimens r JOIN core.subjects s USING (usubjid)
             WHERE NOT r.maintenance AND r.started_on <= s.randomised_on GROUP BY 1
         )
@@ -368,7 +368,8 @@ def _adtte(
     )
     alive = dated(
         """
-        SELECT usubjid, max(day), arg_max(source_type, day), arg_max(source_id, day),
+        SELECT usubjid, max(day), arg_max(source_type, (day, source_type, source_id)),
+               arg_max(source_id, (day, source_type, source_id)),
                'effectiveDateTime'
         FROM (
             SELECT usubjid, assessed_on AS day, source_type, source_id FROM core.tumour_assessments

@@ -35,7 +35,7 @@ prefixes AS (
     FROM (SELECT *, unnest(generate_series(3, length(code_key))) AS n FROM hierarchical)
 ),
 by_root AS (
-    SELECT p.std_system, p.std_code, arg_max(r.concept, p.n) AS concept
+    SELECT p.std_system, p.std_code, arg_max(r.concept, (p.n, r.concept)) AS concept
     FROM prefixes p JOIN terminology.concept_roots r ON r.family = p.family AND r.root = p.prefix
     GROUP BY ALL
 )

@@ -11,7 +11,7 @@ WITH rs AS (
 consent AS (  -- the consent the subject points to, else the patient's latest research consent
     SELECT rs.site_id, rs.id AS rs_id, c.date_time, c.status, c.provision_type, c.disclose,
            row_number() OVER (PARTITION BY rs.site_id, rs.id
-                              ORDER BY (c.id = rs.consent_id) DESC, c.date_time DESC) AS pick
+                              ORDER BY (c.id = rs.consent_id) DESC, c.date_time DESC, c.id) AS pick
     FROM rs JOIN flat.consent c
       ON c.site_id = rs.site_id AND (c.id = rs.consent_id OR c.patient_id = rs.patient_id)
     WHERE c.status IS DISTINCT FROM 'entered-in-error'
@@ -19,7 +19,7 @@ consent AS (  -- the consent the subject points to, else the patient's latest re
 withdrawn AS (  -- consent withdrawn: the subject's latest research consent is inactive
     SELECT site_id, rs_id FROM (
         SELECT rs.site_id, rs.id AS rs_id, c.status,
-               row_number() OVER (PARTITION BY rs.site_id, rs.id ORDER BY c.date_time DESC) AS latest
+               row_number() OVER (PARTITION BY rs.site_id, rs.id ORDER BY c.date_time DESC, c.id) AS latest
         FROM rs JOIN flat.consent c
           ON c.site_id = rs.site_id AND (c.id = rs.consent_id OR c.patient_id = rs.patient_id)
         WHERE c.status IS DISTINCT FROM 'entered-in-error'

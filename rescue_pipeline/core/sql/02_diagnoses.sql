@@ -13,7 +13,7 @@ WITH primary_condition AS (
       AND c.verification IS DISTINCT FROM 'entered-in-error'
 ),
 site_code AS (
-    SELECT k.site_id, k.id, arg_min(k.std_system, k.std_code) AS primary_system,
+    SELECT k.site_id, k.id, arg_min(k.std_system, (k.std_code, k.std_system)) AS primary_system,
            min(k.std_code) AS primary_code
     FROM core_stage.codings k
     JOIN core_stage.resource_concept rc
@@ -26,7 +26,7 @@ site_code AS (
 ),
 stage AS (
     SELECT o.site_id, o.patient_id, f.stage,
-           row_number() OVER (PARTITION BY o.site_id, o.patient_id ORDER BY o.effective) AS pick
+           row_number() OVER (PARTITION BY o.site_id, o.patient_id ORDER BY o.effective, o.id) AS pick
     FROM flat.observation o
     JOIN core_stage.resource_concept rc
       ON rc.site_id = o.site_id AND rc.resource_type = 'Observation' AND rc.id = o.id
