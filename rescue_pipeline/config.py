@@ -20,11 +20,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from rescue_pipeline import safe_yaml
+
 CONFIG_ENV = "RESCUE_CONFIG"
 DEFAULT_WAREHOUSE = "warehouse/rescue.duckdb"
 SOURCE_KINDS = ("ndjson", "fhir", "bulk")
 DEFAULT_SCHEDULE = "0 2 * * *"  # 02:00 every night, in the site's time zone
-_DAILY_AT = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+_DAILY_AT = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")  # used with fullmatch
 # Keys that would hold a secret itself; the file must name an environment variable instead.
 _INLINE_SECRET_KEYS = {
     "token": "token_env",
@@ -204,15 +206,20 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a sites.yaml; raise ConfigError naming file, site and key."""
     path = Path(path)
     try:
+        if path.stat().st_size > safe_yaml.MAX_BYTES:
+            raise ConfigError(f"{path}: larger than {safe_yaml.MAX_BYTES // 1024} KiB")
         text = path.read_text("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = safe_yaml.load(text)
+    except safe_yaml.UnsafeYaml as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        first = str(exc).replace("\n", " ")
+        raise ConfigError(f"{path}: not valid YAML: {first}") from None
     return parse_config(data, path)
 
 
@@ -397,5 +404,5 @@ def _site(data: dict[str, Any], base: Path, path: Path) -> SiteConfig:
 
 def _cron(value: str) -> str:
     """A daily "HH:MM" (local time) becomes cron; a cron string is kept as written."""
-    daily = _DAILY_AT.match(value)
+    daily = _DAILY_AT.fullmatch(value)
     return f"{int(daily[2])} {int(daily[1])} * * *" if daily else value

@@ -282,3 +282,71 @@ def test_schedule_watch_and_orchestration_are_read(write_config: Callable[..., P
     assert site_b.watched_folder is None  # a live site is watched only when told where
     assert config.orchestration.stale_after_hours == 12
     assert config.orchestration.automation == "running"
+
+
+# Hostile or careless sites.yaml: bounded, unambiguous, one line naming file and line.
+
+BILLION_LAUGHS = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+study_id: RESCUE
+sites: *i
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (BILLION_LAUGHS, "more than 100000 values once its aliases are expanded"),
+        (
+            "study_id: RESCUE\nsites:\n  - {id: site-a, source: {kind: ndjson, path: a}}\n"
+            "sites:\n  - {id: site-b, source: {kind: ndjson, path: b}}\n",
+            "line 4: duplicate key 'sites' (first on line 2)",
+        ),
+        (
+            'study_id: RESCUE\nsites:\n  - {id: "site-a\\n", source: {kind: ndjson, path: a}}\n',
+            "contains a control character",
+        ),
+        (
+            'study_id: RESCUE\nsites:\n  - id: site-a\n    schedule: "02:00\\n"\n'
+            "    source: {kind: ndjson, path: a}\n",
+            "contains a control character",
+        ),
+    ],
+    ids=["alias_bomb", "duplicate_sites_key", "id_with_newline", "schedule_with_newline"],
+)
+def test_hostile_yaml_is_refused_with_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "sites.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert str(caught.value).startswith(str(path))
+
+
+def test_an_oversized_configuration_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "sites.yaml"
+    path.write_text("study_id: RESCUE\n# " + "x" * (1 << 20) + "\nsites: []\n")
+    with pytest.raises(ConfigError, match="larger than 1024 KiB"):
+        load_config(path)
+
+
+def test_aliases_and_merge_keys_written_by_people_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "sites.yaml"
+    path.write_text(
+        "study_id: RESCUE\n"
+        "sites:\n"
+        "  - {id: site-a, source: &src {kind: ndjson, path: a}}\n"
+        "  - {id: site-b, source: {<<: *src, path: b}}\n"
+        "  - {id: site-c, source: *src}\n"
+    )
+    config = load_config(path)
+    paths = [s.source.path.name for s in config.sites]  # type: ignore[union-attr]
+    assert paths == ["a", "b", "a"]
