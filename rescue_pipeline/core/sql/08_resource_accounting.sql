@@ -25,17 +25,15 @@ SELECT DISTINCT site_id, resource_type, id FROM (
     WHERE c.status IS DISTINCT FROM 'entered-in-error'
     -- Medications lend their code to the doses that reference them
     UNION ALL
-    SELECT a.site_id, 'Medication', a.medication_id FROM flat.medication_administration a
+    SELECT m.site_id, 'Medication', m.medication_id
+    FROM (
+        SELECT site_id, 'MedicationAdministration' AS source_type, id, medication_id
+        FROM flat.medication_administration
+        UNION ALL SELECT site_id, 'MedicationRequest', id, medication_id FROM flat.medication_request
+        UNION ALL SELECT site_id, 'MedicationStatement', id, medication_id FROM flat.medication_statement
+    ) m
     JOIN core.drug_administrations d
-      ON d.site_id = a.site_id AND d.source_type = 'MedicationAdministration' AND d.source_id = a.id
-    UNION ALL
-    SELECT a.site_id, 'Medication', a.medication_id FROM flat.medication_request a
-    JOIN core.drug_administrations d
-      ON d.site_id = a.site_id AND d.source_type = 'MedicationRequest' AND d.source_id = a.id
-    UNION ALL
-    SELECT a.site_id, 'Medication', a.medication_id FROM flat.medication_statement a
-    JOIN core.drug_administrations d
-      ON d.site_id = a.site_id AND d.source_type = 'MedicationStatement' AND d.source_id = a.id
+      ON d.site_id = m.site_id AND d.source_type = m.source_type AND d.source_id = m.id
     -- FIGO stage observations feed core.diagnoses.stage
     UNION ALL
     SELECT o.site_id, 'Observation', o.id FROM flat.observation o
