@@ -208,7 +208,11 @@ def test_ex05_a_first_line_pfi_of_182_days_is_resistant_and_183_is_not() -> None
 def test_ex05_reads_the_first_line_pfi_not_the_screened_one() -> None:
     # second recurrence 100 days after the second line: IN02 not met, but EX05 is about line 1
     f = second_recurrence(400, 100)
-    assert (status(f)["IN02"], status(f)["EX05"], status(f)["EX03"]) == ("not_met", "not_met", "met")
+    assert (status(f)["IN02"], status(f)["EX05"], status(f)["EX03"]) == (
+        "not_met",
+        "not_met",
+        "met",
+    )
 
 
 def test_ex05_a_progression_during_the_first_line_is_not_platinum_refractory() -> None:
