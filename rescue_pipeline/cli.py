@@ -390,11 +390,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             return f"{value:%Y-%m-%d %H:%M}" if value else "never"
 
         header = ("site", "last success (UTC)", "last load", "watermark (UTC)", "resources",
-                  "quarantined", "critical", "warnings", "published")  # fmt: skip
+                  "quarantined", "deleted", "critical", "warnings", "published")  # fmt: skip
         _say(_format_table([header, *(
             (s.site_id, when(s.last_success), s.last_load_status or "none",
              when(s.watermark_oldest) if s.watermark_oldest else "n/a", s.resources,
-             s.quarantined, s.critical_failures, s.warnings, s.publication or "never")
+             s.quarantined, s.deleted, s.critical_failures, s.warnings,
+             s.publication or "never")
             for s in statuses
         )]))  # fmt: skip
         for snap in snapshots:
