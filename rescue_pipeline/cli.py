@@ -220,6 +220,8 @@ def _print_raw_summary(con: Any, config: Config, site_ids: list[str]) -> None:
             f"  {site_id}: {resources:,} resources in {versions:,} versions; "
             f"{quarantined:,} lines quarantined" + (f" ({why})" if why else "")
         )
+    for site_id, n in sorted(summary.deletions(con, site_ids).items()):
+        _say(f"  {site_id}: {n:,} deletions reported by the site (raw.deletions)")
     unchanged = [s for s in site_ids if s in loads and not any(r.site_id == s for r in rows)]
     if unchanged:
         _say(f"Unchanged since the last load (nothing new read): {', '.join(unchanged)}")
