@@ -136,6 +136,7 @@ class _Reader:
         self.basis = source.default_basis if source.default_time else "received"
         self.types = r4_resource_types()
         self.out = _Parsed()
+        self.lines = 0
 
     def reject(
         self,
@@ -174,6 +175,7 @@ class _Reader:
         with self.source.path.open("rb") as f:
             for number, raw in enumerate(f, 1):
                 self.line(number, raw.rstrip(b"\r\n"))
+                self.lines = number
         return self.out
 
     def line(self, number: int, raw: bytes) -> None:
@@ -322,11 +324,12 @@ def land_deletions(
     parsed = _Parsed()
     lines: list[int] = []
     for source, _ in todo:
-        one = _Reader(site_id, source, now).read()
+        reader = _Reader(site_id, source, now)
+        one = reader.read()
         parsed.deletions += [{**d, "ordinal": len(parsed.deletions) + i} for i, d in
                              enumerate(one.deletions)]  # fmt: skip
         parsed.quarantine += one.quarantine
-        lines.append(sum(1 for _ in source.path.open("rb")))
+        lines.append(reader.lines)
     for d in parsed.deletions:
         result.counts.setdefault(d["resource_type"], DeletionCounts()).received += 1
     for q in parsed.quarantine:
