@@ -12,7 +12,9 @@ import duckdb
 from rescue_pipeline.analysis.build import derive_analysis
 from rescue_pipeline.config import Config
 from rescue_pipeline.core.build import build_core
-from rescue_pipeline.site_load import load_site, work_db
+from rescue_pipeline.quality.gate import run_quality
+from rescue_pipeline.report.render import write_report
+from rescue_pipeline.site_load import load_site, publish_warehouse, work_db
 from rescue_pipeline.status import site_statuses
 from tests.cohort import KEY, TODAY, build_cohort
 
@@ -23,6 +25,7 @@ def rebuild(config: Config) -> None:
     with work_db(config) as con:
         build_core(con, config, key=KEY, today=TODAY)
         derive_analysis(con, config, today=TODAY)
+        publish_warehouse(config, run_quality(con, config, today=TODAY))
 
 
 def present(con: duckdb.DuckDBPyConnection, usubjid: str) -> dict[str, int]:
@@ -71,6 +74,9 @@ def test_a_deleted_subject_leaves_core_and_analysis_is_counted_and_comes_back_re
             "SELECT count(*) FROM raw.fhir_resource_versions WHERE resource_id = ?", [rs_id]
         ).fetchall() == [(1,)]
         assert [s.deleted for s in site_statuses(con, config)] == [1]  # `rescue status`
+    files = write_report(config.warehouse, tmp_path / "r", study_id="RESCUE", site_ids=["site-a"])
+    page = (files.sponsors / "site-site-a.html").read_text()
+    assert "<dt>Deleted at the site</dt><dd>1 resources (kept in raw" in page
     subject = next(
         r
         for r in map(json.loads, (folder / "ResearchSubject.ndjson").read_text().splitlines())
