@@ -220,6 +220,8 @@ def _print_raw_summary(con: Any, config: Config, site_ids: list[str]) -> None:
             f"  {site_id}: {resources:,} resources in {versions:,} versions; "
             f"{quarantined:,} lines quarantined" + (f" ({why})" if why else "")
         )
+    for site_id, n in sorted(summary.deletions(con, site_ids).items()):
+        _say(f"  {site_id}: {n:,} deletions reported by the site (raw.deletions)")
     unchanged = [s for s in site_ids if s in loads and not any(r.site_id == s for r in rows)]
     if unchanged:
         _say(f"Unchanged since the last load (nothing new read): {', '.join(unchanged)}")
@@ -395,11 +397,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             return f"{value:%Y-%m-%d %H:%M}" if value else "never"
 
         header = ("site", "last success (UTC)", "last load", "watermark (UTC)", "resources",
-                  "quarantined", "critical", "warnings", "published")  # fmt: skip
+                  "quarantined", "deleted", "critical", "warnings", "published")  # fmt: skip
         _say(_format_table([header, *(
             (s.site_id, when(s.last_success), s.last_load_status or "none",
              when(s.watermark_oldest) if s.watermark_oldest else "n/a", s.resources,
-             s.quarantined, s.critical_failures, s.warnings, s.publication or "never")
+             s.quarantined, s.deleted, s.critical_failures, s.warnings,
+             s.publication or "never")
             for s in statuses
         )]))  # fmt: skip
         for snap in snapshots:

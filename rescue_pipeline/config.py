@@ -85,6 +85,10 @@ class FhirSource:
     page_size: int = 200
     overlap_seconds: int = 300
     search: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Type-level history (deletions), per type and load: where reading stops, with a warning.
+    history_max_pages: int = 200
+    history_max_bytes: int = 256 * 2**20
+    history_max_seconds: float = 900.0
     kind: Literal["fhir"] = "fhir"
 
 

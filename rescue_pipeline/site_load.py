@@ -20,7 +20,7 @@ from rescue_pipeline.analysis.build import AnalysisResult, derive_analysis
 from rescue_pipeline.config import BulkSource, Config, FhirSource, NdjsonSource, SiteConfig
 from rescue_pipeline.core.build import CoreBuildResult, build_core
 from rescue_pipeline.core.pseudonym import pseudonym_key
-from rescue_pipeline.extract.ndjson import SourceError, discover
+from rescue_pipeline.extract.ndjson import SourceError, discover, discover_deletions
 from rescue_pipeline.quality.gate import (
     PublishRefused,
     QualityResult,
@@ -28,6 +28,7 @@ from rescue_pipeline.quality.gate import (
     refusal,
     run_quality,
 )
+from rescue_pipeline.raw.deletions import land_deletions
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.warehouse.database import open_work_db
@@ -120,6 +121,7 @@ def load_site(
                 "files_unchanged": result.files_unchanged,
                 "received": total.received, "accepted": total.accepted,
                 "quarantined": total.quarantined, "new_versions": total.new_versions,
+                "deletions": result.deletions.total().recorded if result.deletions else 0,
                 "seconds": round((dt.datetime.now(dt.UTC) - started).total_seconds(), 3),
             },
         )  # fmt: skip
@@ -147,7 +149,10 @@ def _extract_and_land(
     if not isinstance(source, NdjsonSource):
         raise SiteLoadError(f"site {site.id}: source kind {source.kind!r} is not known")
     files = discover(source.path, site.id)
-    return land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
+    deleted = discover_deletions(source.path, site.id)
+    result = land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
+    result.deletions = land_deletions(con, site.id, deleted, load_id=load_id, reread=full)
+    return result
 
 
 def _finish(

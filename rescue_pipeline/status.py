@@ -2,7 +2,7 @@
 needs attention (exit code 5), for cron and monitoring.
 
 Read from the working database (read-only): the last load and the last successful one
-(ops.runs), watermarks (ops.watermarks), what is stored and quarantined (raw), the latest
+(ops.runs), watermarks (ops.watermarks), what is stored, quarantined and deleted (raw), the latest
 quality run's failures (quality.results) and the last publish (quality.publications).
 """
 
@@ -27,6 +27,7 @@ class SiteStatus:
     watermark_newest: dt.datetime | None = None
     resources: int = 0
     quarantined: int = 0
+    deleted: int = 0  # resources the site deleted, left out of raw.fhir_resources
     critical_failures: int = 0
     warnings: int = 0
     publication: str | None = None
@@ -80,6 +81,15 @@ def site_statuses(
     ):
         if site in out:
             out[site].quarantined = int(n)
+    for site, n in rows(
+        "SELECT site_id, count(*) FROM (SELECT DISTINCT site_id, resource_type, resource_id "
+        "FROM raw.deletions d WHERE NOT EXISTS (SELECT 1 FROM raw.fhir_resources r WHERE "
+        "r.site_id = d.site_id AND r.resource_type = d.resource_type AND "
+        "r.resource_id = d.resource_id)) GROUP BY 1",
+        "raw.deletions",
+    ):
+        if site in out:
+            out[site].deleted = int(n)
     for site, critical, warnings in rows(
         "SELECT site_id, count(*) FILTER (severity = 'critical'), "
         "count(*) FILTER (severity <> 'critical') FROM quality.results WHERE NOT success AND "

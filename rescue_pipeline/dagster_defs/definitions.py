@@ -144,6 +144,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
         except Exception as exc:
             fail(exc, site_id=site_id, secrets=secrets)
         total = result.total()
+        deleted = result.deletions.total() if result.deletions else None
         return dg.MaterializeResult(
             metadata={
                 "load_id": result.load_id,
@@ -159,6 +160,9 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
                 "files_unchanged": result.files_unchanged,
                 "seconds": round(result.seconds, 2),
                 "quarantine_reasons": dict(result.reasons),
+                "deletions_received": deleted.received if deleted else 0,
+                "deletions_recorded": deleted.recorded if deleted else 0,
+                "deletions_quarantined": deleted.quarantined if deleted else 0,
             },
             check_results=[
                 dg.AssetCheckResult(

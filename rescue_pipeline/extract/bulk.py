@@ -15,6 +15,11 @@ mark becomes the manifest's transactionTime, the instant up to which the server 
 export is complete. The repeats this can bring (types whose own mark was later) are free: landing
 deduplicates versions by content.
 
+Deletions: the manifest's `deleted` files (Bundles of DELETE entries) are downloaded like the
+output files (same origin and token rules, counts checked) into deleted/, and landed into
+raw.deletions in the same load, before the marks move; a deletion without a timestamp of its own
+is dated by the manifest's transactionTime.
+
 The manifest's `error` files (OperationOutcomes about the export, not data) are downloaded
 beside the data, counted, recorded on the job and logged as warnings. A status answer that is not
 a manifest, a file the server cannot serve, a file cut short: the job is marked failed, the
@@ -46,10 +51,11 @@ from rescue_pipeline.extract.bulk_jobs import (
 )
 from rescue_pipeline.extract.bulk_manifest import BulkError, Manifest, ManifestFile, parse_manifest
 from rescue_pipeline.extract.http import Download, FhirHttpClient, HttpError, client_for
-from rescue_pipeline.extract.ndjson import SourceError, SourceFile
+from rescue_pipeline.extract.ndjson import DELETED, DeletionFile, SourceError, SourceFile
 from rescue_pipeline.extract.rest import DEFAULT_TYPES
 from rescue_pipeline.extract.retry import retry_after_seconds
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
+from rescue_pipeline.raw.deletions import land_deletions
 from rescue_pipeline.raw.landing import LoadResult, land_files
 from rescue_pipeline.warehouse.database import transaction
 
@@ -306,6 +312,24 @@ class _Errors:
     paths: tuple[str, ...] = ()
 
 
+def download_deleted(export: _Export, manifest: Manifest, folder: Path) -> list[DeletionFile]:
+    """Every deletion file streamed to folder/deleted, checked against the manifest's count."""
+    files: list[DeletionFile] = []
+    for n, entry in enumerate(manifest.deleted, 1):
+        dest = folder / DELETED / f"{n:04d}-{entry.type}.ndjson"
+        got = _fetch(export, manifest, entry, dest)
+        files.append(
+            DeletionFile(
+                dest,
+                export.client.shown(entry.url),
+                got.sha256,
+                default_time=manifest.transaction_time,
+                default_basis="export",
+            )
+        )
+    return files
+
+
 def download_files(
     export: _Export, manifest: Manifest, folder: Path
 ) -> tuple[list[SourceFile], _Errors]:
@@ -398,10 +422,12 @@ def load_bulk_site(
         job, manifest = export.manifest(full)
         try:
             files, errors = download_files(export, manifest, folder)
+            deleted = download_deleted(export, manifest, folder)
         except SourceError as exc:
             export.give_up(job, "failed", str(exc), cancel=True)
             raise
         result = land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
+        result.deletions = land_deletions(con, site.id, deleted, load_id=load_id, reread=full)
         with transaction(con):  # the marks move only with the landing committed
             advance_marks(
                 con, site.id, dict.fromkeys(job.types, manifest.transaction_time), load_id=load_id
@@ -422,12 +448,16 @@ def load_bulk_site(
             )
         total = result.total()
         log.info(
-            "site %s: export landed: %d files, %d resources (%d quarantined), %d error files",
+            "site %s: export landed: %d files, %d resources (%d quarantined), %d error files, "
+            "%d deletion files (%d deletions, %d new)",
             site.id,
             len(files),
             total.received,
             total.quarantined,
             errors.files,
+            len(deleted),
+            result.deletions.total().received,
+            result.deletions.total().recorded,
         )
         export.forget(job)
     return result

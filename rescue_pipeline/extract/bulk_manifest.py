@@ -1,5 +1,9 @@
 """A Bulk Data status answer read as a manifest: the completed export's files and the instant
-(transactionTime) up to which it is complete; anything else is an error naming why."""
+(transactionTime) up to which it is complete; anything else is an error naming why.
+
+`deleted` (Bulk Data Access IG 2.0) lists files of Bundles, one a line, whose entries name the
+resources deleted on the server since `_since` (request.method DELETE, request.url Type/id).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ class Manifest:
     requires_token: bool
     output: tuple[ManifestFile, ...]
     error: tuple[ManifestFile, ...]
+    deleted: tuple[ManifestFile, ...] = ()
 
 
 def parse_manifest(site_id: str, shown: str, body: bytes) -> Manifest:
@@ -53,6 +58,7 @@ def parse_manifest(site_id: str, shown: str, body: bytes) -> Manifest:
         requires_token=data.get("requiresAccessToken") is not False,
         output=_files(data["output"], where, "output", "Unknown"),
         error=_files(data.get("error") or [], where, "error", "OperationOutcome"),
+        deleted=_files(data.get("deleted") or [], where, "deleted", "Bundle"),
     )
 
 

@@ -5,7 +5,8 @@ subfolders (one per delivery, e.g. `2026-11-24/`). Sites write the manifest last
 complete once its manifest parses and every file it names is there; until then it is left for
 the next look. A drop is known by its folder and the sha256 of its manifest, so the same
 delivery is seen once, and a folder re-delivered with a new manifest (a new `transactionTime`)
-is a new drop.
+is a new drop. The deletion files the manifest's `deleted` list names (in `deleted/`, or beside
+the manifest) must be there too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
+
+from rescue_pipeline.extract.ndjson import DELETED
 
 MANIFEST = "manifest.json"
 
@@ -50,9 +53,17 @@ def find_drops(watched: Path) -> list[Drop]:
 def _drop(folder: Path, name: str, manifest: bytes) -> Drop:
     key = f"{name}@{hashlib.sha256(manifest).hexdigest()[:16]}"
     try:
-        outputs = orjson.loads(manifest)["output"]
-        urls = [str(entry["url"]) for entry in outputs]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        data = orjson.loads(manifest)
+        urls = [str(entry["url"]) for entry in data["output"]]
+        deleted = [str(entry["url"]) for entry in data.get("deleted") or ()]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         return Drop(folder, name, key, unreadable=True)
     missing = tuple(url for url in urls if not (folder / url.rsplit("/", 1)[-1]).is_file())
+    missing += tuple(
+        url
+        for url in deleted
+        if not any(
+            (where / url.rsplit("/", 1)[-1]).is_file() for where in (folder / DELETED, folder)
+        )
+    )
     return Drop(folder, name, key, missing=missing)

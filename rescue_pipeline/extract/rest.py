@@ -10,6 +10,9 @@ exactly at the greatest lastUpdated. Starting the next search a window earlier r
 the repeats cost a little bandwidth and nothing else, because landing deduplicates versions by
 content. The mark advances only after the landing commits (watermarks.py).
 
+Deletions come from the type-level history after the search (history.py): recorded in
+raw.deletions in the same load, and never a reason for the load to fail.
+
 Search-mode `outcome` entries (OperationOutcome) are warnings from the server, logged, not data.
 A page that is not JSON or not a Bundle fails the site's load, naming the site, URL and reason.
 """
@@ -18,23 +21,28 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
 
 import duckdb
 import orjson
 
 from rescue_pipeline.config import FhirSource, SiteConfig
-from rescue_pipeline.extract.http import FhirHttpClient, client_for, redact_url
-from rescue_pipeline.extract.ndjson import SourceError, SourceFile
+from rescue_pipeline.extract.history import read_deletions
+from rescue_pipeline.extract.http import FhirHttpClient, client_for
+from rescue_pipeline.extract.ndjson import SourceFile
+from rescue_pipeline.extract.paging import PageError, pages
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
+from rescue_pipeline.raw.deletions import land_deletions
 from rescue_pipeline.raw.landing import LoadResult, land_files
+from rescue_pipeline.warehouse.database import transaction
 
 log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_TYPES", "PageError", "TypeExtract", "extract_site", "load_fhir_site"]
 
 DEFAULT_TYPES = (
     "Patient",
@@ -50,10 +58,6 @@ DEFAULT_TYPES = (
 )
 
 
-class PageError(SourceError):
-    """A search page we cannot read as a Bundle: the site's load fails, its marks stay."""
-
-
 @dataclass
 class TypeExtract:
     """What one resource type's search wrote."""
@@ -63,11 +67,6 @@ class TypeExtract:
     pages: int = 0
     outcomes: int = 0
     latest: dt.datetime | None = None  # greatest meta.lastUpdated among the resources
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    return parts.scheme, parts.netloc
 
 
 def _last_updated(resource: dict[str, Any]) -> dt.datetime | None:
@@ -80,40 +79,6 @@ def _last_updated(resource: dict[str, Any]) -> dt.datetime | None:
     except ValueError:
         return None
     return parsed.astimezone(dt.UTC) if parsed.tzinfo else None
-
-
-def _pages(
-    client: FhirHttpClient, site_id: str, url: str, params: dict[str, str]
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Each page of a search as (URL shown in messages, Bundle), following next links."""
-    base_origin = _origin(url)
-    next_url: str | None = url
-    query: dict[str, str] | None = params
-    seen: set[str] = set()
-    while next_url:
-        response = client.get(next_url, params=query)
-        shown = redact_url(response.request.url)
-        try:
-            page = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise PageError(f"site {site_id}: GET {shown}: page is not JSON ({exc})") from None
-        if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
-            found = page.get("resourceType") if isinstance(page, dict) else type(page).__name__
-            raise PageError(f"site {site_id}: GET {shown}: page is not a Bundle (got {found!r})")
-        yield shown, page
-        next_url, query = None, None
-        for link in page.get("link") or ():
-            if isinstance(link, dict) and link.get("relation") == "next":
-                next_url = str(link.get("url") or "") or None
-        if next_url is not None:
-            if _origin(next_url) != base_origin:  # our token must not follow it elsewhere
-                raise PageError(
-                    f"site {site_id}: GET {shown}: next link points to another server "
-                    f"({redact_url(next_url)})"
-                )
-            if next_url in seen:
-                raise PageError(f"site {site_id}: GET {shown}: next links loop")
-            seen.add(next_url)
 
 
 def search_type(
@@ -130,7 +95,7 @@ def search_type(
         params["_lastUpdated"] = f"gt{format_mark(since)}"
     result = TypeExtract(resource_type)
     url = f"{source.base_url.rstrip('/')}/{resource_type}"
-    for shown, page in _pages(client, site_id, url, params):
+    for shown, page, _size in pages(client, site_id, url, params):
         result.pages += 1
         for entry in page.get("entry") or ():
             resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -209,16 +174,26 @@ def load_fhir_site(
         raise TypeError(f"site {site.id}: not a kind: fhir source")
     marks = {} if full else read_marks(con, site.id)
     folder = work_dir / "extract" / site.id / load_id
+    overlap = dt.timedelta(seconds=source.overlap_seconds)
     with ExitStack() as stack:
         if client is None:
             client = stack.enter_context(client_for(site.id, source))
         files, results = extract_site(client, site.id, source, folder, marks)
+        new_marks = {t: r.latest - overlap for t, r in results.items() if r.latest is not None}
+        history = read_deletions(
+            client,
+            site.id,
+            source,
+            folder,
+            search_marks=marks,
+            deletion_marks={} if full else read_marks(con, site.id, of="deletions"),
+            new_search_marks=new_marks,
+            full=full,
+            types=tuple(source.types or DEFAULT_TYPES),
+        )
     result = land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
-    overlap = dt.timedelta(seconds=source.overlap_seconds)
-    advance_marks(
-        con,
-        site.id,
-        {t: r.latest - overlap for t, r in results.items() if r.latest is not None},
-        load_id=load_id,
-    )
+    result.deletions = land_deletions(con, site.id, history.files, load_id=load_id, reread=full)
+    with transaction(con):  # the marks move only with the landing committed
+        advance_marks(con, site.id, new_marks, load_id=load_id)
+        advance_marks(con, site.id, history.marks, load_id=load_id, of="deletions")
     return result

@@ -3,6 +3,7 @@
 A mark is read before a load and written only after that load's landing has committed, so a
 run that fails part-way leaves it where it was and the next run fetches the same window again
 (landing's idempotence turns the repeats into no new versions). A mark never moves backwards.
+The marks of REST sites' type-level history (deletions) are kept apart, in ops.deletion_marks.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections.abc import Mapping
 
 import duckdb
 
+_TABLES = {"search": "ops.watermarks", "deletions": "ops.deletion_marks"}
 _UPSERT = """
-INSERT INTO ops.watermarks VALUES (?, ?, ?, ?, ?)
+INSERT INTO {table} VALUES (?, ?, ?, ?, ?)
 ON CONFLICT (site_id, resource_type) DO UPDATE SET
     mark = greatest(mark, excluded.mark),
     updated_at = excluded.updated_at,
@@ -21,9 +23,13 @@ ON CONFLICT (site_id, resource_type) DO UPDATE SET
 """
 
 
-def read_marks(con: duckdb.DuckDBPyConnection, site_id: str) -> dict[str, dt.datetime]:
+def read_marks(
+    con: duckdb.DuckDBPyConnection, site_id: str, *, of: str = "search"
+) -> dict[str, dt.datetime]:
+    """The site's marks per type: of the search (ops.watermarks) or of deletions."""
     rows = con.execute(
-        "SELECT resource_type, mark FROM ops.watermarks WHERE site_id = ?", [site_id]
+        f"SELECT resource_type, mark FROM {_TABLES[of]} WHERE site_id = ?",  # table: ours
+        [site_id],
     ).fetchall()
     return {rtype: utc(mark) for rtype, mark in rows}
 
@@ -35,13 +41,15 @@ def advance_marks(
     *,
     load_id: str,
     now: dt.datetime | None = None,
+    of: str = "search",
 ) -> None:
     """Store the new marks (call only once the landing they cover has committed)."""
     if not marks:
         return
     now = now or dt.datetime.now(dt.UTC)
     con.executemany(
-        _UPSERT, [[site_id, rtype, utc(mark), now, load_id] for rtype, mark in marks.items()]
+        _UPSERT.format(table=_TABLES[of]),
+        [[site_id, rtype, utc(mark), now, load_id] for rtype, mark in marks.items()],
     )
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -37,6 +38,9 @@ from rescue_pipeline.raw.chunks import (
     spill_dir,
 )
 from rescue_pipeline.warehouse.database import transaction
+
+if TYPE_CHECKING:
+    from rescue_pipeline.raw.deletions import DeletionResult
 
 SPAN_BYTES = 8 * 2**20
 # Below this many bytes to read, worker processes cost more to start than they save.
@@ -102,6 +106,7 @@ class LoadResult:
     files_read: int = 0
     files_unchanged: int = 0
     seconds: float = 0.0
+    deletions: DeletionResult | None = None  # the deletion files' counts, when the source has any
 
     def total(self) -> TypeCounts:
         out = TypeCounts()

@@ -30,6 +30,8 @@ REASONS: dict[str, str] = {
     "missing_element": "an element FHIR requires, and the pipeline reads, is missing",
     "wrong_type": "an element the pipeline reads has the wrong JSON type",
     "invalid_date": "a date element the pipeline reads is not a valid FHIR date",
+    "not_a_bundle": "a line of a deletion file is not a FHIR Bundle with entries",
+    "invalid_deletion": "a deletion entry has no request.method DELETE or no Type/id url",
 }
 
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")

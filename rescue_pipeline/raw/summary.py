@@ -70,3 +70,13 @@ def stored(con: duckdb.DuckDBPyConnection, site_ids: list[str]) -> dict[str, tup
         {"sites": site_ids},
     ).fetchall()
     return {site: (int(r), int(v), int(q)) for site, r, v, q in rows}
+
+
+def deletions(con: duckdb.DuckDBPyConnection, site_ids: list[str]) -> dict[str, int]:
+    """site → deletions recorded over all loads (raw.deletions), for sites with any."""
+    rows = con.execute(
+        "SELECT site_id, count(*) FROM raw.deletions WHERE list_contains($sites, site_id) "
+        "GROUP BY site_id",
+        {"sites": site_ids},
+    ).fetchall()
+    return {site: int(n) for site, n in rows}

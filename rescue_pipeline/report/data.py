@@ -53,6 +53,7 @@ class SiteReport:
     subjects: int = 0
     randomised: int = 0
     withdrawn: int = 0  # consent to data transfer withdrawn: left out of core and analysis
+    deleted: int = 0  # resources deleted at the site: left out of core and analysis
     # resource type -> reason (`used` or why not) -> current resources (core.resource_accounting)
     accounting: dict[str, dict[str, int]] = field(default_factory=dict)
     eligibility: dict[str, int] = field(default_factory=dict)
@@ -179,6 +180,11 @@ def _subjects(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> N
         "WHERE reason = 'consent_withdrawn' GROUP BY 1"
     ).fetchall():
         sites[site_id].withdrawn = int(n)
+    for site_id, n in con.execute(
+        "SELECT site_id, sum(resources) FROM core.excluded_resources "
+        "WHERE reason = 'deleted' GROUP BY 1"
+    ).fetchall():
+        sites[site_id].deleted = int(n)
     for site_id, eligible, n in con.execute(  # pooled across arms, by design
         "SELECT site_id, eligible, count(*) FROM analysis.eligibility_summary GROUP BY ALL"
     ).fetchall():

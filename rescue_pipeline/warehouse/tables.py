@@ -112,6 +112,68 @@ loads = Table(
     comment="Per load, site and resource type: what was received, accepted and quarantined.",
 )
 
+deletions = Table(
+    "deletions",
+    metadata,
+    _c("site_id", String, "Site that reported the deletion.", nullable=False),
+    _c(
+        "resource_type",
+        String,
+        "FHIR resourceType deleted (from request.url Type/id).",
+        nullable=False,
+    ),
+    _c("resource_id", String, "FHIR logical id deleted.", nullable=False),
+    _c(
+        "deleted_at",
+        TS,
+        "When the site deleted it (UTC): the entry's response.lastModified, else the Bundle's "
+        "timestamp or meta.lastUpdated, else the time of the source (see deleted_at_basis).",
+        nullable=False,
+    ),
+    _c(
+        "deleted_at_basis",
+        String,
+        "Where deleted_at comes from: entry, bundle, export (the Bulk manifest's "
+        "transactionTime), file (the deletion file's modification time) or received (the time "
+        "we received it).",
+        nullable=False,
+    ),
+    _c("version_id", String, "The deletion's version, from response.etag, when sent."),
+    _c("source", String, "File or URL the deletion came from.", nullable=False),
+    _c(
+        "line_number", BigInteger, "Line of that file (1-based): one Bundle a line.", nullable=False
+    ),
+    _c("entry_index", BigInteger, "Entry of that Bundle (0-based).", nullable=False),
+    _c("entry", JSON, "The Bundle entry as received (canonical JSON).", nullable=False),
+    _c("entry_sha256", String(64), "sha256 of the entry's canonical JSON.", nullable=False),
+    _c("load_id", String, "Load that first received this deletion.", nullable=False),
+    _c("received_at", TS, "When this deletion first arrived.", nullable=False),
+    PrimaryKeyConstraint("site_id", "resource_type", "resource_id", "deleted_at"),
+    schema="raw",
+    comment=(
+        "Every deletion a site reported (Bulk Data deleted files, REST type-level history, an "
+        "NDJSON folder's deleted/), each once per resource and instant. A deleted resource "
+        "leaves raw.fhir_resources until a newer version arrives; its versions stay."
+    ),
+)
+
+deletion_loads = Table(
+    "deletion_loads",
+    metadata,
+    _c("load_id", String, "Load identifier.", nullable=False),
+    _c("site_id", String, "Site loaded.", nullable=False),
+    _c("resource_type", String, "Resource type deleted (Bundle when unreadable).", nullable=False),
+    _c("received", BigInteger, "Deletion entries (and unreadable lines) received.", nullable=False),
+    _c(
+        "recorded", BigInteger, "Deletions not seen before, added to raw.deletions.", nullable=False
+    ),
+    _c("quarantined", BigInteger, "Entries or lines sent to raw.quarantine.", nullable=False),
+    _c("finished_at", TS, "When they were committed.", nullable=False),
+    PrimaryKeyConstraint("load_id", "site_id", "resource_type"),
+    schema="raw",
+    comment="Per load, site and resource type: deletions received, recorded and quarantined.",
+)
+
 version_validation = Table(
     "version_validation",
     metadata,
@@ -193,6 +255,25 @@ watermarks = Table(
     comment="Per site and resource type: where the next incremental extract starts.",
 )
 
+deletion_marks = Table(
+    "deletion_marks",
+    metadata,
+    _c("site_id", String, "Site.", nullable=False),
+    _c("resource_type", String, "FHIR resourceType whose history is read.", nullable=False),
+    _c(
+        "mark",
+        TS,
+        "The next type-level history read (kind: fhir) asks for changes since this instant "
+        "(UTC): the latest change it saw, minus the site's overlap window.",
+        nullable=False,
+    ),
+    _c("updated_at", TS, "When the mark was last advanced.", nullable=False),
+    _c("load_id", String, "Load whose committed landing advanced it.", nullable=False),
+    PrimaryKeyConstraint("site_id", "resource_type"),
+    schema="ops",
+    comment="Per REST site and resource type: where the next read of deletions starts.",
+)
+
 bulk_jobs = Table(
     "bulk_jobs",
     metadata,
@@ -241,27 +322,54 @@ bulk_jobs = Table(
     ),
 )
 
-RAW_TABLES = (fhir_resource_versions, quarantine, loads, version_validation)
-OPS_TABLES = (landed_files, runs, watermarks, bulk_jobs)
+RAW_TABLES = (
+    fhir_resource_versions,
+    quarantine,
+    loads,
+    deletions,
+    deletion_loads,
+    version_validation,
+)
+OPS_TABLES = (landed_files, runs, watermarks, deletion_marks, bulk_jobs)
 
+# A deleted resource leaves the view: its current version is hidden when the site's latest
+# deletion of it is at or after that version's meta.lastUpdated (a version without lastUpdated:
+# when it was received no later than the deletion). A version newer than the deletion (a
+# re-created resource) is current again, whenever it arrived; an older version arriving after
+# the deletion is not. Every version stays in raw.fhir_resource_versions. (A LEFT JOIN rather
+# than NOT EXISTS: DuckDB then pushes a filter on resource_type down, as for the plain view.)
 CURRENT_VIEW_SQL = """
 CREATE OR REPLACE VIEW raw.fhir_resources AS
-SELECT * EXCLUDE (rank_in_resource)
-FROM (
+WITH ranked AS (
     SELECT v.*,
         row_number() OVER (
             PARTITION BY site_id, resource_type, resource_id
-            ORDER BY last_updated DESC NULLS LAST,
-                     TRY_CAST(version_id AS BIGINT) DESC NULLS LAST,
+            ORDER BY TRY_CAST(version_id AS BIGINT) DESC NULLS LAST,
+                     last_updated DESC NULLS LAST,
                      version_id DESC NULLS LAST,
                      arrival DESC
         ) AS rank_in_resource
     FROM raw.fhir_resource_versions v
+),
+latest_deletion AS (
+    SELECT site_id, resource_type, resource_id,
+           max(deleted_at) AS deleted_at, max(received_at) AS deletion_received_at
+    FROM raw.deletions
+    GROUP BY ALL
 )
-WHERE rank_in_resource = 1
+SELECT r.* EXCLUDE (rank_in_resource)
+FROM ranked r
+LEFT JOIN latest_deletion d USING (site_id, resource_type, resource_id)
+WHERE r.rank_in_resource = 1
+  AND (d.deleted_at IS NULL
+       OR r.last_updated > d.deleted_at
+       OR (r.last_updated IS NULL AND r.received_at > d.deletion_received_at))
 """
 CURRENT_VIEW_COMMENT = (
-    "The current version of each resource: latest meta.lastUpdated, then highest versionId, "
-    "then latest arrival. An older version arriving late is kept in fhir_resource_versions "
-    "but does not become current."
+    "The current version of each resource: highest numeric meta.versionId, then latest "
+    "meta.lastUpdated, then latest arrival. An older version arriving late is kept in "
+    "fhir_resource_versions "
+    "but does not become current. A resource the site deleted (raw.deletions) is left out "
+    "unless its current version is newer than the deletion (re-created): meta.lastUpdated "
+    "after deleted_at, or, without lastUpdated, received after the deletion."
 )

@@ -62,3 +62,16 @@ def test_a_redelivered_manifest_is_a_new_drop_the_same_one_is_not(tmp_path: Path
 
 def test_a_missing_watched_folder_has_no_drops(tmp_path: Path) -> None:
     assert find_drops(tmp_path / "nowhere") == []
+
+
+def test_a_drop_waits_for_the_deletion_files_its_manifest_names(tmp_path: Path) -> None:
+    folder = write_drop(tmp_path / "d1", {"Patient.ndjson": b"{}\n"})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["deleted"] = [{"type": "Bundle", "url": "https://x.example/files/del-1.ndjson"}]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (drop,) = find_drops(tmp_path)
+    assert not drop.complete and drop.missing == ("https://x.example/files/del-1.ndjson",)
+    (folder / "deleted").mkdir()
+    (folder / "deleted" / "del-1.ndjson").write_bytes(b"{}\n")
+    (drop,) = find_drops(tmp_path)
+    assert drop.complete

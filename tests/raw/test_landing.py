@@ -132,7 +132,9 @@ def test_appended_file_lands_only_the_new_lines(con, write_site, tmp_path: Path)
     assert rows(con, "SELECT count(*) FROM raw.quarantine")[0][0] == 1
 
 
-def test_newer_version_wins_by_last_updated_then_version_then_arrival(con, write_site) -> None:
+def test_newer_version_wins_by_version_then_last_updated_then_arrival(con, write_site) -> None:
+    """Rule book §1: the highest meta.versionId (ties: the latest meta.lastUpdated), wherever
+    it stands in a file or load."""
     folder = write_site(
         "site-a",
         {
@@ -140,6 +142,9 @@ def test_newer_version_wins_by_last_updated_then_version_then_arrival(con, write
                 # late older version: v2 arrives first, v1 after it
                 obs("late", value=2.0, version="2", updated="2024-02-01T00:00:00Z"),
                 obs("late", value=1.0, version="1", updated="2024-01-01T00:00:00Z"),
+                # a server clock set back: v3 carries an earlier lastUpdated than v2, still wins
+                obs("skew", value=2.0, version="2", updated="2024-03-01T00:00:00Z"),
+                obs("skew", value=3.0, version="3", updated="2024-02-28T00:00:00Z"),
                 # same lastUpdated: the higher versionId wins (numerically: 10 > 9)
                 obs("ver", value=10.0, version="10", updated="2024-01-01T00:00:00Z"),
                 obs("ver", value=9.0, version="9", updated="2024-01-01T00:00:00Z"),
@@ -159,7 +164,7 @@ def test_newer_version_wins_by_last_updated_then_version_then_arrival(con, write
             "SELECT resource_id, (payload->>'$.valueQuantity.value')::DOUBLE FROM raw.fhir_resources",
         )
     )
-    assert current == {"late": 2.0, "ver": 10.0, "tz": 1.0, "arr": 2.0}
+    assert current == {"late": 2.0, "skew": 3.0, "ver": 10.0, "tz": 1.0, "arr": 2.0}
     assert (
         rows(con, "SELECT count(*) FROM raw.fhir_resource_versions WHERE resource_id = 'late'")[0][
             0

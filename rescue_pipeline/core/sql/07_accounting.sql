@@ -23,3 +23,12 @@ GROUP BY u.site_id, u.resource_type, u.element, u.system, u.code;
 INSERT INTO core.excluded_resources BY NAME
 SELECT site_id, resource_type, status AS reason, count(*) AS resources
 FROM core_stage.excluded GROUP BY ALL;
+
+-- core.excluded_resources, reason deleted: resources landed and then deleted at the site
+-- (raw.deletions), with no version newer than the deletion: raw.fhir_resources leaves them out.
+INSERT INTO core.excluded_resources BY NAME
+SELECT v.site_id, v.resource_type, 'deleted' AS reason, count(DISTINCT v.resource_id) AS resources
+FROM raw.fhir_resource_versions v
+SEMI JOIN raw.deletions d USING (site_id, resource_type, resource_id)
+ANTI JOIN raw.fhir_resources r USING (site_id, resource_type, resource_id)
+GROUP BY ALL;
