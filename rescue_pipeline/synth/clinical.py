@@ -431,6 +431,7 @@ def make_story(seed: int, index: int, ref: date) -> Story:
     precision = vary.choices(("day", "month", "year"), (94, 4, 2))[0]
     consent_sent = not (trial_subject and vary.random() < 0.04)
     corrected = vary.random() < 0.05 and any(not a.after_randomisation for a in b.assessments)
+    deleted = randomisation is not None and vary.random() < 0.05
     return Story(
         index=index,
         scenario=scenario,
@@ -462,4 +463,5 @@ def make_story(seed: int, index: int, ref: date) -> Story:
         consent_sent=consent_sent,
         screening_end=screening_end,
         corrected_assessment=corrected,
+        deleted_record=deleted,
     )

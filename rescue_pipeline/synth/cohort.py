@@ -11,13 +11,19 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
 from rescue_pipeline.synth.clinical import make_story
 from rescue_pipeline.synth.faults import KINDS, FaultLine, Injector, dumps, record
-from rescue_pipeline.synth.fhir import LATE_OLDER_VERSION, medication_resource, render
+from rescue_pipeline.synth.fhir import (
+    DELETED_AT_SITE,
+    LATE_OLDER_VERSION,
+    deletion_bundle,
+    medication_resource,
+    render,
+)
 from rescue_pipeline.synth.flavours import Site, make_site
 from rescue_pipeline.synth.truth import INTERVAL, PFI_SIX_MONTHS, ULN_TENTHS, WINDOW, subject_truth
 from rescue_pipeline.synth.writer import GroundTruthWriter, SiteFiles, atomic_write, sites_yaml
@@ -89,12 +95,16 @@ class _Run:
             stats.duplicates += 1
         elif line.kind in ("updated_version", "unknown_element", "late_correction"):
             stats.extra_versions += 1
+        elif line.kind == "deleted_at_site":
+            stats.deleted += 1
         self.faults[line.kind] += 1
 
     def patient(self, index: int) -> None:
         site = self.sites[site_of(self.seed, index, len(self.sites))]
         files = self.files[site.id]
         story = make_story(self.seed, index, self.ref)
+        if self.rate == 0:  # a clean cohort: no messy records either (no corrections, deletions)
+            story = replace(story, corrected_assessment=False, deleted_record=False)
         number = None
         if story.trial_subject and story.has_identifier:
             self.subject_numbers[site.id] += 1
@@ -111,6 +121,12 @@ class _Run:
         mains: dict[str, int] = {}
         for item in rendered.resources:
             rtype = item.resource_type
+            if item.role == DELETED_AT_SITE:  # sent in error, then deleted at the site
+                rid = str(item.resource["id"])
+                sent = FaultLine(dumps(item.resource), "deleted_at_site", rtype, rid)
+                self._fault(site, rtype, sent, files.write(rtype, sent.data), None)
+                files.write_deletion(deletion_bundle(rtype, rid, item.resource["meta"]))
+                continue
             if item.role == LATE_OLDER_VERSION:  # an older version arriving after the current
                 rid = str(item.resource["id"])
                 late = FaultLine(dumps(item.resource), "late_correction", rtype, rid)

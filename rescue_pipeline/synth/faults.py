@@ -21,6 +21,7 @@ turned into lines placed before it, right after it, or deferred to the end of th
 | future_date | a CA-125 dated 30-400 days after the reference date | accepted, beyond cut-off |
 | unmapped_code | an Observation with a local code in no concept map | accepted, unmapped |
 | late_correction | (not drawn) a corrected response's v1, after v2 | accepted, v2 current |
+| deleted_at_site | (not drawn) a PD sent in error, then a `deleted` entry | accepted, deleted |
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ ACCEPTED_NOTES: dict[str, str] = {
     "future_date": "dated after the reference date: beyond the data cut-off",
     "unmapped_code": "local code in no concept map: counted as unmapped",
     "late_correction": "v1 of a corrected response, arriving after v2: never current",
+    "deleted_at_site": "sent in error, then deleted at the site: never used",
 }
 KINDS = tuple(QUARANTINE_REASONS) + tuple(ACCEPTED_NOTES)
 _GENERIC = ("not_json", "duplicate", "missing_id", "unknown_resource_type")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import orjson
+
 from rescue_pipeline.synth import flavours as fl
 from rescue_pipeline.synth.codes import (
     ARMS,
@@ -37,6 +39,8 @@ from rescue_pipeline.synth.story import Story
 
 LATE_OLDER_VERSION = "late_older_version"
 """Role of an older version written after the current one (the cohort records it as such)."""
+DELETED_AT_SITE = "deleted_at_site"
+"""Role of a resource the site sent in error and deleted (a Bulk `deleted` entry follows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,6 +403,20 @@ def _assessment(r: _Renderer, day: date, response: str, primary: str, post: bool
     )
 
 
+def deletion_bundle(resource_type: str, resource_id: str, meta: dict[str, Any]) -> bytes:
+    """One line of a Bulk `deleted` file: a Bundle deleting the resource two days after its
+    last update (the deletion must be at or after the version it removes)."""
+    stamp = str(meta["lastUpdated"])
+    when = (date.fromisoformat(stamp[:10]) + timedelta(days=2)).isoformat() + stamp[10:]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "timestamp": when,
+        "entry": [{"request": {"method": "DELETE", "url": f"{resource_type}/{resource_id}"}}],
+    }
+    return orjson.dumps(bundle)
+
+
 def _corrected_assessment(r: _Renderer, day: date, response: str, primary: str) -> None:
     """A deciding response sent twice: version 2 (`amended`, the story's response) first, then
     version 1 with another response and an earlier lastUpdated, arriving late. The older
@@ -443,6 +461,12 @@ def _observations(r: _Renderer, primary: str) -> None:
             _corrected_assessment(r, a.day, a.response, primary)
         else:
             _assessment(r, a.day, a.response, primary, a.after_randomisation)
+    if s.deleted_record and s.randomised is not None:
+        # a progression recorded on the wrong patient, sent and then deleted at the site: used,
+        # it would be a PFS event three weeks after randomisation
+        _assessment(r, s.randomised + timedelta(days=21), "PD", primary, True)
+        wrong = r.out.pop()
+        r.out.append(Emitted(wrong.resource_type, wrong.resource, DELETED_AT_SITE, wrong.day))
     for surgery in s.surgeries:
         kind = surgery.kind
         if r.flavour == "c":

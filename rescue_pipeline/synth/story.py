@@ -119,3 +119,4 @@ class Story:
     consent_sent: bool = True  # False: the site sends no Consent resource for her
     screening_end: date | None = None  # ResearchSubject.period.end sent for a screen failure
     corrected_assessment: bool = False  # the screening response was corrected in a new version
+    deleted_record: bool = False  # an erroneous PD the site sent, then deleted

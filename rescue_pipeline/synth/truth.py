@@ -423,6 +423,8 @@ def real_site_classes(story: Story) -> list[str]:
         classes.append("no_consent_sent")
     if story.screening_end is not None:
         classes.append("screening_period_end_sent")
+    if story.deleted_record:
+        classes.append("record_deleted_at_site")
     if story.corrected_assessment:
         classes.append("late_correction_of_the_response")
     if story.scenario == "sf_fast_recurrence":

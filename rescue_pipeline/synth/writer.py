@@ -18,6 +18,7 @@ import orjson
 from rescue_pipeline.synth.flavours import TIMEZONES, Site, concept_map
 
 BUFFER = 1 << 20
+DELETED_FILE = "deleted/Bundle.ndjson"
 
 
 class FileStats:
@@ -28,6 +29,7 @@ class FileStats:
         self.quarantined: Counter[str] = Counter()
         self.duplicates = 0
         self.extra_versions = 0  # accepted lines that add a version to an existing resource
+        self.deleted = 0  # resources the site deleted afterwards (a `deleted` Bundle entry)
 
     def expectation(self) -> dict[str, Any]:
         quarantined = sum(self.quarantined.values())
@@ -38,7 +40,7 @@ class FileStats:
             "accepted": accepted,
             "quarantined": dict(sorted(self.quarantined.items())),
             "distinct_versions": distinct,
-            "current_resources": distinct - self.extra_versions,
+            "current_resources": distinct - self.extra_versions - self.deleted,
         }
 
 
@@ -51,6 +53,7 @@ class SiteFiles:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.handles: dict[str, IO[bytes]] = {}
         self.stats: dict[str, FileStats] = {}
+        self.deletions = 0
 
     def write(self, resource_type: str, data: bytes) -> int:
         """Append one line to `<resource_type>.ndjson`; return its 1-based line number."""
@@ -64,6 +67,17 @@ class SiteFiles:
         stats = self.stats[resource_type]
         stats.lines += 1
         return stats.lines
+
+    def write_deletion(self, bundle: bytes) -> None:
+        """Append one Bundle of DELETE entries to `deleted/Bundle.ndjson` (Bulk Data layout)."""
+        handle = self.handles.get(DELETED_FILE)
+        if handle is None:
+            (self.dir / "deleted").mkdir(exist_ok=True)
+            handle = open(self.dir / DELETED_FILE, "wb", buffering=BUFFER)
+            self.handles[DELETED_FILE] = handle
+        handle.write(bundle)
+        handle.write(b"\n")
+        self.deletions += 1
 
     def close(self, transaction_time: str) -> dict[str, int]:
         """Close the files, write manifest.json; return lines per resource type."""
@@ -80,6 +94,8 @@ class SiteFiles:
             ],
             "error": [],
         }
+        if self.deletions:
+            manifest["deleted"] = [{"type": "Bundle", "url": DELETED_FILE, "count": self.deletions}]
         atomic_write(
             self.dir / "manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2) + b"\n"
         )
