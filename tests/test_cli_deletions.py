@@ -18,9 +18,11 @@ def pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_run_and_status_show_the_deletions(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     out = tmp_path / "c"
-    argv = ["synth", "--patients", "12", "--sites", "1", "--seed", "5", "--out", str(out)]
-    assert main(argv) == 0
+    # a clean cohort: the synthetic site deletes nothing of its own
+    argv = ["synth", "--patients", "12", "--sites", "1", "--seed", "5", "--fault-rate", "0"]
+    assert main([*argv, "--out", str(out)]) == 0
     site = out / "site-a"
+    assert not (site / "deleted").exists()
     pid = json.loads((site / "Patient.ndjson").read_text().splitlines()[0])["id"]
     (site / "deleted").mkdir()
     entry = {"request": {"method": "DELETE", "url": f"Patient/{pid}"}}
