@@ -308,7 +308,8 @@ resource_accounting = Table(
         String,
         "used (read by a core table), or why not: entered-in-error, not-done, cancelled, "
         "consent_withdrawn, other_study, not_a_trial_subject, unmapped_code, no_code, "
-        "medication_not_given (no dose references it), recognised_not_used (a recognised code "
+        "medication_not_given (no dose references it), no_full_date (missing or partial, so "
+        "no rule can place it), recognised_not_used (a recognised code "
         "no core table takes, e.g. metastasis at diagnosis), type_not_read, unaccounted.",
         nullable=False,
     ),

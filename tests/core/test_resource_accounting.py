@@ -77,3 +77,17 @@ def test_a_withdrawn_subject_is_counted_not_lost(build) -> None:
     got = accounting(con)
     assert got[("ResearchSubject", "consent_withdrawn")] == 1
     assert got[("Observation", "not_a_trial_subject")] == 1  # she left core with her records
+
+
+def test_a_recognised_result_without_a_full_date_is_counted_as_such(build) -> None:
+    undated = ca125("o2", "p1", 41.0, "U/mL")
+    undated["effectiveDateTime"] = "2024-03"  # partial: no rule can place it in time
+    con = build(
+        {
+            "Patient": [patient("p1")],
+            "ResearchSubject": [subject("r1", "p1")],
+            "Observation": [ca125("o1", "p1", 40.0, "U/mL"), undated],
+        }
+    )
+    got = accounting(con)
+    assert (got[("Observation", "used")], got[("Observation", "no_full_date")]) == (1, 1)

@@ -43,16 +43,22 @@ SELECT DISTINCT site_id, resource_type, id FROM (
     WHERE rc.concept = 'stage_group' AND o.status IS DISTINCT FROM 'entered-in-error'
 ) WHERE id IS NOT NULL;
 
+-- Each resource's patient, and the date core reads it by (NULL where it has none).
 CREATE OR REPLACE TEMP TABLE accounting_patient AS
-SELECT site_id, 'Observation' AS resource_type, id, patient_id FROM flat.observation
-UNION ALL SELECT site_id, 'Condition', id, patient_id FROM flat.condition
-UNION ALL SELECT site_id, 'Procedure', id, patient_id FROM flat.procedure
-UNION ALL SELECT site_id, 'MedicationAdministration', id, patient_id FROM flat.medication_administration
-UNION ALL SELECT site_id, 'MedicationRequest', id, patient_id FROM flat.medication_request
-UNION ALL SELECT site_id, 'MedicationStatement', id, patient_id FROM flat.medication_statement
-UNION ALL SELECT site_id, 'Consent', id, patient_id FROM flat.consent
-UNION ALL SELECT site_id, 'ResearchSubject', id, patient_id FROM flat.research_subject
-UNION ALL SELECT site_id, 'Patient', id, id FROM flat.patient;
+SELECT site_id, resource_type, id, patient_id,
+       TRY_CAST(substr(day, 1, 10) AS DATE) IS NOT NULL AS dated
+FROM (
+    SELECT site_id, 'Observation' AS resource_type, id, patient_id,
+           coalesce(effective, effective_start) AS day FROM flat.observation
+    UNION ALL SELECT site_id, 'Condition', id, patient_id, coalesce(onset, recorded) FROM flat.condition
+    UNION ALL SELECT site_id, 'Procedure', id, patient_id, coalesce(performed, performed_start) FROM flat.procedure
+    UNION ALL SELECT site_id, 'MedicationAdministration', id, patient_id, coalesce(effective, effective_start) FROM flat.medication_administration
+    UNION ALL SELECT site_id, 'MedicationRequest', id, patient_id, coalesce(start, authored) FROM flat.medication_request
+    UNION ALL SELECT site_id, 'MedicationStatement', id, patient_id, coalesce(start, effective) FROM flat.medication_statement
+    UNION ALL SELECT site_id, 'Consent', id, patient_id, date_time FROM flat.consent
+    UNION ALL SELECT site_id, 'ResearchSubject', id, patient_id, NULL FROM flat.research_subject
+    UNION ALL SELECT site_id, 'Patient', id, id, NULL FROM flat.patient
+);
 
 INSERT INTO core.resource_accounting BY NAME
 WITH current AS (
@@ -89,6 +95,7 @@ classified AS (
                WHEN c.resource_type IN ('Patient', 'ResearchSubject', 'Consent') THEN 'unaccounted'
                WHEN k.id IS NULL THEN 'no_code'
                WHEN r.id IS NULL THEN 'unmapped_code'
+               WHEN NOT p.dated THEN 'no_full_date'
                ELSE 'recognised_not_used'
            END AS reason
     FROM current c
