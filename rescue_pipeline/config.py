@@ -89,6 +89,7 @@ class FhirSource:
     history_max_pages: int = 200
     history_max_bytes: int = 256 * 2**20
     history_max_seconds: float = 900.0
+    allow_insecure_http: bool = False  # a token over plain http: test servers on loopback only
     kind: Literal["fhir"] = "fhir"
 
 
@@ -108,6 +109,7 @@ class BulkSource:
     deadline_hours: float = 72.0  # from kick-off; past it the export is abandoned
     search: dict[str, dict[str, str]] = field(default_factory=dict)  # sent as _typeFilter
     delete_when_done: bool = True  # DELETE the status URL once landed: the server may free files
+    allow_insecure_http: bool = False  # a token over plain http: test servers on loopback only
     kind: Literal["bulk"] = "bulk"
 
 
@@ -363,6 +365,19 @@ def _auth(data: dict[str, Any] | None, where: str) -> AuthConfig:
     return auth
 
 
+def _tokens_over_https(source: FhirSource | BulkSource, where: str) -> None:
+    """A bearer or SMART token never travels over plain http (anyone on the path could replay
+    it), unless the site says allow_insecure_http: true for a test server on this machine."""
+    if source.auth.kind == "none" or source.allow_insecure_http:
+        return
+    for key, url in (("base_url", source.base_url), ("auth.token_url", source.auth.token_url)):
+        if url and url.lower().startswith("http://"):
+            raise ConfigError(
+                f"{where}: {key}: a {source.auth.kind} token would travel over plain http; use "
+                "https (allow_insecure_http: true is for a test server on this machine only)"
+            )
+
+
 def _site(data: dict[str, Any], base: Path, path: Path) -> SiteConfig:
     sid = data["id"]
     src = dict(data["source"])
@@ -378,6 +393,7 @@ def _site(data: dict[str, Any], base: Path, path: Path) -> SiteConfig:
         if "ca_bundle" in src:
             src["ca_bundle"] = _resolve(base, src["ca_bundle"])
         source = (FhirSource if kind == "fhir" else BulkSource)(auth=auth, **src)
+        _tokens_over_https(source, where)
         if isinstance(source, BulkSource) and (source.level == "group") != bool(source.group_id):
             raise ConfigError(
                 f"{where}: group_id: "

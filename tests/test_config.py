@@ -350,3 +350,31 @@ def test_aliases_and_merge_keys_written_by_people_still_load(tmp_path: Path) -> 
     config = load_config(path)
     paths = [s.source.path.name for s in config.sites]  # type: ignore[union-attr]
     assert paths == ["a", "b", "a"]
+
+
+@pytest.mark.parametrize(
+    ("source", "key"),
+    [
+        ({"kind": "fhir", "base_url": "http://fhir.site-b.example/R4",
+          "auth": {"kind": "bearer", "token_env": "SITE_B_TOKEN"}}, "base_url"),
+        ({"kind": "bulk", "base_url": "http://fhir.site-b.example/R4",
+          "auth": {"kind": "bearer", "token_env": "SITE_B_TOKEN"}}, "base_url"),
+        ({"kind": "fhir", "base_url": "https://fhir.site-b.example/R4",
+          "auth": {"kind": "smart-backend", "client_id": "c", "key_file_env": "K",
+                   "token_url": "http://auth.site-b.example/token"}}, "auth.token_url"),
+    ],
+    ids=["bearer_fhir", "bearer_bulk", "smart_token_url"],
+)  # fmt: skip
+def test_a_token_over_plain_http_is_refused_unless_the_site_allows_it(
+    write_config: Callable[..., Path], source: dict[str, object], key: str
+) -> None:
+    path = write_config(_base(source=source))
+    with pytest.raises(ConfigError, match=f"{key}: a .* token would travel over plain http"):
+        load_config(path)
+    allowed = write_config(_base(source={**source, "allow_insecure_http": True}), "ok.yaml")
+    assert load_config(allowed).sites[0].source.allow_insecure_http  # type: ignore[union-attr]
+
+
+def test_plain_http_without_a_token_is_allowed(write_config: Callable[..., Path]) -> None:
+    path = write_config(_base(source={"kind": "fhir", "base_url": "http://127.0.0.1:9/R4"}))
+    assert load_config(path).sites[0].source.auth.kind == "none"  # type: ignore[union-attr]

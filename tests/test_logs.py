@@ -35,7 +35,7 @@ def test_a_full_run_logs_json_lines_without_secrets_or_phi(
     config.write_text(
         text
         + f"  - id: site-x\n    source: {{kind: fhir, base_url: 'http://127.0.0.1:{_free_port()}/R4', "
-        "max_attempts: 1, auth: {kind: bearer, token_env: SITE_X_TOKEN}}\n"
+        "max_attempts: 1, allow_insecure_http: true, auth: {kind: bearer, token_env: SITE_X_TOKEN}}\n"
     )
     log = tmp_path / "run.jsonl"
     assert main(["--log-json", str(log), "run", "--config", str(config)]) == 1  # site-x failed
