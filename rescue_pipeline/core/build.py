@@ -169,16 +169,11 @@ UNION
 SELECT usubjid, assessed_on FROM core.tumour_assessments
 WHERE response = 'PD' AND assessed_on IS NOT NULL
 UNION
-SELECT s.usubjid, TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE) AS day
-FROM flat.condition c
-JOIN core_stage.resource_concept rc
-  ON rc.site_id = c.site_id AND rc.resource_type = 'Condition' AND rc.id = c.id
-JOIN core_stage.subject_of_patient s ON s.site_id = c.site_id AND s.patient_id = c.patient_id
-LEFT JOIN (SELECT usubjid, min(diagnosed_on) AS diagnosed_on FROM core.diagnoses GROUP BY 1) d
-  ON d.usubjid = s.usubjid
-WHERE rc.concept = 'secondary_malignancy'
-  AND c.verification IS DISTINCT FROM 'entered-in-error'
-  AND TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE) > d.diagnosed_on
+SELECT o.usubjid, o.onset_on
+FROM core_stage.secondary_onsets o
+JOIN (SELECT usubjid, min(diagnosed_on) AS diagnosed_on FROM core.diagnoses GROUP BY 1) d
+  ON d.usubjid = o.usubjid
+WHERE o.onset_on > d.diagnosed_on
 """
 
 
@@ -313,16 +308,8 @@ def _recurrences(con: duckdb.DuckDBPyConnection, uln: float, cutoff: dt.date) ->
         SELECT usubjid, site_id, measured_on, 'disease_free', source_type, source_id
         FROM core.ca125_measurements WHERE below_lod OR value_u_per_ml < $uln
         UNION ALL
-        SELECT s.usubjid, c.site_id, TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE),
-               'worsening', 'Condition', c.id
-        FROM flat.condition c
-        JOIN core_stage.resource_concept rc
-          ON rc.site_id = c.site_id AND rc.resource_type = 'Condition' AND rc.id = c.id
-        JOIN core_stage.subject_of_patient s
-          ON s.site_id = c.site_id AND s.patient_id = c.patient_id
-        WHERE rc.concept = 'secondary_malignancy'
-          AND c.verification IS DISTINCT FROM 'entered-in-error'
-          AND coalesce(c.onset, c.recorded) IS NOT NULL
+        SELECT usubjid, site_id, onset_on, 'worsening', 'Condition', source_id
+        FROM core_stage.secondary_onsets
         """,
         {"uln": uln},
     ).fetchall()

@@ -35,6 +35,7 @@ from rescue_pipeline.extract.http import FhirHttpClient, HttpError
 from rescue_pipeline.extract.ndjson import DELETED, DeletionFile, SourceError
 from rescue_pipeline.extract.paging import pages
 from rescue_pipeline.extract.watermarks import format_mark
+from rescue_pipeline.instants import utc_instant
 
 log = logging.getLogger(__name__)
 
@@ -51,16 +52,6 @@ class HistoryRead:
     unsupported: dict[str, str] = field(default_factory=dict)  # type -> why
 
 
-def _instant(value: Any) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo else None
-
-
 def is_deletion(entry: dict[str, Any]) -> bool:
     request = entry.get("request")
     response = entry.get("response")
@@ -73,10 +64,10 @@ def is_deletion(entry: dict[str, Any]) -> bool:
 def _changed_at(entry: dict[str, Any]) -> dt.datetime | None:
     """When a history entry's change happened: response.lastModified, else meta.lastUpdated."""
     response = entry.get("response")
-    when = _instant(response.get("lastModified")) if isinstance(response, dict) else None
+    when = utc_instant(response.get("lastModified")) if isinstance(response, dict) else None
     resource = entry.get("resource")
     meta = resource.get("meta") if isinstance(resource, dict) else None
-    return when or _instant(meta.get("lastUpdated") if isinstance(meta, dict) else None)
+    return when or utc_instant(meta.get("lastUpdated") if isinstance(meta, dict) else None)
 
 
 def history_types(client: FhirHttpClient, site_id: str, source: FhirSource) -> set[str] | None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import orjson
 
+from rescue_pipeline.instants import utc_instant
+
 _NAME_RE = re.compile(r"^([A-Z][A-Za-z]+)(?:[._-][^/]*)?\.ndjson$")
 
 
@@ -101,7 +103,7 @@ def discover_deletions(folder: Path, site_id: str) -> list[DeletionFile]:
                 f"site {site_id}: {manifest}: not a Bulk Data manifest ({exc})"
             ) from None
         data = data if isinstance(data, dict) else {}
-        when = _instant(data.get("transactionTime"))
+        when = utc_instant(data.get("transactionTime"))
         for entry in data.get("deleted") or ():
             url = entry.get("url") if isinstance(entry, dict) else None
             if not isinstance(url, str) or not url:
@@ -121,13 +123,3 @@ def discover_deletions(folder: Path, site_id: str) -> list[DeletionFile]:
         )
         for path in sorted(paths)
     ]
-
-
-def _instant(value: object) -> dt.datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo else None

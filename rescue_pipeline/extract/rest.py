@@ -36,6 +36,7 @@ from rescue_pipeline.extract.http import FhirHttpClient, client_for
 from rescue_pipeline.extract.ndjson import SourceFile
 from rescue_pipeline.extract.paging import PageError, pages
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
+from rescue_pipeline.instants import utc_instant
 from rescue_pipeline.raw.deletions import land_deletions
 from rescue_pipeline.raw.landing import LoadResult, land_files
 from rescue_pipeline.warehouse.database import transaction
@@ -71,14 +72,7 @@ class TypeExtract:
 
 def _last_updated(resource: dict[str, Any]) -> dt.datetime | None:
     meta = resource.get("meta")
-    value = meta.get("lastUpdated") if isinstance(meta, dict) else None
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo else None
+    return utc_instant(meta.get("lastUpdated") if isinstance(meta, dict) else None)
 
 
 def search_type(

@@ -31,6 +31,8 @@ import orjson
 import pyarrow as pa
 
 from rescue_pipeline.extract.ndjson import DeletionFile
+from rescue_pipeline.instants import utc_instant
+from rescue_pipeline.raw.chunks import QUARANTINE_SCHEMA
 from rescue_pipeline.raw.landing import file_sha256
 from rescue_pipeline.raw.structure import REASONS, r4_resource_types
 from rescue_pipeline.warehouse.database import transaction
@@ -115,17 +117,6 @@ class _Parsed:
     quarantine: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _instant(value: Any) -> dt.datetime | None:
-    """A FHIR instant (with its zone) in UTC, or None when it is not one."""
-    if not isinstance(value, str) or "T" not in value:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo else None
-
-
 class _Reader:
     """One deletion file, line by line, into deletion rows and quarantine rows."""
 
@@ -195,7 +186,7 @@ class _Reader:
             self.reject(number, raw, "not_a_bundle", "entry", "no entries")
             return
         meta = bundle.get("meta")
-        bundle_time = _instant(bundle.get("timestamp")) or _instant(
+        bundle_time = utc_instant(bundle.get("timestamp")) or utc_instant(
             meta.get("lastUpdated") if isinstance(meta, dict) else None
         )
         for index, entry in enumerate(entries):
@@ -234,7 +225,7 @@ class _Reader:
             )  # fmt: skip
             return
         modified = response.get("lastModified")
-        deleted_at = _instant(modified)
+        deleted_at = utc_instant(modified)
         if modified is not None and deleted_at is None:
             self.reject(
                 number, canonical, "invalid_date", f"{path}.response.lastModified",
@@ -281,19 +272,8 @@ _DELETION_SCHEMA = pa.schema(
         ("entry_sha256", pa.string()),
     ]
 )
-_QUARANTINE_SCHEMA = pa.schema(
-    [
-        ("resource_type", pa.string()),
-        ("resource_id", pa.string()),
-        ("source", pa.string()),
-        ("line_number", pa.int64()),
-        ("reason", pa.string()),
-        ("element", pa.string()),
-        ("detail", pa.string()),
-        ("raw_bytes", pa.binary()),
-        ("bytes_sha256", pa.string()),
-    ]
-)
+# The landing's quarantine rows plus the file they came from (one deletion file per batch).
+_QUARANTINE_SCHEMA = QUARANTINE_SCHEMA.append(pa.field("source", pa.string()))
 
 
 def land_deletions(

@@ -23,19 +23,11 @@ from rescue_pipeline.extract.watermarks import read_marks
 from rescue_pipeline.raw.landing import LoadResult
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import FakeTime, Reply, ScriptedServer
+from tests.extract.test_bulk_faults import patient
 
 SITE = "site-x"
 TRANSACTION = "2026-11-20T01:00:00.000Z"
 TOKEN = "tok-0123456789"
-
-
-def patient(pid: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Patient",
-        "id": pid,
-        "meta": {"versionId": "1", "lastUpdated": "2026-11-19T10:00:00.000Z"},
-        "gender": "female",
-    }
 
 
 def ndjson(*lines: dict[str, Any] | bytes) -> bytes:

@@ -69,3 +69,16 @@ SELECT d.usubjid, d.assessed_on, m.response, 'imaging_disease_status',
        d.site_id, d.source_type, d.source_id
 FROM core.disease_statuses d JOIN terminology.status_as_response m ON m.status = d.status
 WHERE d.imaging;
+
+-- Secondary cancers of trial subjects with a full onset date (else the recorded date): read by
+-- both the lines of therapy (a recurrence ends the line in progress) and the recurrences.
+CREATE OR REPLACE TABLE core_stage.secondary_onsets AS
+SELECT s.usubjid, c.site_id, c.id AS source_id,
+       TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE) AS onset_on
+FROM flat.condition c
+JOIN core_stage.resource_concept rc
+  ON rc.site_id = c.site_id AND rc.resource_type = 'Condition' AND rc.id = c.id
+JOIN core_stage.subject_of_patient s ON s.site_id = c.site_id AND s.patient_id = c.patient_id
+WHERE rc.concept = 'secondary_malignancy'
+  AND c.verification IS DISTINCT FROM 'entered-in-error'
+  AND TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE) IS NOT NULL;
