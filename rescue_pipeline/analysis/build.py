@@ -11,7 +11,7 @@ import datetime as dt
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import duckdb
@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from rescue_pipeline.config import Config
 from rescue_pipeline.rules import eligibility as elig
-from rescue_pipeline.rules import screening, tte
+from rescue_pipeline.rules import partial_dates, screening, tte
 from rescue_pipeline.rules.gcig import Ca125, gcig_response
 from rescue_pipeline.rules.regimens import count_cycles
 from rescue_pipeline.warehouse import analysis_tables as tables
@@ -133,28 +133,41 @@ def derive_analysis(
         "JOIN screen s USING (usubjid) WHERE f.present AND f.recorded_on <= s.until ORDER BY 1, 3",
     )
 
+    partial = _partial_records(con)
+
     elig_rows: dict[str, list[Any]] = defaultdict(list)
     summary_rows: dict[str, list[Any]] = defaultdict(list)
     eligible_of: dict[str, str] = {}
     for usubjid, site, _arm, _rand, consent_on, transfer, _age, _died, rs_id in subjects:
-        facts, extra = _facts(
-            usubjid=usubjid,
-            consent_on=consent_on,
-            transfer=transfer,
-            age=ages.get(usubjid, (None, None)),
-            rs_id=rs_id,
-            recurrences=recurrences.get(usubjid, []),
-            has_status=usubjid in with_status,
-            diagnoses=diagnoses.get(usubjid, []),
+        dated = _Dated(
             platinum=platinum.get(usubjid, []),
             worsenings=worsenings.get(usubjid, []),
             assessments=assessments.get(usubjid, []),
             ca125=ca125.get(usubjid, []),
             resectability=resectability.get(usubjid, []),
             findings=findings.get(usubjid, []),
-            uln=a.ca125_uln_u_per_ml,
         )
-        criteria = elig.assess(facts, pfi_days=a.pfi_sensitive_days)
+        per_reading: list[list[elig.Criterion]] = []
+        extras: list[dict[str, Any]] = []
+        records = partial.get(usubjid, [])
+        for days in partial_dates.readings([r.options for r in records]):
+            lists = dated.with_partial(records, days) if records else dated
+            facts, extra = _facts(
+                usubjid=usubjid,
+                consent_on=consent_on,
+                transfer=transfer,
+                age=ages.get(usubjid, (None, None)),
+                rs_id=rs_id,
+                recurrences=recurrences.get(usubjid, []),
+                has_status=usubjid in with_status,
+                diagnoses=diagnoses.get(usubjid, []),
+                **lists.lists(),
+                uln=a.ca125_uln_u_per_ml,
+            )
+            per_reading.append(elig.assess(facts, pfi_days=a.pfi_sensitive_days))
+            extras.append(extra)
+        criteria = partial_dates.agree(per_reading, [r.source_id for r in records])
+        extra = {k: v if all(e[k] == v for e in extras) else None for k, v in extras[0].items()}
         eligible, failed, unknown = elig.summary(criteria)
         eligible_of[usubjid] = eligible
         for c in criteria:
@@ -207,6 +220,103 @@ def derive_analysis(
             seconds=result.seconds,
         )  # fmt: skip
     return result
+
+
+@dataclass(frozen=True)
+class _Partial:
+    """A screening record dated only to a month or year, and the days it may fall on."""
+
+    # (which list, the row as that list's query gives it with None for the day, where the day
+    # stands in the row): a PD assessment is both an assessment and a worsening, on one day
+    rows: tuple[tuple[str, tuple[Any, ...], int], ...]
+    source_id: str
+    options: list[dt.date | None]
+
+
+@dataclass(frozen=True)
+class _Dated:
+    """One subject's dated screening rows, as the queries in derive_analysis give them."""
+
+    platinum: list[tuple[Any, ...]]
+    worsenings: list[tuple[Any, ...]]
+    assessments: list[tuple[Any, ...]]
+    ca125: list[tuple[Any, ...]]
+    resectability: list[tuple[Any, ...]]
+    findings: list[tuple[Any, ...]]
+
+    def lists(self) -> dict[str, list[tuple[Any, ...]]]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def with_partial(self, records: list[_Partial], days: tuple[dt.date | None, ...]) -> _Dated:
+        """These rows plus each partially dated record on its day of this reading (None: it
+        falls outside the window and does not count), in the queries' order."""
+        rows: dict[str, list[tuple[Any, ...]]] = {k: list(v) for k, v in self.lists().items()}
+        for record, day in zip(records, days, strict=True):
+            if day is None:
+                continue
+            for kind, template, day_at in record.rows:
+                row = list(template)
+                row[day_at] = day
+                rows[kind].append(tuple(row))
+        day_first = lambda r: (r[0], r[-1])  # noqa: E731  (day, source id)
+        return _Dated(
+            platinum=sorted(rows["platinum"], key=lambda r: (r[0], r[1])),
+            worsenings=sorted(rows["worsenings"], key=day_first),
+            assessments=sorted(rows["assessments"], key=day_first),
+            ca125=sorted(rows["ca125"], key=day_first),
+            resectability=sorted(rows["resectability"], key=day_first),
+            findings=sorted(rows["findings"], key=lambda r: (r[1], r[2])),
+        )
+
+
+def _partial_records(con: duckdb.DuckDBPyConnection) -> dict[str, list[_Partial]]:
+    """Screening records dated only to a month or year that may fall in the window, per subject,
+    each as the row its dated query would give (rule book §1 "Dates")."""
+    out: dict[str, list[_Partial]] = defaultdict(list)
+    rows = con.execute(
+        """
+        SELECT p.usubjid, p.kind, p.earliest, p.latest, s.until, p.source_id,
+               t.response, d.status, r.judgement, f.finding, f.present, p.value_u_per_ml,
+               da.platinum,
+               (SELECT min(g.line) FROM core.regimens g
+                WHERE g.usubjid = p.usubjid AND NOT g.maintenance
+                  AND p.earliest >= g.started_on AND p.latest <= g.ended_on) AS line
+        FROM core.partial_dates p JOIN screen s USING (usubjid)
+        LEFT JOIN core.tumour_assessments t ON p.kind = 'tumour_assessment'
+             AND t.site_id = p.site_id AND t.source_id = p.source_id AND t.assessed_on IS NULL
+        LEFT JOIN core.disease_statuses d ON p.kind = 'disease_status'
+             AND d.site_id = p.site_id AND d.source_id = p.source_id AND d.assessed_on IS NULL
+        LEFT JOIN core.resectability r ON p.kind = 'resectability'
+             AND r.site_id = p.site_id AND r.source_id = p.source_id AND r.judged_on IS NULL
+        LEFT JOIN core.screening_findings f ON p.kind = 'finding'
+             AND f.site_id = p.site_id AND f.source_id = p.source_id AND f.recorded_on IS NULL
+        LEFT JOIN core.drug_administrations da ON p.kind = 'dose' AND da.site_id = p.site_id
+             AND da.source_type = p.source_type AND da.source_id = p.source_id
+        WHERE p.earliest <= s.until
+        ORDER BY p.usubjid, p.earliest, p.kind, p.source_id
+        """
+    ).fetchall()
+    for (usubjid, kind, earliest, latest, until, sid, response, status, judgement, finding,
+         present, value, platinum, line) in rows:  # fmt: skip
+        options = partial_dates.days_allowed(earliest, latest, until)
+        made: list[tuple[str, tuple[Any, ...], int]] = []
+        if kind == "tumour_assessment" and response is not None:
+            made.append(("assessments", (None, response, sid), 0))
+            if response == "PD":
+                made.append(("worsenings", (None, sid), 0))
+        elif kind == "disease_status" and status == "worsened":
+            made.append(("worsenings", (None, sid), 0))
+        elif kind == "resectability" and judgement is not None:
+            made.append(("resectability", (None, judgement, sid), 0))
+        elif kind == "finding" and present:
+            made.append(("findings", (finding, None, sid), 1))
+        elif kind == "dose" and platinum:
+            made.append(("platinum", (None, sid, line), 0))
+        elif kind == "ca125" and value is not None:
+            made.append(("ca125", (None, value, sid), 0))
+        if made:
+            out[usubjid].append(_Partial(tuple(made), sid, options))
+    return out
 
 
 def _screening_windows(

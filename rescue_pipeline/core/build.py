@@ -104,6 +104,7 @@ def build_core(
             "03_ca125",
             "04_drug_administrations",
             "05_observations",
+            "05_partial_dates",
         ):
             stage(name, partial(con.execute, _sql(f"{name}.sql")))
         stage("regimens", lambda: _regimens(con, config.analysis.regimen_gap_days))
@@ -231,7 +232,9 @@ def _regimens(con: duckdb.DuckDBPyConnection, gap_days: int) -> None:
         breaks[usubjid].append(day)
     table = con.sql(
         "SELECT usubjid, site_id, started_on, drug, drug_class, platinum, maintenance_capable, "
-        "source_type, source_id, ended_on FROM core.drug_administrations ORDER BY usubjid"
+        "source_type, source_id, ended_on FROM core.drug_administrations "
+        # a dose dated to the month or year has no place in a line (core.partial_dates has it)
+        "WHERE started_on IS NOT NULL ORDER BY usubjid"
     ).to_arrow_table()
     current: tuple[str, str] | None = None
     administrations: list[Administration] = []

@@ -432,6 +432,16 @@ def make_story(seed: int, index: int, ref: date) -> Story:
     consent_sent = not (trial_subject and vary.random() < 0.04)
     corrected = vary.random() < 0.05 and any(not a.after_randomisation for a in b.assessments)
     deleted = randomisation is not None and vary.random() < 0.05
+    # a randomised subject's screening response (PR or SD) sent as YYYY-MM: decides IN03 when
+    # the whole month lies after the first post-recurrence cycle and up to randomisation
+    screening = [a for a in b.assessments if not a.after_randomisation]
+    partial = (
+        randomisation is not None
+        and not corrected
+        and bool(screening)
+        and max(screening, key=lambda a: a.day).response in ("PR", "SD")
+        and vary.random() < 0.1
+    )
     return Story(
         index=index,
         scenario=scenario,
@@ -464,4 +474,5 @@ def make_story(seed: int, index: int, ref: date) -> Story:
         screening_end=screening_end,
         corrected_assessment=corrected,
         deleted_record=deleted,
+        partial_assessment=partial,
     )

@@ -403,6 +403,12 @@ def _assessment(r: _Renderer, day: date, response: str, primary: str, post: bool
     )
 
 
+def _month_only(resource: dict[str, Any], day: date) -> None:
+    """Send the resource's date as YYYY-MM, as sites do when only the month is recorded."""
+    resource.pop("effectivePeriod", None)
+    resource["effectiveDateTime"] = day.isoformat()[:7]
+
+
 def deletion_bundle(resource_type: str, resource_id: str, meta: dict[str, Any]) -> bytes:
     """One line of a Bulk `deleted` file: a Bundle deleting the resource two days after its
     last update (the deletion must be at or after the version it removes)."""
@@ -461,6 +467,8 @@ def _observations(r: _Renderer, primary: str) -> None:
             _corrected_assessment(r, a.day, a.response, primary)
         else:
             _assessment(r, a.day, a.response, primary, a.after_randomisation)
+            if s.partial_assessment and a is screening[-1]:
+                _month_only(r.out[-1].resource, a.day)
     if s.deleted_record and s.randomised is not None:
         # a progression recorded on the wrong patient, sent and then deleted at the site: used,
         # it would be a PFS event three weeks after randomisation

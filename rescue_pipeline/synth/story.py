@@ -120,3 +120,4 @@ class Story:
     screening_end: date | None = None  # ResearchSubject.period.end sent for a screen failure
     corrected_assessment: bool = False  # the screening response was corrected in a new version
     deleted_record: bool = False  # an erroneous PD the site sent, then deleted
+    partial_assessment: bool = False  # the screening response is sent dated to its month only

@@ -22,6 +22,8 @@ checks the pipeline rather than repeats it. They read the rule book (RESCUE clin
   platinum dose to the first recurrence) under 183 days.
 - §6 IN04: completed years on the consent date (else randomisation), and a partial birth date
   decides only when every day it allows gives the same answer (each day is tried).
+- §1 dates: a screening response sent as YYYY-MM is tried on every day of its month; a
+  criterion on which the days disagree is unknown.
 - GCIG: pre-treatment value = latest value in the 14 days before the first platinum dose after
   the screened recurrence; values below the detection limit count as the limit (5 U/mL); the
   samples after the fall may rise at most 10 % each unless they stay within the normal range;
@@ -32,6 +34,7 @@ checks the pipeline rather than repeats it. They read the rule book (RESCUE clin
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -177,6 +180,29 @@ def _status(met: bool) -> str:
 
 def eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
     """Each criterion's status and reason, plus the screening facts they were decided on."""
+    if not story.partial_assessment:
+        return _eligibility(story, ref)
+    sent = max((a for a in story.assessments if not a.after_randomisation), key=lambda a: a.day)
+    first = date(sent.day.year, sent.day.month, 1)
+    days = [first + timedelta(days=i) for i in range(31)]
+    readings = []
+    for day in (d for d in days if d.month == first.month):
+        moved = [replace(a, day=day) if a is sent else a for a in story.assessments]
+        readings.append(
+            _eligibility(replace(story, assessments=tuple(sorted(moved, key=lambda a: a.day))), ref)
+        )
+    criteria: dict[str, dict[str, str]] = {}
+    for code, first_reading in readings[0][0].items():
+        statuses = {r[0][code]["status"] for r in readings}
+        criteria[code] = (
+            first_reading
+            if len(statuses) == 1
+            else {"status": "unknown", "reason": f"{sorted(statuses)} over the month sent"}
+        )
+    return criteria, readings[0][1]
+
+
+def _eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
     recs = recurrences(story, recurrence_limit(story, ref))
     rec = recs[-1] if recs else None
     cutoff = screening_cutoff(story, ref, rec)
@@ -427,6 +453,8 @@ def real_site_classes(story: Story) -> list[str]:
         classes.append("record_deleted_at_site")
     if story.corrected_assessment:
         classes.append("late_correction_of_the_response")
+    if story.partial_assessment:
+        classes.append("response_dated_to_the_month")
     if story.scenario == "sf_fast_recurrence":
         classes.append("fast_recurrence")
     if story.scenario == "sf_consent_at_recurrence":

@@ -254,6 +254,30 @@ progression_events = Table(
     comment="Documented progression after randomisation.",
 )
 
+partial_dates = Table(
+    "partial_dates",
+    metadata,
+    _c("usubjid", String, "Subject.", nullable=False),
+    _c(
+        "kind",
+        String,
+        "Which core table the record is in with no date: tumour_assessment, disease_status, "
+        "resectability, finding, dose; or ca125 (a CA-125 result, which ca125_measurements "
+        "holds only with a full date).",
+        nullable=False,
+    ),
+    _c("earliest", Date, "The earliest full date the partial date allows.", nullable=False),
+    _c("latest", Date, "The latest full date it allows.", nullable=False),
+    _c("precision", String, "month (YYYY-MM) or year (YYYY).", nullable=False),
+    _c("value_u_per_ml", Double, "CA-125 results only: the value in U/mL."),
+    *_source(),
+    schema="core",
+    comment=(
+        "Records dated only to the month or year. The screening rules try every full date "
+        "each allows and decide only where all give the same answer (else unknown)."
+    ),
+)
+
 unmapped_codes = Table(
     "unmapped_codes",
     metadata,
@@ -308,9 +332,10 @@ resource_accounting = Table(
         String,
         "used (read by a core table), or why not: entered-in-error, not-done, cancelled, "
         "consent_withdrawn, other_study, not_a_trial_subject, unmapped_code, no_code, "
-        "medication_not_given (no dose references it), no_full_date (missing or partial, so "
-        "no rule can place it), recognised_not_used (a recognised code "
-        "no core table takes, e.g. metastasis at diagnosis), type_not_read, unaccounted.",
+        "medication_not_given (no dose references it), no_full_date (no date, or a partial "
+        "one on a record only a dated rule reads, such as a recurrence), recognised_not_used "
+        "(a recognised code no core table takes, e.g. metastasis at diagnosis), "
+        "type_not_read, unaccounted.",
         nullable=False,
     ),
     _c("resources", BigInteger, "Current resources (raw.fhir_resources).", nullable=False),
@@ -345,6 +370,7 @@ CORE_TABLES = (
     disease_statuses,
     tumour_assessments,
     progression_events,
+    partial_dates,
     unmapped_codes,
     excluded_resources,
     resource_accounting,

@@ -79,15 +79,21 @@ def test_a_withdrawn_subject_is_counted_not_lost(build) -> None:
     assert got[("Observation", "not_a_trial_subject")] == 1  # she left core with her records
 
 
-def test_a_recognised_result_without_a_full_date_is_counted_as_such(build) -> None:
-    undated = ca125("o2", "p1", 41.0, "U/mL")
-    undated["effectiveDateTime"] = "2024-03"  # partial: no rule can place it in time
+def test_a_result_dated_to_the_month_is_used_and_one_with_no_date_is_counted(build) -> None:
+    month = ca125("o2", "p1", 41.0, "U/mL")
+    month["effectiveDateTime"] = "2024-03"  # partial: the screening rules try every day of it
+    undated = ca125("o3", "p1", 42.0, "U/mL")
+    del undated["effectiveDateTime"]
     con = build(
         {
             "Patient": [patient("p1")],
             "ResearchSubject": [subject("r1", "p1")],
-            "Observation": [ca125("o1", "p1", 40.0, "U/mL"), undated],
+            "Observation": [ca125("o1", "p1", 40.0, "U/mL"), month, undated],
         }
     )
     got = accounting(con)
-    assert (got[("Observation", "used")], got[("Observation", "no_full_date")]) == (1, 1)
+    assert (got[("Observation", "used")], got[("Observation", "no_full_date")]) == (2, 1)
+    assert con.execute(
+        "SELECT kind, earliest::VARCHAR, latest::VARCHAR, precision, value_u_per_ml, source_id "
+        "FROM core.partial_dates"
+    ).fetchall() == [("ca125", "2024-03-01", "2024-03-31", "month", 41.0, "o2")]

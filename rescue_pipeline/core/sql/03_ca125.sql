@@ -16,6 +16,6 @@ JOIN core_stage.resource_concept rc
 JOIN core_stage.subject_of_patient s ON s.site_id = o.site_id AND s.patient_id = o.patient_id
 LEFT JOIN terminology.ca125_units u ON u.unit = coalesce(o.value_unit_code, o.value_unit)
 WHERE rc.concept = 'ca125' AND o.status IN ('final', 'amended', 'corrected')
-  -- a full date: a partial one ("2024-03", valid FHIR) cannot be placed by any rule; the
-  -- accounting counts it as no_full_date
+  -- a full date: a result dated to the month or year ("2024-03", valid FHIR) is kept in
+  -- core.partial_dates, where the screening rules try every date it allows
   AND TRY_CAST(substr(coalesce(o.effective, o.effective_start), 1, 10) AS DATE) IS NOT NULL;

@@ -17,6 +17,7 @@ SELECT DISTINCT site_id, resource_type, id FROM (
     UNION ALL SELECT site_id, source_type, source_id FROM core.tumour_assessments
     UNION ALL SELECT site_id, source_type, source_id FROM core.recurrences
     UNION ALL SELECT site_id, source_type, source_id FROM core.progression_events
+    UNION ALL SELECT site_id, source_type, source_id FROM core.partial_dates
     -- a subject's Patient (sex, birth, death) and her consents (consent date, data transfer)
     UNION ALL SELECT site_id, 'Patient', patient_id FROM core_stage.subject_of_patient
     UNION ALL
