@@ -52,6 +52,7 @@ from rescue_pipeline.extract.bulk_jobs import (
 from rescue_pipeline.extract.bulk_manifest import BulkError, Manifest, ManifestFile, parse_manifest
 from rescue_pipeline.extract.http import Download, FhirHttpClient, HttpError, client_for
 from rescue_pipeline.extract.ndjson import DELETED, DeletionFile, SourceError, SourceFile
+from rescue_pipeline.extract.paths import file_in
 from rescue_pipeline.extract.rest import DEFAULT_TYPES
 from rescue_pipeline.extract.retry import retry_after_seconds
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
@@ -316,7 +317,7 @@ def download_deleted(export: _Export, manifest: Manifest, folder: Path) -> list[
     """Every deletion file streamed to folder/deleted, checked against the manifest's count."""
     files: list[DeletionFile] = []
     for n, entry in enumerate(manifest.deleted, 1):
-        dest = folder / DELETED / f"{n:04d}-{entry.type}.ndjson"
+        dest = file_in(folder / DELETED, f"{n:04d}-{entry.type}.ndjson")
         got = _fetch(export, manifest, entry, dest)
         files.append(
             DeletionFile(
@@ -338,12 +339,12 @@ def download_files(
     client, site_id = export.client, export.site_id
     files: list[SourceFile] = []
     for n, entry in enumerate(manifest.output, 1):
-        dest = folder / f"{n:04d}-{entry.type}.ndjson"
+        dest = file_in(folder, f"{n:04d}-{entry.type}.ndjson")
         got = _fetch(export, manifest, entry, dest)
         files.append(SourceFile(entry.type, dest, client.shown(entry.url), got.sha256))
     errors = _Errors()
     for n, entry in enumerate(manifest.error, 1):
-        dest = folder / "errors" / f"{n:04d}-{entry.type}.ndjson"
+        dest = file_in(folder / "errors", f"{n:04d}-{entry.type}.ndjson")
         lines = _fetch(export, manifest, entry, dest).lines
         errors.files += 1
         errors.lines += lines

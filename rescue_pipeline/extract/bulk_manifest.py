@@ -8,12 +8,16 @@ resources deleted on the server since `_since` (request.method DELETE, request.u
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from rescue_pipeline.extract.ndjson import SourceError
+from rescue_pipeline.fhir_types import is_r4_resource_type
+
+log = logging.getLogger(__name__)
 
 
 class BulkError(SourceError):
@@ -74,6 +78,11 @@ def _files(entries: Any, where: str, key: str, default_type: str) -> tuple[Manif
             raise BulkError(f"{where} a manifest {key} entry has no url")
         rtype = entry.get("type")
         count = entry.get("count")
+        if rtype is not None and not is_r4_resource_type(rtype):
+            # the server's type names a file: only an R4 type may; the lines still land and each
+            # line's own resourceType decides (a wrong one is quarantined)
+            log.warning("%s a manifest %s entry's type is not a FHIR R4 resource type", where, key)
+            rtype = None
         files.append(
             ManifestFile(
                 rtype if isinstance(rtype, str) and rtype else default_type,

@@ -35,7 +35,9 @@ from rescue_pipeline.extract.history import read_deletions
 from rescue_pipeline.extract.http import FhirHttpClient, client_for
 from rescue_pipeline.extract.ndjson import SourceFile
 from rescue_pipeline.extract.paging import PageError, pages
+from rescue_pipeline.extract.paths import file_in
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
+from rescue_pipeline.fhir_types import is_r4_resource_type
 from rescue_pipeline.instants import utc_instant
 from rescue_pipeline.raw.deletions import land_deletions
 from rescue_pipeline.raw.landing import LoadResult, land_files
@@ -107,7 +109,10 @@ def search_type(
                 ]
                 log.warning("site %s: GET %s: server says: %s", site_id, shown, "; ".join(texts))
                 continue
-            out(str(rtype or resource_type)).write(orjson.dumps(resource) + b"\n")
+            # a type that is not R4 names no file: the line goes with the searched type's and
+            # is quarantined there (unknown_resource_type), so nothing is lost
+            named = rtype if is_r4_resource_type(rtype) else resource_type
+            out(str(named)).write(orjson.dumps(resource) + b"\n")
             if rtype == resource_type:
                 result.resources += 1
                 updated = _last_updated(resource)
@@ -131,7 +136,7 @@ def extract_site(
 
         def out(rtype: str) -> IO[bytes]:
             if rtype not in files:
-                files[rtype] = stack.enter_context((folder / f"{rtype}.ndjson").open("wb"))
+                files[rtype] = stack.enter_context(file_in(folder, f"{rtype}.ndjson").open("wb"))
             return files[rtype]
 
         for rtype in source.types or DEFAULT_TYPES:

@@ -92,12 +92,12 @@ def _write_findings(con: duckdb.DuckDBPyConnection, result: QualityResult) -> No
             for name, value in row.items():
                 columns[name].append(value)
     insert_columns(con, findings, columns)
-    # Lines not landed are data queries too: where they are and why, never their bytes.
+    # Lines not landed are data queries too: where they are (file and line) and why, never
+    # their bytes nor their id (a Patient id can be the hospital's record number).
     con.execute(
         f"INSERT INTO {findings.fullname} "
         "SELECT ?, site_id, 'raw', 'raw.quarantine', reason, 'quarantine', "
-        "source || ':' || line_number, "
-        "coalesce(resource_type || coalesce('/' || resource_id, '') || ': ', '') || detail "
+        "source || ':' || line_number, coalesce(resource_type || ': ', '') || detail "
         "FROM raw.quarantine",
         [result.run_id],
     )

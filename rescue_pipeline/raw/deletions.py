@@ -31,10 +31,11 @@ import orjson
 import pyarrow as pa
 
 from rescue_pipeline.extract.ndjson import DeletionFile
+from rescue_pipeline.fhir_types import r4_resource_types
 from rescue_pipeline.instants import utc_instant
 from rescue_pipeline.raw.chunks import QUARANTINE_SCHEMA
 from rescue_pipeline.raw.landing import file_sha256
-from rescue_pipeline.raw.structure import REASONS, r4_resource_types
+from rescue_pipeline.raw.structure import REASONS
 from rescue_pipeline.warehouse.database import transaction
 
 log = logging.getLogger(__name__)

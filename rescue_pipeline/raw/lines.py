@@ -12,8 +12,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from rescue_pipeline.fhir_types import r4_resource_types
 from rescue_pipeline.raw.fast_check import passes
-from rescue_pipeline.raw.structure import ID_RE, check_resource, r4_resource_types
+from rescue_pipeline.raw.structure import ID_RE, check_resource
 
 _CANONICAL = orjson.OPT_SORT_KEYS
 _R4_TYPES = r4_resource_types()
@@ -78,7 +79,7 @@ def classify(line: bytes, *, first_line: bool = False) -> Accepted | Rejected:
         return Rejected(
             "unknown_resource_type",
             "resourceType",
-            f"resourceType {rtype[:80]!r} is not a FHIR R4 resource type",
+            "resourceType is not a FHIR R4 resource type",
             None,
             None,
         )

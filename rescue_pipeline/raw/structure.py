@@ -8,7 +8,6 @@ an order of magnitude and runs beside the landing (validation.py); it never move
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -268,11 +267,6 @@ class TypeRules:
 
 
 @cache
-def r4_resource_types() -> frozenset[str]:
-    text = resources.files("rescue_pipeline.raw").joinpath("r4_resource_types.json").read_text()
-    return frozenset(json.loads(text)["resource_types"])
-
-
 def _all_ok(pred: Predicate) -> Predicate:
     def ok(v: Any) -> bool:
         return type(v) is list and all(pred(item) for item in v)

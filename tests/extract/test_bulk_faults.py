@@ -411,3 +411,28 @@ def test_two_sites_one_fails_the_other_lands(
         states = dict(con.execute("SELECT site_id, state FROM ops.bulk_jobs").fetchall())
         assert states == {"site-x": "failed", "site-b": "complete"}
     assert (tmp_path / "warehouse" / "extract" / "site-b").is_dir()  # beside the work database
+
+
+def test_a_manifest_type_that_is_a_path_names_no_file_and_its_lines_still_land(
+    scripted_server: ScriptedServer,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+    fake_time: FakeTime,
+):
+    url = scripted_server.url
+    hostile = manifest(scripted_server)
+    hostile["output"] = [
+        {"type": "../../../escaped", "url": f"{url}/files/a.ndjson", "count": 3},
+        {"type": "/tmp/escaped-abs", "url": f"{url}/files/b.ndjson", "count": 1},
+    ]
+    hostile["error"] = [{"type": "../../escaped-error", "url": f"{url}/files/e.ndjson"}]
+    script_export(scripted_server, Reply(200, hostile))
+    scripted_server.on("/files/a.ndjson", Reply(200, PATIENTS))
+    scripted_server.on("/files/b.ndjson", Reply(200, ndjson(patient("p4"))))
+    scripted_server.on("/files/e.ndjson", Reply(200, b""))
+    result = run(scripted_server, con, tmp_path, fake_time)
+    assert result.counts["Patient"].accepted == 4  # each line's own resourceType decides
+    assert not [p for p in tmp_path.parent.rglob("*escaped*")]
+    assert not Path("/tmp/escaped-abs.ndjson").exists()
+    names = sorted(p.name for p in (tmp_path / "extract").rglob("*.ndjson"))
+    assert names == ["0001-OperationOutcome.ndjson", "0001-Unknown.ndjson", "0002-Unknown.ndjson"]

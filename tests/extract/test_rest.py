@@ -198,3 +198,29 @@ def test_overlap_repeats_add_no_versions(
 def test_format_mark_is_utc_z_with_milliseconds():
     value = dt.datetime(2026, 1, 3, 11, 0, 0, 123999, tzinfo=dt.timezone(dt.timedelta(hours=1)))
     assert format_mark(value) == "2026-01-03T10:00:00.123Z"
+
+
+def test_a_resource_type_that_is_a_path_names_no_file_and_is_quarantined(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    hostile = [
+        {**obs("o1"), "resourceType": "../../../escaped"},
+        {**obs("o2"), "resourceType": "/tmp/escaped-abs"},
+        {**obs("o3"), "resourceType": "Ada Lovelace"},
+    ]
+    scripted_server.on("/Observation", Reply(200, bundle(obs("o0"), *hostile)))
+    result = load_fhir_site(
+        con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
+    )
+    assert result.counts["Observation"].accepted == 1
+    assert not [p for p in tmp_path.parent.rglob("*escaped*")]
+    assert not Path("/tmp/escaped-abs.ndjson").exists()
+    folder = tmp_path / "extract" / "site-r" / "L1"
+    assert sorted(p.name for p in folder.iterdir()) == ["Observation.ndjson"]
+    rows = con.execute("SELECT reason, detail FROM raw.quarantine ORDER BY line_number").fetchall()
+    assert [r for r, _ in rows] == ["unknown_resource_type"] * 3
+    # the quarantine names the element and the reason, never the value sent
+    assert not any("escaped" in d or "Lovelace" in d for _, d in rows)

@@ -293,3 +293,18 @@ def test_a_check_that_raises_is_a_failure_with_the_error_shown(
         result = run_quality(con, config, today=TODAY)
     assert result.checks and all(not c.success for c in result.checks)
     assert all("no_such_column" in (c.observed_value or "") for c in result.checks)
+
+
+def test_published_findings_of_quarantined_lines_quote_no_id_or_value(config) -> None:
+    with work_db(config) as con:
+        run_quality(con, config, today=TODAY)
+        rows = con.execute(
+            "SELECT q.resource_id, q.raw_bytes, f.what_is_wrong "
+            "FROM quality.findings f JOIN raw.quarantine q "
+            "  ON f.record_key = q.source || ':' || q.line_number AND f.site_id = q.site_id "
+            "WHERE f.table_name = 'raw.quarantine'"
+        ).fetchall()
+    assert len(rows) > 5
+    with_id = [(rid, text) for rid, _raw, text in rows if rid]
+    assert with_id  # lines with a readable id are among them
+    assert not [text for rid, text in with_id if rid in text]

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from rescue_pipeline.fhir_types import r4_resource_types
 from rescue_pipeline.raw.lines import Accepted, Rejected, canonical_json, classify
-from rescue_pipeline.raw.structure import REASONS, check_resource, r4_resource_types
+from rescue_pipeline.raw.structure import REASONS, check_resource
 from tests.conftest import line, obs
 
 
