@@ -105,7 +105,7 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
         if core.success:
             _print_core_summary(con)
             _print_quality_summary(con)
-            held = _print_publication(con)
+            held = _print_publication(con, not_loaded={f.site_id for f in result.failed})
             _print_report(config)
     for failed in result.failed:
         print(f"error: {failed.error}", file=sys.stderr)
@@ -145,14 +145,21 @@ def _print_report(config: Config) -> None:
         _say(f"Data queries per site: {config.report_dir / 'data-queries'}/<site-id>/index.html")
 
 
-def _print_publication(con: Any) -> list[tuple[str, str]]:
-    """Whose data the last publish holds; the held sites and why (exit code 3)."""
+def _print_publication(con: Any, *, not_loaded: set[str]) -> list[tuple[str, str]]:
+    """Whose data the last publish holds; the held sites and why (exit code 3). A site whose
+    load failed this run is not called published: what the warehouse holds of it is its last
+    successful load."""
     rows = con.execute(
         "SELECT site_id, status, data_as_of, reason FROM quality.publications "
         "WHERE published_at = (SELECT max(published_at) FROM quality.publications) ORDER BY 1"
     ).fetchall()
-    published = [site for site, status, _, _ in rows if status == "published"]
+    published = [s for s, status, _, _ in rows if status == "published" and s not in not_loaded]
     _say(f"Published: {', '.join(published) or 'no site'}")
+    if not_loaded:
+        _say(
+            f"Not loaded this run: {', '.join(sorted(not_loaded))} "
+            "(the warehouse keeps each one's data of its last successful load)"
+        )
     held = []
     for site, status, since, reason in rows:
         if status == "held":

@@ -111,6 +111,8 @@ def test_a_broken_site_fails_alone(synthesised: Path, capsys: pytest.CaptureFixt
     assert code == 1
     assert "error: site site-z: source folder" in err and "does not exist" in err
     assert "Traceback" not in err
+    assert "Published: site-a, site-b\n" in out  # never called published when it did not load
+    assert "Not loaded this run: site-z" in out
     code, out, _ = run(
         capsys,
         "query",

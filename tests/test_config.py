@@ -187,6 +187,16 @@ def test_configuration_errors_name_file_site_and_key(
     assert "s3cr3t" not in message  # secrets never echoed
 
 
+def test_a_site_id_with_a_trailing_newline_is_an_error(write_config: Callable[..., Path]) -> None:
+    site = {"id": "site-a\n", "source": {"kind": "ndjson", "path": "a"}}
+    path = write_config({"study_id": "RESCUE", "sites": [site]})
+    with pytest.raises(ConfigError, match="id"):
+        load_config(path)
+    path = write_config({"study_id": "RESCUE\n", "sites": [{**site, "id": "site-a"}]})
+    with pytest.raises(ConfigError, match="study_id"):
+        load_config(path)
+
+
 def test_duplicate_site_ids_are_an_error(write_config: Callable[..., Path]) -> None:
     site = {"id": "site-a", "source": {"kind": "ndjson", "path": "a"}}
     path = write_config({"study_id": "RESCUE", "sites": [site, dict(site)]})

@@ -41,7 +41,7 @@ Format = Literal["parquet", "csv", "xpt"]
 MAX_NAME = 8
 MAX_CHAR_BYTES = 200
 SAS_EPOCH = dt.date(1960, 1, 1)
-_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,7}$")
+_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,7}\Z")
 _EXT = {"parquet": "parquet", "csv": "csv", "xpt": "xpt"}
 
 

@@ -21,7 +21,7 @@ import orjson
 
 from rescue_pipeline.instants import utc_instant
 
-_NAME_RE = re.compile(r"^([A-Z][A-Za-z]+)(?:[._-][^/]*)?\.ndjson$")
+_NAME_RE = re.compile(r"([A-Z][A-Za-z]+)(?:[._-][^/]*)?\.ndjson\Z")
 
 
 class SourceError(RuntimeError):

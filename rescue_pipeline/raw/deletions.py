@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 
 # [base/]Type/id[/_history/vid]: an absolute URL (fullUrl) or a relative one (request.url).
 _URL_RE = re.compile(
-    r"^(?:.*/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
+    r"^(?:.*/)?(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?\Z"
 )
-_ETAG_RE = re.compile(r'^(?:W/)?"?(?P<version>[^"]+)"?$')
+_ETAG_RE = re.compile(r'^(?:W/)?"?(?P<version>[^"\n]+)"?\Z')
 UNREADABLE_TYPE = "Bundle"
 
 _INSERT_DELETIONS = """

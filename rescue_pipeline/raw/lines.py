@@ -7,6 +7,7 @@ digest, and the structural checks of structure.py. Nothing here touches the data
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -44,6 +45,33 @@ class Rejected:
 def canonical_json(resource: Any) -> bytes:
     """Sorted keys, no insignificant whitespace, UTF-8: the bytes a version's hash is taken of."""
     return orjson.dumps(resource, option=_CANONICAL)
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = {k for k, _ in pairs}
+    if len(keys) != len(pairs):
+        raise _RepeatedKey
+    return dict(pairs)
+
+
+def _repeats_a_key(line: bytes) -> bool:
+    """Whether some object of the line has a key twice (orjson keeps the last value silently).
+
+    Only lines whose canonical form has another length get here: a compact line without
+    repeated keys has the same length sorted (whitespace, escapes or a number written as 1.50
+    are what else changes it), so the slower exact check runs on few lines.
+    """
+    try:
+        json.loads(line, object_pairs_hook=_no_repeats)
+    except _RepeatedKey:
+        return True
+    except (ValueError, RecursionError):
+        return False  # orjson read it: json's own limits decide nothing here
+    return False
 
 
 def _utf8_problem(line: bytes) -> str | None:
@@ -99,7 +127,20 @@ def classify(line: bytes, *, first_line: bool = False) -> Accepted | Rejected:
     if meta:
         version_id = meta.get("versionId")
         last_updated = meta.get("lastUpdated")
-    canonical = canonical_json(resource)
+    try:
+        canonical = canonical_json(resource)
+    except orjson.JSONEncodeError:
+        # orjson writes at most 254 levels: deeper is no FHIR resource, and quarantined here
+        # rather than failing the whole load
+        return Rejected("too_deep", None, f"{rtype}: nested deeper than 254 levels", rtype, rid)
+    if len(canonical) != len(line) and _repeats_a_key(line):
+        return Rejected(
+            "duplicate_key",
+            None,
+            f"{rtype}: a JSON object repeats a key (one of its values would be lost)",
+            rtype,
+            rid,
+        )
     return Accepted(
         rtype,
         rid,

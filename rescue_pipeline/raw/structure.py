@@ -31,6 +31,8 @@ REASONS: dict[str, str] = {
     "invalid_date": "a date element the pipeline reads is not a valid FHIR date",
     "not_a_bundle": "a line of a deletion file is not a FHIR Bundle with entries",
     "invalid_deletion": "a deletion entry has no request.method DELETE or no Type/id url",
+    "too_deep": "the JSON nests deeper than 254 levels",
+    "duplicate_key": "a JSON object repeats a key, so one of its values would be lost",
 }
 
 ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")

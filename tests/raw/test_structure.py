@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rescue_pipeline.fhir_types import r4_resource_types
@@ -176,3 +178,30 @@ def test_bom_is_tolerated_on_the_first_line_only() -> None:
     raw = b"\xef\xbb\xbf" + line({"resourceType": "Patient", "id": "p1"})
     assert isinstance(classify(raw, first_line=True), Accepted)
     assert isinstance(classify(raw), Rejected)
+
+
+def test_a_line_nested_past_orjsons_limit_is_quarantined_not_fatal() -> None:
+    deep: dict[str, object] = {}
+    cur = deep
+    for _ in range(300):
+        cur["extension"] = [{}]
+        cur = cur["extension"][0]  # type: ignore[index]
+    resource = {"resourceType": "Patient", "id": "p1", "_birthDate": deep}
+    outcome = classify(json.dumps(resource).encode())
+    assert isinstance(outcome, Rejected) and outcome.reason == "too_deep"
+    assert outcome.detail.startswith("Patient: nested deeper")
+    shallow = {"resourceType": "Patient", "id": "p1", "_birthDate": {"extension": [{}]}}
+    assert isinstance(classify(json.dumps(shallow).encode()), Accepted)
+
+
+def test_a_repeated_key_is_quarantined_whatever_the_spacing() -> None:
+    for raw in (
+        b'{"resourceType":"Patient","id":"p1","gender":"male","gender":"female"}',
+        b'{"resourceType": "Patient", "id": "p1", "name": [{"family": "A", "family": "B"}]}',
+    ):
+        outcome = classify(raw)
+        assert isinstance(outcome, Rejected) and outcome.reason == "duplicate_key", raw
+        assert "female" not in outcome.detail and "B" not in outcome.detail.split(":")[-1]
+    # spacing, escapes and 1.50 change the length but repeat nothing: accepted
+    spaced = b'{"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "\\u00e9"}, "valueQuantity": {"value": 1.50}}'
+    assert isinstance(classify(spaced), Accepted)
