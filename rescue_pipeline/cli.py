@@ -382,8 +382,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     config = _config(args)
     if not config.work_db.exists():
         raise CommandError(f"no database at {config.work_db}: run `rescue run` first", EXIT_USAGE)
+    from rescue_pipeline.warehouse.lock import holder
+
+    writer = holder(config.work_db)  # read before opening: a live load holds this lock
     with work_db(config, read_only=True) as con:
-        statuses = site_statuses(con, config)
+        statuses = site_statuses(con, config, writer_alive=writer is not None)
     from rescue_pipeline.snapshot import list_snapshots
 
     snapshots = list_snapshots(config)

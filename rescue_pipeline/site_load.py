@@ -62,14 +62,18 @@ def work_db(config: Config, *, read_only: bool = False) -> Iterator[duckdb.DuckD
 def close_interrupted_loads(config: Config) -> int:
     """Mark loads left 'running' by a process that died (SIGKILL, power loss) as interrupted.
 
-    Called by a writer holding the writer lock, so no load of ours is running. What such a load
-    had landed was never committed (one transaction per site load) and its watermarks never
-    moved, so the next run fetches it again; only its record needs closing.
+    Called by a writer holding the writer lock, so no load of ours is running. A site's landing
+    commits in one transaction with its watermarks: killed before that commit, nothing of the
+    load is in raw and the next run fetches it again; killed after it (raw.loads has the load),
+    what it landed stays and only its record was left open. The message says which.
     """
     with work_db(config) as con:
         rows = con.execute(
-            "UPDATE ops.runs SET status = 'interrupted', finished_at = ?, message = "
-            "'the process ended before the load finished; nothing of it was committed' "
+            "UPDATE ops.runs r SET status = 'interrupted', finished_at = ?, message = CASE "
+            "WHEN EXISTS (SELECT 1 FROM raw.loads l WHERE l.load_id = r.load_id) THEN "
+            "'the process ended after the landing committed; what it landed is kept' "
+            "ELSE 'the process ended before the landing committed; nothing of it was kept, "
+            "the next load fetches it again' END "
             "WHERE status = 'running' RETURNING load_id",
             [dt.datetime.now(dt.UTC)],
         ).fetchall()

@@ -39,8 +39,14 @@ class SiteStatus:
 
 
 def site_statuses(
-    con: duckdb.DuckDBPyConnection, config: Config, *, now: dt.datetime | None = None
+    con: duckdb.DuckDBPyConnection,
+    config: Config,
+    *,
+    now: dt.datetime | None = None,
+    writer_alive: bool = False,
 ) -> list[SiteStatus]:
+    """Each configured site's status. `writer_alive`: a process holds the writer lock now (a
+    'running' load is then really running; without one it was killed)."""
     now = now or dt.datetime.now(dt.UTC)
     out = {s.id: SiteStatus(s.id) for s in config.sites}
     tables = {
@@ -107,17 +113,24 @@ def site_statuses(
             out[site].publication = status
     stale_after = dt.timedelta(hours=config.orchestration.stale_after_hours)
     for status in out.values():
-        _judge(status, now, stale_after)
+        _judge(status, now, stale_after, writer_alive)
     return list(out.values())
 
 
-def _judge(s: SiteStatus, now: dt.datetime, stale_after: dt.timedelta) -> None:
+def _judge(s: SiteStatus, now: dt.datetime, stale_after: dt.timedelta, writer_alive: bool) -> None:
     """What needs someone's attention, in words."""
     if s.last_success is None:
         s.attention.append("never loaded")
     elif now - s.last_success > stale_after:  # orchestration.stale_after_hours
         hours = (now - s.last_success).total_seconds() / 3600
         s.attention.append(f"stale: last successful load {hours:.0f} h ago")
+    if s.last_load_status == "running" and not writer_alive:
+        # a load holds the writer lock from start to end: 'running' with no holder is a load
+        # whose process is gone
+        s.attention.append(
+            "last load killed: it still reads running but no process holds the working "
+            "database (the next run closes its record)"
+        )
     if s.last_load_status in ("failed", "interrupted"):
         s.attention.append(f"last load {s.last_load_status}: {s.last_load_message or ''}".strip())
     if s.critical_failures:

@@ -46,12 +46,23 @@ def test_the_next_run_closes_a_load_a_killed_process_left_running(
             "INSERT INTO ops.runs VALUES ('site-a-killed', 'site-a', 'ndjson', now(), NULL, "
             "'running', NULL, NULL, NULL, false)"
         )
+    # before any run closes it, status calls it killed (no process holds the writer lock)
+    assert main(["status", "--config", str(root / "sites.yaml")]) == 5
+    assert "ATTENTION site-a: last load killed" in capsys.readouterr().out
     assert main(["run", "--config", str(root / "sites.yaml")]) == 0
     assert "(closed 1 load(s) a killed run left open" in capsys.readouterr().out
     with duckdb.connect(str(work), read_only=True) as con:
         assert con.execute(
-            "SELECT status, finished_at IS NOT NULL FROM ops.runs WHERE load_id = 'site-a-killed'"
-        ).fetchall() == [("interrupted", True)]
+            "SELECT status, finished_at IS NOT NULL, message FROM ops.runs "
+            "WHERE load_id = 'site-a-killed'"
+        ).fetchall() == [
+            (
+                "interrupted",
+                True,
+                "the process ended before the landing committed; nothing of it was kept, "
+                "the next load fetches it again",
+            )
+        ]
 
 
 @pytest.fixture(scope="module")
