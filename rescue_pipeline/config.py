@@ -89,6 +89,11 @@ class FhirSource:
     history_max_pages: int = 200
     history_max_bytes: int = 256 * 2**20
     history_max_seconds: float = 900.0
+    # Searches, per resource type and load: past a bound the site's load fails (marks stay).
+    search_max_pages: int = 5000
+    search_max_seconds: float = 3600.0
+    max_response_bytes: int = 64 * 2**20  # one page
+    max_request_seconds: float = 600.0  # one request's body, however slowly it trickles
     allow_insecure_http: bool = False  # a token over plain http: test servers on loopback only
     kind: Literal["fhir"] = "fhir"
 
@@ -109,6 +114,8 @@ class BulkSource:
     deadline_hours: float = 72.0  # from kick-off; past it the export is abandoned
     search: dict[str, dict[str, str]] = field(default_factory=dict)  # sent as _typeFilter
     delete_when_done: bool = True  # DELETE the status URL once landed: the server may free files
+    max_response_bytes: int = 64 * 2**20  # a status answer or manifest (files stream to disk)
+    max_request_seconds: float = 600.0
     allow_insecure_http: bool = False  # a token over plain http: test servers on loopback only
     kind: Literal["bulk"] = "bulk"
 

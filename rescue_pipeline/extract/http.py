@@ -149,6 +149,12 @@ class Download:
     sha256: str
 
 
+MAX_RESPONSE_BYTES = 64 * 2**20
+"""One search page or status answer at most (a Bulk file is streamed to disk, not bounded)."""
+MAX_REQUEST_SECONDS = 600.0
+"""A body still arriving after this long fails its request, whatever the socket timeout."""
+
+
 class FhirHttpClient:
     """Requests to one site, with the retry policy above. Use as a context manager."""
 
@@ -164,8 +170,12 @@ class FhirHttpClient:
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         rng: random.Random | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_request_seconds: float = MAX_REQUEST_SECONDS,
     ) -> None:
         self.site_id = site_id
+        self._max_bytes = max_response_bytes
+        self._max_seconds = max_request_seconds
         self._auth = auth
         self._policy = policy
         self._sleep = sleep
@@ -207,13 +217,44 @@ class FhirHttpClient:
         *,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """GET with retries; returns a 2xx response with its body read, or raises HttpError."""
-        return self._send("GET", url, params, headers, _read)
+        """GET with retries; returns a 2xx response with its body read, or raises HttpError.
+
+        The body is bounded: more than max_response_bytes, or a body still arriving after
+        max_request_seconds (a server that trickles bytes inside every socket timeout), fails
+        the request without retrying it."""
+        return self._send("GET", url, params, headers, self._read_bounded)
 
     def delete(self, url: str) -> httpx.Response:
         """One DELETE, not retried: a courtesy (Bulk Data: the server may free a job's files),
         never worth holding a load for."""
-        return self._send("DELETE", url, None, None, _read, attempts=1)
+        return self._send("DELETE", url, None, None, self._read_bounded, attempts=1)
+
+    def _read_bounded(self, response: httpx.Response) -> httpx.Response:
+        where = f"site {self.site_id}: GET {self.shown(response.request.url)}"
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise HttpError(
+                f"{where}: the answer declares {declared} bytes, more than max_response_bytes "
+                f"{self._max_bytes}"
+            )
+        started = self._clock()
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_bytes():  # as it arrives: a fixed size would wait for it
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise HttpError(
+                    f"{where}: the answer is larger than max_response_bytes {self._max_bytes}"
+                )
+            if self._clock() - started > self._max_seconds:
+                raise HttpError(
+                    f"{where}: the answer was still arriving after max_request_seconds "
+                    f"{self._max_seconds:g}"
+                )
+            chunks.append(chunk)
+        # what Response.read() itself does once a streamed body is complete
+        response._content = b"".join(chunks)
+        return response
 
     def download(self, url: str, dest: Path, *, send_auth: bool = True) -> Download:
         """Stream a file to dest in chunks (never the whole body in memory).
@@ -338,12 +379,9 @@ def client_for(site_id: str, source: FhirSource | BulkSource) -> FhirHttpClient:
         timeout_seconds=source.timeout_seconds,
         policy=RetryPolicy(max_attempts=source.max_attempts),
         ca_bundle=source.ca_bundle,
+        max_response_bytes=source.max_response_bytes,
+        max_request_seconds=source.max_request_seconds,
     )
-
-
-def _read(response: httpx.Response) -> httpx.Response:
-    response.read()
-    return response
 
 
 def _stream_to(response: httpx.Response, dest: Path) -> Download:

@@ -6,7 +6,8 @@ follow it there) or a loop of next links fails with PageError naming the site an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -44,10 +45,17 @@ def pages(
     params: dict[str, str],
     *,
     keep: tuple[str, ...] = (),
+    max_pages: int | None = None,
+    max_seconds: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[tuple[str, dict[str, Any], int]]:
     """Each page as (URL shown in messages, Bundle, bytes), following next links; `keep` names
-    parameters of the first request that every next link must carry too."""
+    parameters of the first request that every next link must carry too. Past `max_pages`
+    pages or `max_seconds` a further next link fails with PageError (a server whose next links
+    never end cannot hold a load forever)."""
     base_origin = origin(url)
+    started = clock()
+    count = 0
     kept = {k: params[k] for k in keep if k in params}
     next_url: str | None = url
     query: dict[str, str] | None = params
@@ -63,6 +71,7 @@ def pages(
             found = page.get("resourceType") if isinstance(page, dict) else type(page).__name__
             raise PageError(f"site {site_id}: GET {shown}: page is not a Bundle (got {found!r})")
         yield shown, page, len(response.content)
+        count += 1
         next_url, query = None, None
         for link in page.get("link") or ():
             if isinstance(link, dict) and link.get("relation") == "next":
@@ -72,6 +81,16 @@ def pages(
                 raise PageError(
                     f"site {site_id}: GET {shown}: next link points to another server "
                     f"({redact_url(next_url)})"
+                )
+            if max_pages is not None and count >= max_pages:
+                raise PageError(
+                    f"site {site_id}: GET {shown}: still a next link after {count} pages "
+                    f"(search_max_pages {max_pages})"
+                )
+            if max_seconds is not None and clock() - started > max_seconds:
+                raise PageError(
+                    f"site {site_id}: GET {shown}: still a next link after {max_seconds:g} s "
+                    f"(search_max_seconds)"
                 )
             next_url = with_params(next_url, kept)
             if next_url in seen:

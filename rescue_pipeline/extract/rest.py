@@ -91,7 +91,14 @@ def search_type(
         params["_lastUpdated"] = f"gt{format_mark(since)}"
     result = TypeExtract(resource_type)
     url = f"{source.base_url.rstrip('/')}/{resource_type}"
-    for shown, page, _size in pages(client, site_id, url, params):
+    for shown, page, _size in pages(
+        client,
+        site_id,
+        url,
+        params,
+        max_pages=source.search_max_pages,
+        max_seconds=source.search_max_seconds,
+    ):
         result.pages += 1
         for entry in page.get("entry") or ():
             resource = entry.get("resource") if isinstance(entry, dict) else None

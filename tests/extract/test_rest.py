@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import socketserver
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -15,7 +18,7 @@ import pytest
 
 from rescue_pipeline.config import FhirSource, SiteConfig
 from rescue_pipeline.extract.auth import NoAuth
-from rescue_pipeline.extract.http import FhirHttpClient, RetryPolicy
+from rescue_pipeline.extract.http import FhirHttpClient, HttpError, RetryPolicy
 from rescue_pipeline.extract.rest import PageError, load_fhir_site
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
 from rescue_pipeline.warehouse.database import open_work_db
@@ -224,3 +227,65 @@ def test_a_resource_type_that_is_a_path_names_no_file_and_is_quarantined(
     assert [r for r, _ in rows] == ["unknown_resource_type"] * 3
     # the quarantine names the element and the reason, never the value sent
     assert not any("escaped" in d or "Lovelace" in d for _, d in rows)
+
+
+def test_next_links_that_never_end_stop_at_search_max_pages(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    url = scripted_server.url
+    scripted_server.on("/Observation", Reply(200, bundle(obs("o0"), next_url=f"{url}/p1")))
+    for n in range(1, 6):  # every next link is new: no loop to notice
+        scripted_server.on(f"/p{n}", Reply(200, bundle(obs(f"o{n}"), next_url=f"{url}/p{n + 1}")))
+    with pytest.raises(PageError, match=r"after 3 pages \(search_max_pages 3\)"):
+        load_fhir_site(
+            con, site(url, search_max_pages=3), "L1", work_dir=tmp_path, client=client(fake_time)
+        )
+    assert len(scripted_server.seen) == 3
+    assert versions(con) == []  # the load failed whole: nothing landed, marks stay
+
+
+def test_a_page_larger_than_max_response_bytes_fails_the_request(
+    scripted_server: ScriptedServer, fake_time: FakeTime
+):
+    padding = "x" * 2**20
+    scripted_server.on("/Observation", Reply(200, bundle({**obs("o1"), "note": padding})))
+    small = FhirHttpClient(
+        "site-r", NoAuth(), policy=RetryPolicy(max_attempts=1), max_response_bytes=2**19
+    )
+    with small, pytest.raises(HttpError, match="max_response_bytes 524288"):
+        small.get(f"{scripted_server.url}/Observation")
+
+
+def test_a_server_that_trickles_its_answer_is_cut_off_at_max_request_seconds():
+    class Trickle(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.recv(65536)
+            self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(1000):  # one byte at a time, well inside every socket timeout
+                try:
+                    self.request.sendall(b" ")
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        slow = FhirHttpClient(
+            "site-r",
+            NoAuth(),
+            timeout_seconds=5,
+            policy=RetryPolicy(max_attempts=1),
+            max_request_seconds=0.5,
+        )
+        started = time.monotonic()
+        with slow, pytest.raises(HttpError, match="still arriving after max_request_seconds"):
+            slow.get(f"http://127.0.0.1:{server.server_address[1]}/Observation")
+        assert time.monotonic() - started < 5
+    finally:
+        server.shutdown()
+        server.server_close()
