@@ -18,9 +18,11 @@ import duckdb
 import pyarrow as pa
 
 from rescue_pipeline.config import Config
+from rescue_pipeline.core.build import RECURRENCE_EVENTS_SQL, first_line_ends, recurrence_limits
 from rescue_pipeline.rules import eligibility as elig
 from rescue_pipeline.rules import partial_dates, screening, tte
 from rescue_pipeline.rules.gcig import Ca125, gcig_response
+from rescue_pipeline.rules.recurrence import DiseaseEvent, find_recurrences
 from rescue_pipeline.rules.regimens import count_cycles
 from rescue_pipeline.warehouse import analysis_tables as tables
 from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
@@ -133,7 +135,8 @@ def derive_analysis(
         "JOIN screen s USING (usubjid) WHERE f.present AND f.recorded_on <= s.until ORDER BY 1, 3",
     )
 
-    partial = _partial_records(con)
+    partial = _partial_records(con, a.ca125_uln_u_per_ml)
+    redated = _Recurrences(con, partial, a.ca125_uln_u_per_ml, cutoff)
 
     elig_rows: dict[str, list[Any]] = defaultdict(list)
     summary_rows: dict[str, list[Any]] = defaultdict(list)
@@ -158,7 +161,11 @@ def derive_analysis(
                 transfer=transfer,
                 age=ages.get(usubjid, (None, None)),
                 rs_id=rs_id,
-                recurrences=recurrences.get(usubjid, []),
+                recurrences=(
+                    redated.of(usubjid, records, days)
+                    if usubjid in redated.subjects
+                    else recurrences.get(usubjid, [])
+                ),
                 has_status=usubjid in with_status,
                 diagnoses=diagnoses.get(usubjid, []),
                 **lists.lists(),
@@ -231,6 +238,8 @@ class _Partial:
     rows: tuple[tuple[str, tuple[Any, ...], int], ...]
     source_id: str
     options: list[dt.date | None]
+    # the disease event it is for the recurrences (rule book §3): (kind, source type), or None
+    event: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -269,15 +278,56 @@ class _Dated:
         )
 
 
-def _partial_records(con: duckdb.DuckDBPyConnection) -> dict[str, list[_Partial]]:
+class _Recurrences:
+    """The recurrences of a reading in which partially dated disease events fall on given days:
+    the dated events plus those, read by the same rule as core.recurrences (rule book §3)."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        partial: dict[str, list[_Partial]],
+        uln: float,
+        cutoff: dt.date,
+    ) -> None:
+        self.subjects = {u for u, records in partial.items() if any(r.event for r in records)}
+        self.events: dict[str, list[DiseaseEvent]] = defaultdict(list)
+        self.first_line: dict[str, dt.date] = {}
+        self.until: dict[str, dt.date] = {}
+        if not self.subjects:
+            return
+        for usubjid, _site, day, kind, stype, sid in con.execute(
+            RECURRENCE_EVENTS_SQL, {"uln": uln}
+        ).fetchall():
+            if usubjid in self.subjects and day is not None:
+                self.events[usubjid].append(DiseaseEvent(day, kind, stype, sid))
+        self.first_line = first_line_ends(con)
+        self.until = recurrence_limits(con, cutoff)
+
+    def of(
+        self, usubjid: str, records: list[_Partial], days: tuple[dt.date | None, ...]
+    ) -> list[tuple[Any, ...]]:
+        end, until = self.first_line.get(usubjid), self.until.get(usubjid)
+        if end is None or until is None:
+            return []  # no first line recorded: nothing can be a recurrence
+        events = list(self.events.get(usubjid, ()))
+        for record, day in zip(records, days, strict=True):
+            if record.event is not None and day is not None:
+                kind, stype = record.event
+                events.append(DiseaseEvent(day, kind, stype, record.source_id))  # type: ignore[arg-type]
+        found = find_recurrences(events, first_line_end=end, until=until)
+        return [(r.day, r.source_id) for r in found]
+
+
+def _partial_records(con: duckdb.DuckDBPyConnection, uln: float) -> dict[str, list[_Partial]]:
     """Screening records dated only to a month or year that may fall in the window, per subject,
-    each as the row its dated query would give (rule book §1 "Dates")."""
+    each as the row its dated query would give and the disease event it is for the recurrences
+    (rule book §1 "Dates", §3)."""
     out: dict[str, list[_Partial]] = defaultdict(list)
     rows = con.execute(
         """
         SELECT p.usubjid, p.kind, p.earliest, p.latest, s.until, p.source_id,
                t.response, d.status, r.judgement, f.finding, f.present, p.value_u_per_ml,
-               da.platinum,
+               da.platinum, t.basis, p.below_lod, p.source_type,
                (SELECT min(g.line) FROM core.regimens g
                 WHERE g.usubjid = p.usubjid AND NOT g.maintenance
                   AND p.earliest >= g.started_on AND p.latest <= g.ended_on) AS line
@@ -297,7 +347,7 @@ def _partial_records(con: duckdb.DuckDBPyConnection) -> dict[str, list[_Partial]
         """
     ).fetchall()
     for (usubjid, kind, earliest, latest, until, sid, response, status, judgement, finding,
-         present, value, platinum, line) in rows:  # fmt: skip
+         present, value, platinum, basis, below_lod, stype, line) in rows:  # fmt: skip
         options = partial_dates.days_allowed(earliest, latest, until)
         made: list[tuple[str, tuple[Any, ...], int]] = []
         if kind == "tumour_assessment" and response is not None:
@@ -314,8 +364,19 @@ def _partial_records(con: duckdb.DuckDBPyConnection) -> dict[str, list[_Partial]
             made.append(("platinum", (None, sid, line), 0))
         elif kind == "ca125" and value is not None:
             made.append(("ca125", (None, value, sid), 0))
-        if made:
-            out[usubjid].append(_Partial(tuple(made), sid, options))
+        event: str | None = None
+        if kind == "tumour_assessment" and basis == "recist" and response in ("CR", "PD"):
+            event = "disease_free" if response == "CR" else "worsening"
+        elif kind == "disease_status" and status in ("ned", "worsened"):
+            event = "disease_free" if status == "ned" else "worsening"
+        elif kind == "ca125" and (below_lod or (value is not None and value < uln)):
+            event = "disease_free"
+        elif kind == "secondary_onset":
+            event = "worsening"
+        if made or event:
+            out[usubjid].append(
+                _Partial(tuple(made), sid, options, (event, stype) if event else None)
+            )
     return out
 
 

@@ -284,38 +284,9 @@ def _add_regimens(
 
 
 def _recurrences(con: duckdb.DuckDBPyConnection, uln: float, cutoff: dt.date) -> None:
-    first_line = dict(
-        con.execute(
-            "SELECT usubjid, max(ended_on) FROM core.regimens "
-            "WHERE line = 1 AND NOT maintenance GROUP BY usubjid"
-        ).fetchall()
-    )
-    until = {
-        u: recurrence_limit(consent, rand, cutoff)
-        for u, rand, consent in con.execute(
-            "SELECT usubjid, randomised_on, consented_on FROM core.subjects"
-        ).fetchall()
-    }
-    events = con.execute(
-        """
-        SELECT usubjid, site_id, assessed_on,
-               CASE status WHEN 'ned' THEN 'disease_free' ELSE 'worsening' END,
-               source_type, source_id
-        FROM core.disease_statuses WHERE status IN ('ned', 'worsened') AND assessed_on IS NOT NULL
-        UNION ALL
-        SELECT usubjid, site_id, assessed_on,
-               CASE response WHEN 'CR' THEN 'disease_free' ELSE 'worsening' END,
-               source_type, source_id
-        FROM core.tumour_assessments WHERE basis = 'recist' AND response IN ('CR', 'PD')
-        UNION ALL
-        SELECT usubjid, site_id, measured_on, 'disease_free', source_type, source_id
-        FROM core.ca125_measurements WHERE below_lod OR value_u_per_ml < $uln
-        UNION ALL
-        SELECT usubjid, site_id, onset_on, 'worsening', 'Condition', source_id
-        FROM core_stage.secondary_onsets
-        """,
-        {"uln": uln},
-    ).fetchall()
+    first_line = first_line_ends(con)
+    until = recurrence_limits(con, cutoff)
+    events = con.execute(RECURRENCE_EVENTS_SQL, {"uln": uln}).fetchall()
     by_subject: dict[str, list[DiseaseEvent]] = defaultdict(list)
     sites: dict[str, str] = {}
     for usubjid, site, day, kind, stype, sid in events:
@@ -338,6 +309,47 @@ def _recurrences(con: duckdb.DuckDBPyConnection, uln: float, cutoff: dt.date) ->
             ):
                 out[k].append(v)
     insert_columns(con, recurrences_table, out)
+
+
+def first_line_ends(con: duckdb.DuckDBPyConnection) -> dict[str, dt.date]:
+    """Each subject's end of first-line chemotherapy (nothing before it is a recurrence)."""
+    return dict(
+        con.execute(
+            "SELECT usubjid, max(ended_on) FROM core.regimens "
+            "WHERE line = 1 AND NOT maintenance GROUP BY usubjid"
+        ).fetchall()
+    )
+
+
+def recurrence_limits(con: duckdb.DuckDBPyConnection, cutoff: dt.date) -> dict[str, dt.date]:
+    """Each subject's last day a recurrence may fall on to be the screened one."""
+    return {
+        u: recurrence_limit(consent, rand, cutoff)
+        for u, rand, consent in con.execute(
+            "SELECT usubjid, randomised_on, consented_on FROM core.subjects"
+        ).fetchall()
+    }
+
+
+# The dated disease events a recurrence is read from (rule book §3): usubjid, site, day, kind,
+# source type, source id. The analysis re-reads them for subjects with partially dated events.
+RECURRENCE_EVENTS_SQL = """
+        SELECT usubjid, site_id, assessed_on,
+               CASE status WHEN 'ned' THEN 'disease_free' ELSE 'worsening' END,
+               source_type, source_id
+        FROM core.disease_statuses WHERE status IN ('ned', 'worsened') AND assessed_on IS NOT NULL
+        UNION ALL
+        SELECT usubjid, site_id, assessed_on,
+               CASE response WHEN 'CR' THEN 'disease_free' ELSE 'worsening' END,
+               source_type, source_id
+        FROM core.tumour_assessments WHERE basis = 'recist' AND response IN ('CR', 'PD')
+        UNION ALL
+        SELECT usubjid, site_id, measured_on, 'disease_free', source_type, source_id
+        FROM core.ca125_measurements WHERE below_lod OR value_u_per_ml < $uln
+        UNION ALL
+        SELECT usubjid, site_id, onset_on, 'worsening', 'Condition', source_id
+        FROM core_stage.secondary_onsets
+"""
 
 
 def _gcig_progression(con: duckdb.DuckDBPyConnection, uln: float) -> None:

@@ -442,6 +442,21 @@ def make_story(seed: int, index: int, ref: date) -> Story:
         and max(screening, key=lambda a: a.day).response in ("PR", "SD")
         and vary.random() < 0.1
     )
+    # a randomised subject's recurrence Condition sent with its onset as YYYY-MM; a first line
+    # ended long before it, so the lines of therapy never hinge on it
+    onsets = [d for d in b.conditions if consent is not None and d <= consent]
+    line1 = [d.day for d in b.doses if d.line == 1 and d.phase == "chemo"]
+    onset = (
+        max(onsets)
+        if scenario == "eligible"  # the boundary scenarios keep their exact dates
+        and randomisation is not None
+        and not partial
+        and onsets
+        and line1
+        and (max(onsets) - max(line1)).days > 150
+        and vary.random() < 0.15
+        else None
+    )
     return Story(
         index=index,
         scenario=scenario,
@@ -475,4 +490,5 @@ def make_story(seed: int, index: int, ref: date) -> Story:
         corrected_assessment=corrected,
         deleted_record=deleted,
         partial_assessment=partial,
+        partial_onset=onset,
     )

@@ -323,7 +323,8 @@ def _conditions(r: _Renderer) -> str:
                 "code": code_cc,
                 "bodySite": [_cc(fl.SNOMED, *BODY_SITES[where])],
                 "subject": r.patient_ref,
-                "onsetDateTime": r.when(day),
+                # sent dated to the month when the site recorded no more
+                "onsetDateTime": day.isoformat()[:7] if day == s.partial_onset else r.when(day),
             },
             day,
             profile="mcode-secondary-cancer-condition",

@@ -121,3 +121,4 @@ class Story:
     corrected_assessment: bool = False  # the screening response was corrected in a new version
     deleted_record: bool = False  # an erroneous PD the site sent, then deleted
     partial_assessment: bool = False  # the screening response is sent dated to its month only
+    partial_onset: date | None = None  # this secondary cancer's onset is sent as YYYY-MM

@@ -22,8 +22,9 @@ checks the pipeline rather than repeats it. They read the rule book (RESCUE clin
   platinum dose to the first recurrence) under 183 days.
 - §6 IN04: completed years on the consent date (else randomisation), and a partial birth date
   decides only when every day it allows gives the same answer (each day is tried).
-- §1 dates: a screening response sent as YYYY-MM is tried on every day of its month; a
-  criterion on which the days disagree is unknown.
+- §1 dates: a screening response or a recurrence's onset sent as YYYY-MM is tried on every
+  day of its month; a criterion on which the days disagree is unknown, as is a derived value
+  (PFI, cycles, CA-125 response) on which they disagree.
 - GCIG: pre-treatment value = latest value in the 14 days before the first platinum dose after
   the screened recurrence; values below the detection limit count as the limit (5 U/mL); the
   samples after the fall may rise at most 10 % each unless they stay within the normal range;
@@ -180,17 +181,10 @@ def _status(met: bool) -> str:
 
 def eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
     """Each criterion's status and reason, plus the screening facts they were decided on."""
-    if not story.partial_assessment:
+    stories = _every_day_of_the_month(story)
+    if len(stories) == 1:
         return _eligibility(story, ref)
-    sent = max((a for a in story.assessments if not a.after_randomisation), key=lambda a: a.day)
-    first = date(sent.day.year, sent.day.month, 1)
-    days = [first + timedelta(days=i) for i in range(31)]
-    readings = []
-    for day in (d for d in days if d.month == first.month):
-        moved = [replace(a, day=day) if a is sent else a for a in story.assessments]
-        readings.append(
-            _eligibility(replace(story, assessments=tuple(sorted(moved, key=lambda a: a.day))), ref)
-        )
+    readings = [_eligibility(s, ref) for s in stories]
     criteria: dict[str, dict[str, str]] = {}
     for code, first_reading in readings[0][0].items():
         statuses = {r[0][code]["status"] for r in readings}
@@ -199,7 +193,45 @@ def eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dic
             if len(statuses) == 1
             else {"status": "unknown", "reason": f"{sorted(statuses)} over the month sent"}
         )
-    return criteria, readings[0][1]
+    facts = {
+        k: v if all(r[1][k] == v for r in readings) else None for k, v in readings[0][1].items()
+    }
+    # core.recurrences lists recurrences with a full date: read them without the partial onset
+    if story.partial_onset is not None:
+        kept = tuple(d for d in story.recurrence_conditions if d != story.partial_onset)
+        facts["recurrences"] = recurrences(
+            replace(story, recurrence_conditions=kept), recurrence_limit(story, ref)
+        )
+    return criteria, facts
+
+
+def _month(day: date) -> list[date]:
+    first = date(day.year, day.month, 1)
+    days = (first + timedelta(days=i) for i in range(31))
+    return [d for d in days if d.month == first.month]
+
+
+def _every_day_of_the_month(story: Story) -> list[Story]:
+    """The story once per day a record sent as YYYY-MM may have been on (rule book §1)."""
+    if story.partial_assessment:
+        sent = max((a for a in story.assessments if not a.after_randomisation), key=lambda a: a.day)
+        out = []
+        for day in _month(sent.day):
+            moved = [replace(a, day=day) if a is sent else a for a in story.assessments]
+            out.append(replace(story, assessments=tuple(sorted(moved, key=lambda a: a.day))))
+        return out
+    if story.partial_onset is not None:
+        onset = story.partial_onset
+        return [
+            replace(
+                story,
+                recurrence_conditions=tuple(
+                    sorted(day if d == onset else d for d in story.recurrence_conditions)
+                ),
+            )
+            for day in _month(onset)
+        ]
+    return [story]
 
 
 def _eligibility(story: Story, ref: date) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
@@ -455,6 +487,8 @@ def real_site_classes(story: Story) -> list[str]:
         classes.append("late_correction_of_the_response")
     if story.partial_assessment:
         classes.append("response_dated_to_the_month")
+    if story.partial_onset is not None:
+        classes.append("recurrence_onset_dated_to_the_month")
     if story.scenario == "sf_fast_recurrence":
         classes.append("fast_recurrence")
     if story.scenario == "sf_consent_at_recurrence":

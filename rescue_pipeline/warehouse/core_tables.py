@@ -263,13 +263,15 @@ partial_dates = Table(
         String,
         "Which core table the record is in with no date: tumour_assessment, disease_status, "
         "resectability, finding, dose; or ca125 (a CA-125 result, which ca125_measurements "
-        "holds only with a full date).",
+        "holds only with a full date), or secondary_onset (a secondary cancer Condition, "
+        "whose onset may define a recurrence).",
         nullable=False,
     ),
     _c("earliest", Date, "The earliest full date the partial date allows.", nullable=False),
     _c("latest", Date, "The latest full date it allows.", nullable=False),
     _c("precision", String, "month (YYYY-MM) or year (YYYY).", nullable=False),
     _c("value_u_per_ml", Double, "CA-125 results only: the value in U/mL."),
+    _c("below_lod", Boolean, "CA-125 results only: below the limit of detection ('<')."),
     *_source(),
     schema="core",
     comment=(

@@ -16,6 +16,7 @@ from typing import Any
 from rescue_pipeline.rules.eligibility import Criterion
 from rescue_pipeline.rules.partial_dates import agree, days_allowed, readings
 from tests.core.conftest import consent, dose, patient, subject
+from tests.core.test_core_tables import _condition, _status
 
 RESCUE = "https://rescue-trial.example.org/fhir/CodeSystem/rescue-assessment"
 
@@ -117,3 +118,45 @@ def test_agree_keeps_a_shared_status_and_makes_a_split_one_unknown() -> None:
     named = [Criterion("EX07", "met", "x", ("j2",)), Criterion("EX07", "not_met", None, ())]
     assert agree([[named[0]], [named[1]]], ["j1", "j2"])[0].evidence == ("j2",)
     assert agree([a, a], ["j1"]) == a
+
+
+def recurrence_site(onset: str) -> dict[str, list[Any]]:
+    """First-line carboplatin ending 22 January 2023; no evidence of disease on 15 June 2023;
+    a secondary cancer whose onset is sent as `onset`."""
+    return {
+        "Patient": [patient("p1")],
+        "ResearchSubject": [subject("r1", "p1", start="2024-02-29", consent="c1")],
+        "Consent": [consent("c1", "p1", day="2024-01-05")],
+        "MedicationAdministration": [
+            dose("m1", "p1", "40048", "2023-01-01"),
+            dose("m2", "p1", "40048", "2023-01-22"),
+        ],
+        "Observation": [_status("ned", "p1", "281900007", "2023-06-15", None)],
+        "Condition": [
+            _condition("rec", "p1", "128462008", "mcode-secondary-cancer-condition", onset)
+        ],
+    }
+
+
+def test_in02_a_recurrence_month_wholly_past_six_months_decides(build) -> None:
+    # 1 August 2023 is 191 days after 22 January: every day of August gives PFI >= 183
+    con = build(recurrence_site("2023-08"), analysis=True)
+    assert criteria(con)["IN02"][0] == "met"
+    assert con.execute("SELECT count(*) FROM core.recurrences").fetchall() == [(0,)]
+    assert con.execute("SELECT kind FROM core.partial_dates").fetchall() == [("secondary_onset",)]
+
+
+def test_in02_a_recurrence_month_straddling_183_days_is_unknown(build) -> None:
+    # July 2023: PFI 160 (1 July) .. 190 (31 July) days, 183 on 24 July
+    con = build(recurrence_site("2023-07"), analysis=True)
+    status, value, evidence = criteria(con)["IN02"]
+    assert status == "unknown" and "met or not_met" in (value or "") and "rec" in (evidence or "")
+    assert con.execute("SELECT pfi_days FROM analysis.eligibility_summary").fetchall() == [(None,)]
+
+
+def test_a_recurrence_month_around_the_time_without_disease_is_unknown(build) -> None:
+    # June 2023: before the 15th the worsening precedes the time without disease (no
+    # recurrence); from the 15th it follows it (a recurrence, PFI 144-159 days: not met)
+    con = build(recurrence_site("2023-06"), analysis=True)
+    assert criteria(con)["IN02"][0] == "unknown"
+    assert criteria(con)["IN01"][0] == "unknown"
