@@ -12,13 +12,16 @@ import argparse
 import csv
 import datetime as dt
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rescue_pipeline.config import Config, ConfigError, config_path, load_config
+from rescue_pipeline.stopping import StopRequested, request_stop
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUALITY, EXIT_BUSY, EXIT_ATTENTION = 0, 1, 2, 3, 4, 5
 
@@ -95,6 +98,23 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
 
     pseudonym_key()  # fail before landing anything, not after
     result = run_sites(config, site_ids, instance=instance, on_site=on_site, on_done=on_done)
+    if result.stopped:
+        stopped = result.sites[-1].site_id
+        with work_db(config) as con:  # as the interrupted step opened it
+            [(status,)] = con.execute(
+                "SELECT coalesce(arg_max(status, started_at), 'none') FROM ops.runs "
+                "WHERE site_id = ?",
+                [stopped],
+            ).fetchall()
+        landed = (
+            "its landing had committed and is kept"
+            if status == "succeeded"
+            else "its landing was rolled back (ops.runs: stopped)"
+        )
+        raise StopRequested(
+            f"stopped by a signal while site {stopped} was landing: {landed}; "
+            "the sites after it and the core build did not run"
+        )
     with Stage("core, analysis, quality, publish, report") as stage:
         core = run_core(config, instance=instance)
         if not core.success:
@@ -648,8 +668,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.reference_date = args.reference_date or synth.DEFAULT_REFERENCE_DATE
         args.fault_rate = synth.DEFAULT_FAULT_RATE if args.fault_rate is None else args.fault_rate
     _setup_logs(args)
+    main_thread = threading.current_thread() is threading.main_thread()
+    stops = (signal.SIGTERM, signal.SIGINT)
+    previous = {n: signal.signal(n, _stop_on_signal) for n in stops} if main_thread else {}
     try:
         return int(args.func(args))
+    except StopRequested as exc:  # rolled back where it landed; say what stands
+        tail = ""
+        if args.command in ("run", "demo"):
+            tail = (
+                "; the new warehouse had been published, its report was not written"
+                if exc.published
+                else "; nothing was published"
+            )
+        print(f"error: {exc}{tail}", file=sys.stderr)
+        return 130 if exc.signum == signal.SIGINT else EXIT_FAILED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -659,6 +692,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, message = _classify(exc)
         print(f"error: {message}", file=sys.stderr)
         return code
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    """SIGTERM (a scheduler's or a container's stop) or SIGINT: stop where we are, so the
+    transaction in progress rolls back. Dagster maps SIGTERM to the SIGINT handler and puts
+    this one back after each run; inside a step it raises its own interrupt, which run_sites
+    and run_core read as a stop. Imports nothing: the signal may land mid-import."""
+    raise request_stop(signum)
 
 
 def _setup_logs(args: argparse.Namespace) -> None:

@@ -31,6 +31,7 @@ from rescue_pipeline.quality.gate import (
 from rescue_pipeline.raw.deletions import land_deletions
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
+from rescue_pipeline.stopping import StopRequested
 from rescue_pipeline.warehouse.database import open_work_db
 from rescue_pipeline.warehouse.lock import WarehouseBusy, holder
 from rescue_pipeline.warehouse.publish import PublishResult, publish
@@ -111,7 +112,21 @@ def load_site(
             )
             raise SiteLoadError(message) from None
         except BaseException as exc:
-            _finish(con, load_id, "failed", message=f"site {site.id}: {type(exc).__name__}")
+            if isinstance(exc, Exception | SystemExit | GeneratorExit):
+                _finish(con, load_id, "failed", message=f"site {site.id}: {type(exc).__name__}")
+            else:  # an interrupt (SIGTERM, SIGINT, an orchestrator's stop): not a failure
+                _finish(
+                    con,
+                    load_id,
+                    "stopped",
+                    message=f"site {site.id}: stopped before the load finished; its landing "
+                    "was rolled back, the next load fetches it again",
+                )
+                if isinstance(exc, StopRequested):  # our own stop, outside Dagster: say where
+                    raise StopRequested(
+                        f"{exc} while site {site.id} was landing: its landing was rolled back "
+                        "(ops.runs: stopped)"
+                    ) from None
             raise
         _finish(con, load_id, "succeeded", result=result)
         total = result.total()

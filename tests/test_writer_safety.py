@@ -157,3 +157,43 @@ def test_a_load_killed_at_any_point_leaves_the_published_warehouse_as_it_was(
     assert versions[0] == versions[1]  # nothing landed twice
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM core.subjects").fetchall()[0][0] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["landing", "normalisation"])
+def test_sigterm_stops_the_run_cleanly_and_publishes_nothing(
+    published: Path, tmp_path: Path, moment: str
+) -> None:
+    """A scheduler's stop: the step in progress rolls back, its record says so, exit 1."""
+    root = _copy(published, tmp_path)
+    warehouse = root / "warehouse" / "rescue.duckdb"
+    before = warehouse.read_bytes()
+    process = _start(root)  # --full: the landings run here, then Dagster runs the rest
+    try:
+        if moment == "landing":
+            work = root / "warehouse" / "rescue.work.duckdb"
+            deadline = time.monotonic() + 60
+            while holder(work) is None:  # the run has its writer lock: the reload starts
+                assert process.poll() is None and time.monotonic() < deadline
+                time.sleep(0.01)
+            time.sleep(0.3)  # inside the first site's full reload
+        else:
+            _wait_for_line(process, "landing site-c")
+            time.sleep(0.3)  # inside the core build
+        assert process.poll() is None, "the run finished before it could be stopped"
+        os.kill(process.pid, signal.SIGTERM)
+        _out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 1, err
+    assert "Traceback" not in err
+    assert "error: stopped by" in err and err.rstrip().endswith("nothing was published"), err
+    assert warehouse.read_bytes() == before  # nothing of the stopped run was published
+    with duckdb.connect(str(root / "warehouse" / "rescue.work.duckdb"), read_only=True) as con:
+        runs = con.execute("SELECT status, message FROM ops.runs").fetchall()
+    assert "running" not in {status for status, _ in runs}  # every load has its record
+    stopped = [message for status, message in runs if status == "stopped"]
+    assert all("rolled back" in m for m in stopped)
+    if "ops.runs: stopped" in err:  # the signal met a landing: its record says so
+        assert len(stopped) == 1 and "rolled back" in err

@@ -21,6 +21,8 @@ from rescue_pipeline.dagster_defs.definitions import (
     build_quality_checks,
 )
 from rescue_pipeline.dagster_defs.failures import failure_reason
+from rescue_pipeline.dagster_defs.keys import PUBLISHED
+from rescue_pipeline.stopping import StopRequested, stop_requested
 
 # The command line prints its own one-line errors; Dagster's console logger would add tracebacks.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -37,6 +39,7 @@ class SiteRun:
 @dataclass
 class PipelineRun:
     sites: list[SiteRun] = field(default_factory=list)
+    stopped: bool = False  # a signal stopped a site's run: the sites after it were not run
 
     @property
     def failed(self) -> list[SiteRun]:
@@ -83,14 +86,42 @@ def run_sites(
             tags={"rescue/site": site_id},
         )
         error = None
+        stopped = False
         if not result.success:
             failures = result.get_step_failure_events()
             error = failure_reason(failures[0]) if failures else "run failed"
+            stopped = any(_interrupted(f) for f in failures)
+            if stopped:
+                error = f"site {site_id}: stopped by a signal"
         run = SiteRun(site_id, result.success, result.run_id, error)
         out.sites.append(run)
         if on_done:
             on_done(run)
+        if stopped:
+            out.stopped = True
+            break
     return out
+
+
+def _interrupted(event: dg.DagsterEvent) -> bool:
+    """Whether a step failed because a stop was asked for: our handler ran, Dagster raised its
+    interrupt, or DuckDB turned either into "Query interrupted" (nothing in the pipeline
+    interrupts a query otherwise)."""
+    if stop_requested():
+        return True
+    data = event.step_failure_data
+    error = data.error if data else None
+    while error is not None:
+        if error.cls_name in _INTERRUPTS or (
+            error.cls_name in ("RuntimeError", "InterruptException")
+            and "Query interrupted" in error.message
+        ):
+            return True
+        error = error.cause or error.context
+    return False
+
+
+_INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt", "StopRequested")
 
 
 def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
@@ -110,4 +141,12 @@ def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
     )
     failures = result.get_step_failure_events()
     error = failure_reason(failures[0]) if failures else None
+    if any(_interrupted(f) for f in failures):
+        published = any(e.asset_key == PUBLISHED for e in result.get_asset_materialization_events())
+        raise StopRequested(
+            "stopped by a signal after the publish, while the report was written"
+            if published
+            else "stopped by a signal during core, analysis, quality or publish",
+            published=published,
+        )
     return SiteRun("all", result.success, result.run_id, error)

@@ -224,7 +224,8 @@ runs = Table(
     _c(
         "status",
         String,
-        "running, succeeded, failed, or interrupted (the process died; closed by the next run).",
+        "running, succeeded, failed, stopped (a signal stopped it: rolled back), or "
+        "interrupted (the process died; closed by the next run).",
         nullable=False,
     ),
     _c("files_read", BigInteger, "Files read."),
