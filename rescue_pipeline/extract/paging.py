@@ -11,8 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import orjson
-
+from rescue_pipeline.extract.exact_json import loads_exact
 from rescue_pipeline.extract.http import FhirHttpClient, redact_url
 from rescue_pipeline.extract.ndjson import SourceError
 
@@ -63,10 +62,11 @@ def pages(
     while next_url:
         response = client.get(next_url, params=query)
         shown = redact_url(response.request.url)
-        try:
-            page = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise PageError(f"site {site_id}: GET {shown}: page is not JSON ({exc})") from None
+        try:  # numbers and repeated keys as sent: the lines landed are what the server said
+            page = loads_exact(response.content)
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+            raise PageError(f"site {site_id}: GET {shown}: page is not JSON ({reason})") from None
         if not isinstance(page, dict) or page.get("resourceType") != "Bundle":
             found = page.get("resourceType") if isinstance(page, dict) else type(page).__name__
             raise PageError(f"site {site_id}: GET {shown}: page is not a Bundle (got {found!r})")

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import duckdb
-import orjson
 
 from rescue_pipeline.config import FhirSource, SiteConfig
+from rescue_pipeline.extract.exact_json import dumps_exact
 from rescue_pipeline.extract.history import read_deletions
 from rescue_pipeline.extract.http import FhirHttpClient, client_for
 from rescue_pipeline.extract.ndjson import SourceFile
@@ -119,7 +119,7 @@ def search_type(
             # a type that is not R4 names no file: the line goes with the searched type's and
             # is quarantined there (unknown_resource_type), so nothing is lost
             named = rtype if is_r4_resource_type(rtype) else resource_type
-            out(str(named)).write(orjson.dumps(resource) + b"\n")
+            out(str(named)).write(dumps_exact(resource) + b"\n")
             if rtype == resource_type:
                 result.resources += 1
                 updated = _last_updated(resource)

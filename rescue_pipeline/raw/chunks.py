@@ -31,9 +31,10 @@ VERSION_SCHEMA = pa.schema(
         ("arrival", pa.int64()),
         ("line_number", pa.int64()),
         ("payload", pa.large_string()),
+        ("as_received", pa.large_string()),
     ]
 )
-_KEYS_SCHEMA = pa.schema([VERSION_SCHEMA.field(i) for i in range(len(VERSION_SCHEMA) - 1)])
+_KEYS_SCHEMA = pa.schema([VERSION_SCHEMA.field(i) for i in range(len(VERSION_SCHEMA) - 2)])
 QUARANTINE_SCHEMA = pa.schema(
     [
         ("resource_type", pa.string()),
@@ -146,20 +147,23 @@ def classify_chunk(
 
     Arrival order, which breaks ties between versions, is arrival_base + line number.
     """
-    cols: dict[str, list[object]] = {name: [] for name in VERSION_SCHEMA.names[:-1]}
+    cols: dict[str, list[object]] = {name: [] for name in _KEYS_SCHEMA.names}
     payloads = bytearray()
     offsets = array("q", [0])
+    originals = bytearray()  # lines kept as received (those unlike their payload)
+    original_offsets = array("q", [0])
+    has_original: list[bool] = []
     quarantined: dict[str, list[object]] = {name: [] for name in QUARANTINE_SCHEMA.names}
     counts = ChunkCounts()
     seen: set[str] = set()
     accepted: dict[str, int] = {}
     types, ids, versions_, updated, shas, arrivals, numbers = (
-        cols[name] for name in VERSION_SCHEMA.names[:-1]
+        cols[name] for name in _KEYS_SCHEMA.names
     )
     for number, line in enumerate(lines, start=first_line):
         outcome = classify(line.removesuffix(b"\r"), first_line=number == 1)
         if type(outcome) is Accepted:
-            rtype, rid, version_id, last_updated, payload, sha = outcome
+            rtype, rid, version_id, last_updated, payload, sha, original = outcome
             accepted[rtype] = accepted.get(rtype, 0) + 1
             if sha in seen:
                 continue  # the same version twice in a span: accepted, stored once
@@ -173,6 +177,10 @@ def classify_chunk(
             numbers.append(number)
             payloads += payload
             offsets.append(len(payloads))
+            if original is not None:
+                originals += original
+            original_offsets.append(len(originals))
+            has_original.append(original is not None)
         else:
             outcome = cast(Rejected, outcome)
             rtype = outcome.resource_type or file_type
@@ -193,8 +201,18 @@ def classify_chunk(
     payload = pa.LargeStringArray.from_buffers(
         len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(bytes(payloads))
     )
-    versions = pa.Table.from_pydict(cols, schema=_KEYS_SCHEMA).append_column(
-        VERSION_SCHEMA.field("payload"), payload
+    # an accepted line is valid UTF-8 (orjson read it), so the same holds for the originals
+    valid = pa.array(has_original, type=pa.bool_()).buffers()[1]
+    as_received = pa.LargeStringArray.from_buffers(
+        len(original_offsets) - 1,
+        pa.py_buffer(original_offsets),
+        pa.py_buffer(bytes(originals)),
+        valid,
+    )
+    versions = (
+        pa.Table.from_pydict(cols, schema=_KEYS_SCHEMA)
+        .append_column(VERSION_SCHEMA.field("payload"), payload)
+        .append_column(VERSION_SCHEMA.field("as_received"), as_received)
     )
     return ClassifiedChunk(
         versions=versions,

@@ -52,7 +52,8 @@ WORKERS_MAX = 4
 _INSERT_VERSIONS = """
 INSERT INTO raw.fhir_resource_versions
 SELECT $site, b.resource_type, b.resource_id, b.version_id, TRY_CAST(b.last_updated AS TIMESTAMPTZ),
-       b.payload::JSON, b.payload_sha256, $now, $load, b.arrival, b.source, b.line_number
+       b.payload::JSON, b.payload_sha256, $now, $load, b.arrival, b.source, b.line_number,
+       b.as_received
 FROM landing_stream b
 WHERE NOT EXISTS (
     SELECT 1 FROM raw.fhir_resource_versions v

@@ -1,7 +1,14 @@
-"""One NDJSON line → an accepted version (canonical JSON + sha256) or a quarantine reason.
+"""One NDJSON line → an accepted version (payload + sha256) or a quarantine reason.
 
-This is the landing's hot loop: orjson for parsing and canonical serialisation, hashlib for the
-digest, and the structural checks of structure.py. Nothing here touches the database.
+The payload is the resource as compact JSON in the order it was sent, and its sha256 names the
+version (whitespace makes no new version; a server that reorders keys does). orjson reads
+numbers as doubles, so a line writing `1.50`, a 28-digit decimal or a 30-digit integer (or
+with spaces) is not its payload byte for byte: such a line is also kept exactly as received,
+the original record an audit asks for. Most servers write compact JSON, so most lines are their
+payload and are stored once.
+
+This is the landing's hot loop: orjson for parsing and serialisation, hashlib for the digest,
+and the structural checks of structure.py. Nothing here touches the database.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from rescue_pipeline.fhir_types import r4_resource_types
 from rescue_pipeline.raw.fast_check import passes
 from rescue_pipeline.raw.structure import ID_RE, check_resource
 
-_CANONICAL = orjson.OPT_SORT_KEYS
 _R4_TYPES = r4_resource_types()
 _BOM = b"\xef\xbb\xbf"
 
@@ -29,8 +35,9 @@ class Accepted(NamedTuple):
     resource_id: str
     version_id: str | None
     last_updated: str | None
-    payload: bytes  # canonical JSON, UTF-8
+    payload: bytes  # compact JSON in the order sent, UTF-8
     payload_sha256: str
+    as_received: bytes | None  # the line itself when it is not byte for byte the payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +47,6 @@ class Rejected:
     detail: str
     resource_type: str | None
     resource_id: str | None
-
-
-def canonical_json(resource: Any) -> bytes:
-    """Sorted keys, no insignificant whitespace, UTF-8: the bytes a version's hash is taken of."""
-    return orjson.dumps(resource, option=_CANONICAL)
 
 
 class _RepeatedKey(Exception):
@@ -61,9 +63,9 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _repeats_a_key(line: bytes) -> bool:
     """Whether some object of the line has a key twice (orjson keeps the last value silently).
 
-    Only lines whose canonical form has another length get here: a compact line without
-    repeated keys has the same length sorted (whitespace, escapes or a number written as 1.50
-    are what else changes it), so the slower exact check runs on few lines.
+    Only lines whose compact form has another length get here: a compact line without
+    repeated keys has the same length (whitespace, escapes or a number written as 1.50 are
+    what else changes it), so the slower exact check runs on few lines.
     """
     try:
         json.loads(line, object_pairs_hook=_no_repeats)
@@ -128,12 +130,13 @@ def classify(line: bytes, *, first_line: bool = False) -> Accepted | Rejected:
         version_id = meta.get("versionId")
         last_updated = meta.get("lastUpdated")
     try:
-        canonical = canonical_json(resource)
+        payload = orjson.dumps(resource)
     except orjson.JSONEncodeError:
         # orjson writes at most 254 levels: deeper is no FHIR resource, and quarantined here
         # rather than failing the whole load
         return Rejected("too_deep", None, f"{rtype}: nested deeper than 254 levels", rtype, rid)
-    if len(canonical) != len(line) and _repeats_a_key(line):
+    as_received = None if payload == line else line
+    if as_received is not None and len(payload) != len(line) and _repeats_a_key(line):
         return Rejected(
             "duplicate_key",
             None,
@@ -146,6 +149,7 @@ def classify(line: bytes, *, first_line: bool = False) -> Accepted | Rejected:
         rid,
         version_id,
         last_updated,
-        canonical,
-        hashlib.sha256(canonical).hexdigest(),
+        payload,
+        hashlib.sha256(payload).hexdigest(),
+        as_received,
     )

@@ -86,11 +86,36 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS raw")
         con.execute("CREATE SCHEMA IF NOT EXISTS ops")
-        for statement in ddl((*tables.RAW_TABLES, *tables.OPS_TABLES)):
+        statements = ddl((*tables.RAW_TABLES, *tables.OPS_TABLES))
+        creates = [s for s in statements if s.startswith("CREATE")]
+        for statement in creates:
             con.execute(statement)
+        _add_new_columns(con, (*tables.RAW_TABLES, *tables.OPS_TABLES))
+        for statement in statements:  # the comments, on every column there is now
+            if not statement.startswith("CREATE"):
+                con.execute(statement)
         con.execute(tables.CURRENT_VIEW_SQL)
         comment = _literal(tables.CURRENT_VIEW_COMMENT)
         con.execute(f"COMMENT ON VIEW raw.fhir_resources IS {comment}")
+
+
+def _add_new_columns(con: duckdb.DuckDBPyConnection, tables_: Iterable[Table]) -> None:
+    """A working database made by an earlier version gets the columns added since (always at the
+    end and nullable, so inserts by position stay right); existing rows read NULL there."""
+    present = set(
+        con.execute(
+            "SELECT table_schema, table_name, column_name FROM information_schema.columns"
+        ).fetchall()
+    )
+    dialect_ = dialect()
+    for table in tables_:
+        for column in table.columns:
+            if (table.schema, table.name, column.name) in present:
+                continue
+            if not column.nullable:
+                raise RuntimeError(f"{table.fullname}.{column.name}: a new column must be nullable")
+            type_ = column.type.compile(dialect=dialect_)
+            con.execute(f"ALTER TABLE {table.fullname} ADD COLUMN {column.name} {type_}")
 
 
 def rebuild_tables(

@@ -43,13 +43,14 @@ fhir_resource_versions = Table(
     _c(
         "payload",
         JSON,
-        "The resource as canonical JSON (sorted keys, no whitespace).",
+        "The resource as compact JSON in the order the site sent it (numbers as read: 1.50 "
+        "is 1.5). as_received has the line itself when it differs.",
         nullable=False,
     ),
     _c(
         "payload_sha256",
         String(64),
-        "sha256 of the canonical JSON: identifies this version.",
+        "sha256 of the payload: identifies this version (whitespace makes no new one).",
         nullable=False,
     ),
     _c("received_at", TS, "When this version first arrived.", nullable=False),
@@ -62,6 +63,13 @@ fhir_resource_versions = Table(
     ),
     _c("source", String, "File or URL the version first came from."),
     _c("line_number", BigInteger, "Line of that file (1-based), for NDJSON sources."),
+    _c(
+        "as_received",
+        String,
+        "The line exactly as received (after a file's byte-order mark and the line end), when "
+        "it is not byte for byte the payload: whitespace and numbers as sent (1.50, 28-digit "
+        "decimals, 30-digit integers). NULL: the payload is the line.",
+    ),
     schema="raw",
     comment=(
         "Every distinct version of every FHIR resource received, each once (PHI: raw layer only). "

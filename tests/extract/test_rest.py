@@ -289,3 +289,42 @@ def test_a_server_that_trickles_its_answer_is_cut_off_at_max_request_seconds():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_resource_lands_as_the_server_wrote_its_numbers_and_repeated_keys_are_quarantined(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    """The Bundle is read without turning 1.50 into 1.5 or a 30-digit integer into a float, and
+    a resource that repeats a key reaches the landing with both values, to be quarantined."""
+    exact = (
+        b'{"resourceType":"Observation","id":"o1","status":"final",'
+        b'"code":{"coding":[{"system":"http://loinc.org","code":"10334-1"}]},'
+        b'"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2024-01-01",'
+        b'"valueQuantity":{"value":1.50,"unit":"U/mL"},'
+        b'"extension":[{"url":"http://example.org/n","valueInteger64":123456789012345678901234567890}]}'
+    )
+    repeated = exact.replace(
+        b'"id":"o1","status":"final"', b'"id":"o2","status":"final","status":"amended"'
+    )
+    page = (
+        b'{"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": '
+        + exact
+        + b', "search": {"mode": "match"}}, {"resource": '
+        + repeated
+        + b"}]}"
+    )
+    scripted_server.on("/Observation", Reply(200, page, {"Content-Type": "application/fhir+json"}))
+    load_fhir_site(
+        con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
+    )
+    written = (tmp_path / "extract" / "site-r" / "L1" / "Observation.ndjson").read_bytes()
+    assert written.splitlines() == [exact, repeated]
+    assert con.execute(
+        "SELECT resource_id, as_received FROM raw.fhir_resource_versions"
+    ).fetchall() == [("o1", exact.decode())]
+    assert con.execute("SELECT resource_id, reason FROM raw.quarantine").fetchall() == [
+        ("o2", "duplicate_key")
+    ]

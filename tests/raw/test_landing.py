@@ -283,7 +283,7 @@ def test_parallel_workers_land_exactly_what_inline_lands(
     ]
     folder = write_site("site-a", {"Observation": lines})
     query = (
-        "SELECT resource_id, payload_sha256, arrival, line_number FROM raw.fhir_resource_versions ORDER BY ALL",
+        "SELECT resource_id, payload_sha256, arrival, line_number, as_received FROM raw.fhir_resource_versions ORDER BY ALL",
         "SELECT line_number, reason, raw_bytes FROM raw.quarantine ORDER BY ALL",
         "SELECT resource_type, received, accepted, quarantined, new_versions FROM raw.loads ORDER BY ALL",
         "SELECT resource_id, payload_sha256 FROM raw.fhir_resources ORDER BY ALL",
@@ -348,3 +348,52 @@ def test_parallel_landing_leaves_no_spilled_files(
     )
     c.close()
     assert list(spill.iterdir()) == []
+
+
+def test_a_line_is_kept_as_received_beside_its_canonical_form(con, write_site) -> None:
+    """Numbers as sent (1.50, 28-digit decimals, 30-digit integers), key order and spacing stay
+    in as_received; a line already canonical is not stored twice."""
+    canonical = orjson.dumps(obs("o1"), option=orjson.OPT_SORT_KEYS)
+    as_sent = [
+        b'{"resourceType": "Observation", "id": "o2", "status": "final", '
+        b'"code": {"coding": [{"system": "http://loinc.org", "code": "10334-1"}]}, '
+        b'"subject": {"reference": "Patient/p1"}, "effectiveDateTime": "2024-01-01", '
+        b'"valueQuantity": {"value": 1.50, "unit": "U/mL"}}',
+        canonical.replace(
+            b'"status":"final"', b'"status":"final","x":0.1234567890123456789012345678'
+        ),
+        canonical.replace(
+            b'"status":"final"', b'"status":"final","y":123456789012345678901234567890'
+        ).replace(b'"id":"o1"', b'"id":"o4"'),
+    ]
+    as_sent[1] = as_sent[1].replace(b'"id":"o1"', b'"id":"o3"')
+    folder = write_site("site-a", {"Observation": [canonical, *as_sent]})
+    assert land(con, folder).total().new_versions == 4
+    got = dict(
+        rows(
+            con,
+            "SELECT resource_id, as_received FROM raw.fhir_resource_versions ORDER BY resource_id",
+        )
+    )
+    assert got["o1"] is None  # the payload is the line
+    for rid, line in zip(("o2", "o3", "o4"), as_sent, strict=True):
+        assert got[rid].encode() == line
+    [(payload,)] = rows(
+        con, "SELECT payload::VARCHAR FROM raw.fhir_resource_versions WHERE resource_id = 'o2'"
+    )
+    assert '"value":1.5,' in payload  # what the views read; the hash is of it sorted
+
+
+def test_a_working_database_of_an_earlier_version_gets_the_new_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    open_work_db(path).close()
+    with duckdb.connect(str(path)) as old:  # as the version before as_received left it
+        old.execute("DROP VIEW raw.fhir_resources")
+        old.execute("ALTER TABLE raw.fhir_resource_versions DROP COLUMN as_received")
+    con = open_work_db(path)
+    try:
+        columns = [r[0] for r in rows(con, "DESCRIBE raw.fhir_resource_versions")]
+        assert columns[-1] == "as_received"
+        assert "as_received" in [r[0] for r in rows(con, "DESCRIBE raw.fhir_resources")]
+    finally:
+        con.close()

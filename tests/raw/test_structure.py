@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rescue_pipeline.fhir_types import r4_resource_types
-from rescue_pipeline.raw.lines import Accepted, Rejected, canonical_json, classify
+from rescue_pipeline.raw.lines import Accepted, Rejected, classify
 from rescue_pipeline.raw.structure import REASONS, check_resource
 from tests.conftest import line, obs
 
@@ -147,7 +147,7 @@ def test_invalid_utf8_detail_gives_the_offset() -> None:
     )
 
 
-def test_accepted_version_is_canonical_and_hashed() -> None:
+def test_accepted_version_is_hashed_canonically_and_kept_as_sent() -> None:
     spaced = b'{ "status": "final", "resourceType": "Observation",  "id": "o1", "code": {"text": "CA-125"} }'
     outcome = classify(spaced)
     compact = classify(
@@ -161,17 +161,18 @@ def test_accepted_version_is_canonical_and_hashed() -> None:
         )
     )
     assert isinstance(outcome, Accepted) and isinstance(compact, Accepted)
+    # the payload keeps the order sent; the spaced line is kept too, the compact one is its payload
     assert (
         outcome.payload
-        == b'{"code":{"text":"CA-125"},"id":"o1","resourceType":"Observation","status":"final"}'
+        == b'{"status":"final","resourceType":"Observation","id":"o1","code":{"text":"CA-125"}}'
     )
-    assert (
-        outcome.payload_sha256 == compact.payload_sha256
-    )  # whitespace and key order do not make a version
+    assert outcome.as_received == spaced and compact.as_received is None
     import hashlib
 
     assert outcome.payload_sha256 == hashlib.sha256(outcome.payload).hexdigest()
-    assert canonical_json({"b": 1, "a": 2}) == b'{"a":2,"b":1}'
+    respaced = classify(spaced.replace(b", ", b",    "))
+    assert isinstance(respaced, Accepted)
+    assert respaced.payload_sha256 == outcome.payload_sha256  # whitespace makes no new version
 
 
 def test_bom_is_tolerated_on_the_first_line_only() -> None:
