@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
+import threading
+import time
 import uuid
 from array import array
 from collections import Counter
@@ -113,13 +116,70 @@ def plan_spans(
 
 
 def spill_dir() -> str:
-    """Shared memory when the system has it: the hand-over then never touches a disk.
-
-    Files are created with unique random names by their writer (classify_span) and removed by
-    their reader, so a shared folder is safe here.
-    """
+    """Shared memory when the system has it: the hand-over then never touches a disk."""
     shm = "/dev/shm"  # noqa: S108
     return shm if os.path.isdir(shm) else tempfile.gettempdir()
+
+
+SPILL_PREFIX = "rescue-landing-"
+
+
+def private_spill(base: str) -> str:
+    """A folder of this process's own for one load's spilled versions (they hold PHI): mode
+    0700, named with our pid so a later load can tell a dead process's folder and remove it."""
+    remove_stale_spills(base)
+    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base)
+
+
+def remove_stale_spills(base: str) -> int:
+    """Remove spill folders (and loose files of earlier versions) left by processes that are
+    gone, e.g. killed mid-landing; returns how many were removed."""
+    removed = 0
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return 0
+    for name in names:
+        if not name.startswith(SPILL_PREFIX):
+            continue
+        path = os.path.join(base, name)
+        owner = name[len(SPILL_PREFIX) :].split("-", 1)[0]
+        if owner.isdigit() and _alive(int(owner)):
+            continue
+        try:
+            if os.stat(path, follow_symlinks=False).st_uid != os.getuid():
+                continue  # another user's: not ours to judge
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+            removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def watch_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the landing process is gone (a SIGKILL gives
+    the pool no chance to stop it), checked every half second."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="rescue-parent-watch", daemon=True).start()
 
 
 def classify_span(span: Span, spill: str | None = None) -> ClassifiedChunk:
@@ -133,7 +193,8 @@ def classify_span(span: Span, spill: str | None = None) -> ClassifiedChunk:
     chunk = classify_chunk(lines, span.first_line, span.file_type, span.arrival_base)
     if spill is None or chunk.versions is None:
         return chunk
-    path = os.path.join(spill, f"rescue-landing-{uuid.uuid4().hex}.arrow")
+    path = os.path.join(spill, f"{uuid.uuid4().hex}.arrow")
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # private from birth
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, chunk.versions.schema) as writer:
         writer.write_table(chunk.versions)
     chunk.versions, chunk.versions_path = None, path

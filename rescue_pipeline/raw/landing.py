@@ -17,6 +17,7 @@ import datetime as dt
 import hashlib
 import multiprocessing
 import os
+import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -35,7 +36,9 @@ from rescue_pipeline.raw.chunks import (
     Span,
     classify_span,
     plan_spans,
+    private_spill,
     spill_dir,
+    watch_parent,
 )
 from rescue_pipeline.warehouse.database import transaction
 
@@ -137,7 +140,9 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     pool = _POOLS.get(workers)
     if pool is None:
         context = multiprocessing.get_context("spawn")  # fork is unsafe beside DuckDB's threads
-        pool = _POOLS[workers] = ProcessPoolExecutor(workers, mp_context=context)
+        pool = _POOLS[workers] = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=watch_parent, initargs=(os.getpid(),)
+        )
         if len(_POOLS) == 1:
             atexit.register(_shutdown_pools)
     return pool
@@ -323,7 +328,7 @@ def _classified(
         for span in spans:
             yield classify_span(span)
         return
-    spill = spill_dir()
+    spill = private_spill(spill_dir())
     pending: deque[Future[ClassifiedChunk]] = deque()
     limit = 4 * WORKERS_MAX + 1
     try:
@@ -343,3 +348,4 @@ def _classified(
                 continue
             if chunk.versions_path:
                 Path(chunk.versions_path).unlink(missing_ok=True)
+        shutil.rmtree(spill, ignore_errors=True)

@@ -1,0 +1,90 @@
+"""Spilled versions hold PHI: they are private to us, cleaned up after a killed load, and the
+worker processes that write them do not outlive the landing process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from rescue_pipeline.raw.chunks import Span, classify_span, private_spill, remove_stale_spills
+from tests.conftest import obs
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_spilled_versions_are_private_to_the_landing_user(tmp_path: Path) -> None:
+    data = tmp_path / "Observation.ndjson"
+    data.write_bytes(b"".join(orjson.dumps(obs(f"o{i}")) + b"\n" for i in range(5)))
+    old = os.umask(0o022)  # a usual umask would make files world-readable
+    try:
+        folder = Path(private_spill(str(tmp_path)))
+        chunk = classify_span(
+            Span(str(data), 0, data.stat().st_size, 1, "Observation", 0), str(folder)
+        )
+    finally:
+        os.umask(old)
+    assert chunk.versions_path is not None
+    assert _mode(folder) == 0o700 and _mode(Path(chunk.versions_path)) == 0o600
+    assert folder.name.startswith(f"rescue-landing-{os.getpid()}-")
+    assert chunk.take_versions().num_rows == 5
+    assert list(folder.iterdir()) == []  # read back and removed
+
+
+def test_a_killed_process_spill_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = tmp_path / f"rescue-landing-{gone}-abc"
+    dead.mkdir()
+    (dead / "x.arrow").write_bytes(b"PHI")
+    legacy = tmp_path / "rescue-landing-0123abcd.arrow"  # an earlier version's loose file
+    legacy.write_bytes(b"PHI")
+    live = Path(private_spill(str(tmp_path)))  # ours, in use
+    other = tmp_path / "unrelated.arrow"
+    other.write_bytes(b"x")
+    assert remove_stale_spills(str(tmp_path)) == 0  # private_spill already cleaned
+    assert not dead.exists() and not legacy.exists()
+    assert live.exists() and other.exists()
+
+
+def test_workers_end_when_the_landing_process_is_killed(tmp_path: Path) -> None:
+    script = (
+        "import os, sys, time\n"
+        "from rescue_pipeline.raw.landing import _pool\n"
+        "pool = _pool(2)\n"
+        "list(pool.map(time.sleep, [0.1, 0.1]))\n"
+        "print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        workers = [int(p) for p in process.stdout.readline().split()]
+        assert len(workers) == 2 and all(_running(p) for p in workers)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(p) for p in workers), "a worker outlived the landing process"
+    finally:
+        process.kill()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purpose (its parent died, init reaps it)
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
