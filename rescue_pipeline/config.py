@@ -95,6 +95,7 @@ class FhirSource:
     max_response_bytes: int = 64 * 2**20  # one page
     max_request_seconds: float = 600.0  # one request's body, however slowly it trickles
     allow_insecure_http: bool = False  # a token over plain http: test servers on loopback only
+    keep_extract_days: int = 0  # keep a landed load's fetched files (PHI) this many days
     kind: Literal["fhir"] = "fhir"
 
 
@@ -117,6 +118,7 @@ class BulkSource:
     max_response_bytes: int = 64 * 2**20  # a status answer or manifest (files stream to disk)
     max_request_seconds: float = 600.0
     allow_insecure_http: bool = False  # a token over plain http: test servers on loopback only
+    keep_extract_days: int = 0  # keep a landed load's fetched files (PHI) this many days
     kind: Literal["bulk"] = "bulk"
 
 

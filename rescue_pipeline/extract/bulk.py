@@ -55,6 +55,7 @@ from rescue_pipeline.extract.ndjson import DELETED, DeletionFile, SourceError, S
 from rescue_pipeline.extract.paths import file_in
 from rescue_pipeline.extract.rest import DEFAULT_TYPES
 from rescue_pipeline.extract.retry import retry_after_seconds
+from rescue_pipeline.extract.staging import staging_folder
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
 from rescue_pipeline.raw.deletions import land_deletions
 from rescue_pipeline.raw.landing import LoadResult, land_files
@@ -415,8 +416,10 @@ def load_bulk_site(
     source = site.source
     if not isinstance(source, BulkSource):
         raise TypeError(f"site {site.id}: not a kind: bulk source")
-    folder = work_dir / "extract" / site.id / load_id
     with ExitStack() as stack:
+        folder = stack.enter_context(
+            staging_folder(work_dir, site.id, load_id, keep_days=source.keep_extract_days)
+        )
         if client is None:
             client = stack.enter_context(client_for(site.id, source))
         export = _Export(con, client, site.id, source, load_id, sleep, now)

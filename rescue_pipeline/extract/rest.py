@@ -36,6 +36,7 @@ from rescue_pipeline.extract.http import FhirHttpClient, client_for
 from rescue_pipeline.extract.ndjson import SourceFile
 from rescue_pipeline.extract.paging import PageError, pages
 from rescue_pipeline.extract.paths import file_in
+from rescue_pipeline.extract.staging import staging_folder
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
 from rescue_pipeline.fhir_types import is_r4_resource_type
 from rescue_pipeline.instants import utc_instant
@@ -179,9 +180,11 @@ def load_fhir_site(
     if not isinstance(source, FhirSource):
         raise TypeError(f"site {site.id}: not a kind: fhir source")
     marks = {} if full else read_marks(con, site.id)
-    folder = work_dir / "extract" / site.id / load_id
     overlap = dt.timedelta(seconds=source.overlap_seconds)
     with ExitStack() as stack:
+        folder = stack.enter_context(
+            staging_folder(work_dir, site.id, load_id, keep_days=source.keep_extract_days)
+        )
         if client is None:
             client = stack.enter_context(client_for(site.id, source))
         files, results = extract_site(client, site.id, source, folder, marks)
@@ -197,9 +200,9 @@ def load_fhir_site(
             full=full,
             types=tuple(source.types or DEFAULT_TYPES),
         )
-    result = land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
-    result.deletions = land_deletions(con, site.id, history.files, load_id=load_id, reread=full)
-    with transaction(con):  # the marks move only with the landing committed
-        advance_marks(con, site.id, new_marks, load_id=load_id)
-        advance_marks(con, site.id, history.marks, load_id=load_id, of="deletions")
+        result = land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
+        result.deletions = land_deletions(con, site.id, history.files, load_id=load_id, reread=full)
+        with transaction(con):  # the marks move only with the landing committed
+            advance_marks(con, site.id, new_marks, load_id=load_id)
+            advance_marks(con, site.id, history.marks, load_id=load_id, of="deletions")
     return result

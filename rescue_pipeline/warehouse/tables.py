@@ -319,7 +319,12 @@ bulk_jobs = Table(
     _c("output_files", BigInteger, "Data files the manifest listed."),
     _c("error_files", BigInteger, "OperationOutcome files the manifest listed (kept, not data)."),
     _c("error_lines", BigInteger, "OperationOutcomes in those files."),
-    _c("error_paths", String, "Where the error files were saved, one path a line."),
+    _c(
+        "error_paths",
+        String,
+        "Where the error files were saved, one path a line (removed with the load's folder "
+        "unless the site sets keep_extract_days; their issue texts are in the run log).",
+    ),
     _c("finished_load_id", String, "Load that landed it, or gave it up."),
     _c("finished_at", TS, "When it was landed or given up."),
     _c("message", String, "Why it was abandoned or failed (never a secret)."),

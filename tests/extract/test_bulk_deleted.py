@@ -73,7 +73,9 @@ def run(
     auth = AuthConfig(kind="bearer", token_env="T")
     config = SiteConfig(
         id=SITE,
-        source=BulkSource(base_url=f"{server.url}/fhir", types=("Patient",), auth=auth),
+        source=BulkSource(
+            base_url=f"{server.url}/fhir", types=("Patient",), auth=auth, keep_extract_days=1
+        ),
     )
     client = FhirHttpClient(
         SITE,

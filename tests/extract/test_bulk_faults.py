@@ -62,7 +62,11 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def site(server: ScriptedServer, **options: Any) -> SiteConfig:
     return SiteConfig(
         id=SITE,
-        source=BulkSource(base_url=f"{server.url}/fhir", types=("Patient",), **options),
+        source=BulkSource(
+            base_url=f"{server.url}/fhir",
+            types=("Patient",),
+            **{"keep_extract_days": 1, **options},  # the tests read the fetched files
+        ),
     )
 
 

@@ -52,6 +52,7 @@ def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def site(url: str, **extra: object) -> SiteConfig:
+    extra = {"keep_extract_days": 1, **extra}  # the tests read the fetched files afterwards
     source = FhirSource(base_url=url, types=("Observation",), overlap_seconds=300, **extra)  # type: ignore[arg-type]
     return SiteConfig(id="site-r", source=source)
 
@@ -328,3 +329,21 @@ def test_a_resource_lands_as_the_server_wrote_its_numbers_and_repeated_keys_are_
     assert con.execute("SELECT resource_id, reason FROM raw.quarantine").fetchall() == [
         ("o2", "duplicate_key")
     ]
+
+
+def test_by_default_the_fetched_files_are_gone_once_the_load_has_landed(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    scripted_server.on("/Observation", Reply(200, bundle(obs("o1"))))
+    result = load_fhir_site(
+        con,
+        site(scripted_server.url, keep_extract_days=0),
+        "L1",
+        work_dir=tmp_path,
+        client=client(fake_time),
+    )
+    assert result.counts["Observation"].new_versions == 1
+    assert list((tmp_path / "extract" / "site-r").iterdir()) == []

@@ -46,7 +46,9 @@ def first_ids(folder: Path, rtype: str, n: int) -> list[str]:
 
 
 def load(server: Sekmet, con: duckdb.DuckDBPyConnection, tmp: Path, load_id: str) -> LoadResult:
-    source = FhirSource(base_url=server.base_url, page_size=2, overlap_seconds=0)
+    source = FhirSource(  # the files are read afterwards
+        base_url=server.base_url, page_size=2, overlap_seconds=0, keep_extract_days=1
+    )
     site = SiteConfig(id="site-a", source=source)
     return load_fhir_site(con, site, load_id, work_dir=tmp)
 
