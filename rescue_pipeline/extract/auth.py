@@ -156,8 +156,10 @@ class SmartBackendAuth:
         policy: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         self._site_id = site_id
+        self._allow_insecure_http = allow_insecure_http
         self._ca_bundle = ca_bundle
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
@@ -280,6 +282,13 @@ class SmartBackendAuth:
                 f"site {self._site_id}: GET {url}: HTTP {response.status_code}, no token_endpoint "
                 "(set auth.token_url in sites.yaml)"
             )
+        scheme = endpoint.split(":", 1)[0].lower()
+        if scheme != "https" and not (scheme == "http" and self._allow_insecure_http):
+            raise AuthError(
+                f"site {self._site_id}: GET {url}: token_endpoint is not an https URL; our "
+                "credentials would travel unprotected (set an https auth.token_url, or "
+                "allow_insecure_http: true for a test server on this machine)"
+            )
         return endpoint
 
     def _fetch(self) -> None:
@@ -368,11 +377,13 @@ def make_auth(
     base_url: str | None = None,
     ca_bundle: Path | None = None,
     max_attempts: int = 5,
+    allow_insecure_http: bool = False,
 ) -> Auth:
     """The Auth for a site's configuration; raises AuthError naming the site.
 
     base_url lets smart-backend discover its token endpoint when token_url is not configured;
-    ca_bundle and max_attempts are the site's, so token requests trust and retry as data does.
+    ca_bundle and max_attempts are the site's, so token requests trust and retry as data does;
+    a discovered token endpoint must be https unless allow_insecure_http (a test server).
     """
     env = os.environ if environ is None else environ
     if config.kind == "none":
@@ -389,5 +400,6 @@ def make_auth(
             base_url=base_url,
             ca_bundle=ca_bundle,
             policy=RetryPolicy(max_attempts=max_attempts),
+            allow_insecure_http=allow_insecure_http,
         )
     raise AuthError(f"site {site_id}: auth kind {config.kind!r} is not known")

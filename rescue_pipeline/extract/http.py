@@ -372,6 +372,7 @@ def client_for(site_id: str, source: FhirSource | BulkSource) -> FhirHttpClient:
         base_url=source.base_url,
         ca_bundle=source.ca_bundle,
         max_attempts=source.max_attempts,
+        allow_insecure_http=source.allow_insecure_http,
     )
     return FhirHttpClient(
         site_id,

@@ -311,7 +311,9 @@ def test_smart_backend_site_exports_with_one_token(
         key_id=sekmet_smart.key_id,
         scope="system/*.read",
     )
-    site = bulk_site(sekmet_smart.base_url, auth=auth, types=("Patient", "Condition"))
+    site = bulk_site(
+        sekmet_smart.base_url, auth=auth, types=("Patient", "Condition"), allow_insecure_http=True
+    )
     caplog.set_level(logging.WARNING)
     result = load_bulk_site(con, site, "L1", work_dir=tmp_path)
     counts = cohort_counts(sekmet_smart.cohort)

@@ -22,6 +22,7 @@ from rescue_pipeline.extract.auth import (
     client_assertion,
     make_auth,
 )
+from tests.extract.conftest import Reply, ScriptedServer
 
 TOKEN_URL = "https://auth.example/token"
 SECRET = "s3cret-value-zzzzzzzz"
@@ -193,3 +194,29 @@ def test_token_endpoint_error_text_is_reported_without_the_secret():
     assert text.startswith(f"site site-b: token endpoint {TOKEN_URL}: HTTP 401: invalid_client")
     assert SECRET not in text
     assert orjson.dumps(text)  # a plain string
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_discovered_plain_http_token_endpoint_gets_no_credentials(
+    scripted_server: ScriptedServer, key_file: Path, allowed: bool
+) -> None:
+    """A server's .well-known may name an http token endpoint: our signed assertion (or client
+    secret) would travel unprotected, so it is refused unless the site allows http (tests)."""
+    url = scripted_server.url
+    scripted_server.on(
+        "/.well-known/smart-configuration", Reply(200, {"token_endpoint": f"{url}/token"})
+    )
+    scripted_server.on(
+        "/token", Reply(200, {"access_token": "tok-1", "token_type": "bearer", "expires_in": 300})
+    )
+    config = AuthConfig(kind="smart-backend", client_id="c1", key_file_env="K")
+    auth = SmartBackendAuth(
+        "site-a", config, {"K": str(key_file)}, base_url=url, allow_insecure_http=allowed
+    )
+    if allowed:
+        assert auth.headers() == {"Authorization": "Bearer tok-1"}
+    else:
+        with pytest.raises(AuthError, match=r"^site site-a: GET .*token_endpoint is not an https"):
+            auth.headers()
+    posted = [s for s in scripted_server.seen if s.path.startswith("/token")]
+    assert len(posted) == (1 if allowed else 0)

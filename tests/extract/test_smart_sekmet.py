@@ -42,7 +42,12 @@ def smart_config(server: SekmetSmart) -> AuthConfig:
 def smart_site(server: SekmetSmart) -> SiteConfig:
     return SiteConfig(
         id="site-s",
-        source=FhirSource(base_url=server.base_url, page_size=500, auth=smart_config(server)),
+        source=FhirSource(
+            base_url=server.base_url,
+            page_size=500,
+            auth=smart_config(server),
+            allow_insecure_http=True,
+        ),
     )
 
 
@@ -63,6 +68,7 @@ def test_smart_site_lands_the_cohort_with_one_token(
         smart_config(sekmet_smart),
         {KEY_ENV: str(sekmet_smart.key_file)},
         base_url=sekmet_smart.base_url,
+        allow_insecure_http=True,  # the test server is plain http on 127.0.0.1
     )
     assert isinstance(auth, SmartBackendAuth)
     with FhirHttpClient(site.id, auth) as client:
@@ -87,6 +93,7 @@ def test_wrong_key_is_refused_with_a_clear_error(
         smart_config(sekmet_smart),
         {KEY_ENV: str(sekmet_smart.wrong_key_file)},
         base_url=sekmet_smart.base_url,
+        allow_insecure_http=True,  # the test server is plain http on 127.0.0.1
     )
     with FhirHttpClient(site.id, auth) as client, pytest.raises(AuthError) as err:
         load_fhir_site(con, site, "L1", work_dir=tmp_path, client=client)
@@ -105,6 +112,7 @@ def test_token_is_reused_then_refreshed_when_expired_and_after_a_401(sekmet_smar
         {KEY_ENV: str(sekmet_smart.key_file)},
         base_url=sekmet_smart.base_url,
         clock=clock,
+        allow_insecure_http=True,  # the test server is plain http on 127.0.0.1
     )
     url = f"{sekmet_smart.base_url}/Patient"
     with FhirHttpClient("site-s", auth) as client:
