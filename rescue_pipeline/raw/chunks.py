@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import uuid
+import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -84,7 +85,11 @@ class ClassifiedChunk:
 
 @dataclass(frozen=True)
 class Span:
-    """Whole lines of one file: bytes [offset, offset + length), the first being line first_line."""
+    """Whole lines of one file: bytes [offset, offset + length), the first being line first_line.
+
+    crc32 is of those bytes as planned: the reader checks it, so a file rewritten while it is
+    being landed fails the load instead of landing a mix of two files (a checksum, not a
+    digest: it guards against change, the file's sha256 in the ledger identifies it)."""
 
     path: str
     offset: int
@@ -92,13 +97,28 @@ class Span:
     first_line: int
     file_type: str
     arrival_base: int
+    crc32: int | None = None
 
 
-def plan_spans(
-    path: str, file_type: str, arrival_base: int, target_bytes: int
-) -> tuple[list[Span], int]:
-    """Cut a file into spans of about target_bytes at line ends; also returns its line count."""
+class FileChanged(Exception):
+    """A file's bytes changed between planning its spans and reading one."""
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """A file cut into spans, with the sha256 and size of exactly the bytes the spans cover."""
+
+    spans: list[Span]
+    lines: int
+    sha256: str
+    size: int
+
+
+def plan_spans(path: str, file_type: str, arrival_base: int, target_bytes: int) -> FilePlan:
+    """Cut a file into spans of about target_bytes at line ends, hashing as it reads: the one
+    pass gives the ledger the hash of the very bytes that are landed."""
     spans: list[Span] = []
+    whole = hashlib.sha256()
     offset = 0
     line = 1
     with open(path, "rb") as f:
@@ -108,11 +128,14 @@ def plan_spans(
                 break
             if not block.endswith(b"\n"):
                 block += f.readline()  # finish the line the block cut
+            whole.update(block)
             lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-            spans.append(Span(path, offset, len(block), line, file_type, arrival_base))
+            spans.append(
+                Span(path, offset, len(block), line, file_type, arrival_base, zlib.crc32(block))
+            )
             offset += len(block)
             line += lines
-    return spans, line - 1
+    return FilePlan(spans, line - 1, whole.hexdigest(), offset)
 
 
 def spill_dir() -> str:
@@ -187,6 +210,11 @@ def classify_span(span: Span, spill: str | None = None) -> ClassifiedChunk:
     with open(span.path, "rb") as f:
         f.seek(span.offset)
         data = f.read(span.length)
+    if span.crc32 is not None and (len(data) != span.length or zlib.crc32(data) != span.crc32):
+        raise FileChanged(
+            f"{os.path.basename(span.path)} changed while it was being landed (bytes "
+            f"{span.offset}-{span.offset + span.length}); nothing of this load was kept"
+        )
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()

@@ -22,17 +22,19 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 
-from rescue_pipeline.extract.ndjson import SourceFile
+from rescue_pipeline.extract.ndjson import SourceError, SourceFile
 from rescue_pipeline.raw.chunks import (
     VERSION_SCHEMA,
     ClassifiedChunk,
+    FileChanged,
+    FilePlan,
     Span,
     classify_span,
     plan_spans,
@@ -153,8 +155,8 @@ def _shutdown_pools() -> None:
         _POOLS.popitem()[1].shutdown(cancel_futures=True)
 
 
-def _workers_for(files: list[tuple[SourceFile, str]]) -> int:
-    size = sum(source.path.stat().st_size for source, _ in files)
+def _workers_for(files: list[tuple[SourceFile, FilePlan]]) -> int:
+    size = sum(plan.size for _, plan in files)
     return min(os.cpu_count() or 1, WORKERS_MAX) if size >= PARALLEL_MIN_BYTES else 0
 
 
@@ -176,23 +178,26 @@ def land_files(
     """
     started = time.perf_counter()
     result = LoadResult(load_id, site_id)
-    todo: list[tuple[SourceFile, str]] = []
+    todo: list[tuple[SourceFile, FilePlan]] = []
     for source in files:
-        sha = source.sha256 or file_sha256(source.path)
+        # one pass cuts the file into spans and hashes exactly those bytes
+        plan = plan_spans(str(source.path), source.resource_type, 0, SPAN_BYTES)
         seen = con.execute(
             "SELECT 1 FROM ops.landed_files WHERE site_id = ? AND source = ? AND file_sha256 = ?",
-            [site_id, source.label, sha],
+            [site_id, source.label, plan.sha256],
         ).fetchall()
         if seen and not reread:
             result.files_unchanged += 1
         else:
-            todo.append((source, sha))
+            todo.append((source, plan))
     if todo:
         workers = _workers_for(todo) if workers is None else workers
         pool = _pool(workers) if workers > 0 else None
         try:
             with transaction(con):
                 _land(con, site_id, todo, load_id, pool, result, progress)
+        except FileChanged as exc:  # rolled back whole; the next load reads the file as it is
+            raise SourceError(f"site {site_id}: {exc}") from None
         except BaseException:
             if pool is not None:  # a worker may have died: start afresh next time
                 _shutdown_pools()
@@ -205,7 +210,7 @@ def land_files(
 def _land(
     con: duckdb.DuckDBPyConnection,
     site_id: str,
-    todo: list[tuple[SourceFile, str]],
+    todo: list[tuple[SourceFile, FilePlan]],
     load_id: str,
     pool: ProcessPoolExecutor | None,
     result: LoadResult,
@@ -218,12 +223,9 @@ def _land(
         ][0]
     )
     plans: list[list[Span]] = []
-    line_counts: list[int] = []
-    for source, _ in todo:  # arrival = base + line number, so each file starts past the last
-        spans, lines = plan_spans(str(source.path), source.resource_type, arrival, SPAN_BYTES)
-        plans.append(spans)
-        line_counts.append(lines)
-        arrival += lines
+    for _, plan in todo:  # arrival = base + line number, so each file starts past the last
+        plans.append([replace(span, arrival_base=arrival) for span in plan.spans])
+        arrival += plan.lines
     quarantined: list[pa.Table] = []
     failure: list[BaseException] = []
     # Versions seen earlier in this load (a window function in SQL would make the insert wait
@@ -289,10 +291,10 @@ def _land(
                 "started": now,
             },
         )
-    for (source, sha), lines in zip(todo, line_counts, strict=True):
+    for source, plan in todo:  # the hash and size of the bytes landed, not of the file now
         con.execute(
             "INSERT INTO ops.landed_files VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            [site_id, source.label, sha, source.path.stat().st_size, lines, load_id, now],
+            [site_id, source.label, plan.sha256, plan.size, plan.lines, load_id, now],
         )
 
 

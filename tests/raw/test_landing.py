@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import duckdb
@@ -307,8 +308,10 @@ def test_spans_cut_only_at_line_ends(tmp_path: Path) -> None:
         + b'{"resourceType":"Patient","id":"last"}'
     )
     path.write_bytes(body)
-    spans, lines = plan_spans(str(path), "Patient", 0, target_bytes=97)
-    assert lines == 101
+    plan = plan_spans(str(path), "Patient", 0, target_bytes=97)
+    spans = plan.spans
+    assert plan.lines == 101 and plan.size == len(body)
+    assert plan.sha256 == hashlib.sha256(body).hexdigest()  # hashed in the same pass
     assert sum(s.length for s in spans) == len(body)
     assert len(spans) > 10
     for span in spans:
@@ -397,3 +400,36 @@ def test_a_working_database_of_an_earlier_version_gets_the_new_column(tmp_path: 
         assert "as_received" in [r[0] for r in rows(con, "DESCRIBE raw.fhir_resources")]
     finally:
         con.close()
+
+
+def test_a_file_rewritten_while_it_is_landed_fails_whole_and_lands_next_time(
+    con, write_site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ledger must hold the hash of the bytes landed: a file that changes between being
+    planned and being read fails the load (nothing kept), and the next load lands it whole."""
+    import rescue_pipeline.raw.chunks as chunks
+    import rescue_pipeline.raw.landing as landing
+
+    monkeypatch.setattr(landing, "SPAN_BYTES", 500)
+    folder = write_site("site-a", {"Observation": [obs(f"o{i}") for i in range(20)]})
+    path = folder / "Observation.ndjson"
+    real = chunks.classify_span
+    calls = 0
+
+    def rewrite_after_first_span(span, spill=None):
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # another process rewrites the file mid-landing
+            path.write_bytes(b"".join(orjson.dumps(obs(f"n{i}")) + b"\n" for i in range(20)))
+        return real(span, spill)
+
+    monkeypatch.setattr(landing, "classify_span", rewrite_after_first_span)
+    with pytest.raises(SourceError, match=r"^site site-a: Observation.ndjson changed while it"):
+        land(con, folder)
+    assert rows(con, "SELECT count(*) FROM raw.fhir_resource_versions") == [(0,)]
+    assert rows(con, "SELECT count(*) FROM ops.landed_files") == [(0,)]
+    monkeypatch.setattr(landing, "classify_span", real)
+    result = land(con, folder)
+    assert result.total().new_versions == 20
+    [(sha, size)] = rows(con, "SELECT file_sha256, size_bytes FROM ops.landed_files")
+    assert (sha, size) == (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
