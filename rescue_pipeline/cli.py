@@ -79,9 +79,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- run / demo
 def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | None) -> int:
+    import duckdb
+
     from rescue_pipeline.dagster_defs.in_process import instance_for, run_core, run_sites
     from rescue_pipeline.progress import Stage
     from rescue_pipeline.site_load import work_db
+    from rescue_pipeline.warehouse.no_space import no_space
 
     instance = instance_for(dagster_home)
     stages: dict[str, Stage] = {}
@@ -119,14 +122,22 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
         core = run_core(config, instance=instance)
         if not core.success:
             stage.note = f"FAILED: {core.error}"
-    with work_db(config, read_only=True) as con:
-        _print_raw_summary(con, config, site_ids)
-        held: list[tuple[str, str]] = []
-        if core.success:
-            _print_core_summary(con)
-            _print_quality_summary(con)
-            held = _print_publication(con, not_loaded={f.site_id for f in result.failed})
-            _print_report(config)
+    held: list[tuple[str, str]] = []
+    try:
+        # read-write, as the steps opened it: a failed step's connection may still be open
+        # here, and DuckDB refuses a second one with other settings (we hold the writer lock)
+        with work_db(config) as con:
+            _print_raw_summary(con, config, site_ids)
+            if core.success:
+                _print_core_summary(con)
+                _print_quality_summary(con)
+                held = _print_publication(con, not_loaded={f.site_id for f in result.failed})
+                _print_report(config)
+    except duckdb.Error as exc:  # a full disk: the errors below still say what happened
+        disk_full = no_space(exc)
+        if not disk_full:
+            raise
+        print(f"(no summary: {disk_full})", file=sys.stderr)
     for failed in result.failed:
         print(f"error: {failed.error}", file=sys.stderr)
     refused = not core.success and (core.error or "").startswith("publish refused")
@@ -724,6 +735,7 @@ def _classify(exc: Exception) -> tuple[int, str]:
     from rescue_pipeline.core.pseudonym import PseudonymKeyMissing
     from rescue_pipeline.site_load import SiteLoadError
     from rescue_pipeline.warehouse.lock import WarehouseBusy
+    from rescue_pipeline.warehouse.no_space import no_space
 
     if isinstance(exc, PseudonymKeyMissing):
         return EXIT_USAGE, str(exc)
@@ -735,6 +747,9 @@ def _classify(exc: Exception) -> tuple[int, str]:
         return EXIT_BUSY, str(exc)
     if isinstance(exc, SiteLoadError):
         return EXIT_FAILED, str(exc)
+    full = no_space(exc)
+    if full:
+        return EXIT_FAILED, full
     first = str(exc).splitlines()[0] if str(exc) else ""
     return EXIT_FAILED, f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)"
 

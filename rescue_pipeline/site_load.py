@@ -34,6 +34,7 @@ from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.stopping import StopRequested
 from rescue_pipeline.warehouse.database import open_work_db
 from rescue_pipeline.warehouse.lock import WarehouseBusy, holder
+from rescue_pipeline.warehouse.no_space import no_space
 from rescue_pipeline.warehouse.publish import PublishResult, publish
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,15 @@ def close_interrupted_loads(config: Config) -> int:
     return len(rows)
 
 
+def _finish_if_possible(con: duckdb.DuckDBPyConnection, load_id: str, message: str) -> None:
+    """Record a failed load on a full disk: the rollback usually freed room for the row; if
+    not, the row stays 'running' and the next run or `rescue status` reports the load killed."""
+    try:
+        _finish(con, load_id, "failed", message=message)
+    except duckdb.Error:
+        log.warning("could not record the failed load %s: the disk is still full", load_id)
+
+
 def load_site(
     config: Config,
     site: SiteConfig,
@@ -89,6 +99,24 @@ def load_site(
     progress: Callable[[int], None] | None = None,
 ) -> LoadResult:
     """Extract and land one site. `full` re-reads files already landed (nothing is duplicated)."""
+    try:
+        return _load_site(config, site, full=full, progress=progress)
+    except duckdb.Error as exc:  # opening the database or writing the record needs room too
+        disk_full = no_space(exc)
+        if not disk_full:
+            raise
+        raise SiteLoadError(
+            f"site {site.id}: {disk_full}; nothing was loaded, not even the load's record"
+        ) from None
+
+
+def _load_site(
+    config: Config,
+    site: SiteConfig,
+    *,
+    full: bool,
+    progress: Callable[[int], None] | None,
+) -> LoadResult:
     load_id = new_load_id(site.id)
     with work_db(config) as con:
         started = dt.datetime.now(dt.UTC)
@@ -112,6 +140,17 @@ def load_site(
             )
             raise SiteLoadError(message) from None
         except BaseException as exc:
+            disk_full = no_space(exc)
+            if disk_full:  # say which folder to free; nothing of the load was kept
+                message = (
+                    f"site {site.id}: {disk_full}; the load was rolled back, the next load "
+                    "fetches it again"
+                )
+                _finish_if_possible(con, load_id, message)
+                log.error(
+                    message, extra={"event": "load_failed", "site_id": site.id, "load_id": load_id}
+                )
+                raise SiteLoadError(message) from None
             if isinstance(exc, Exception | SystemExit | GeneratorExit):
                 _finish(con, load_id, "failed", message=f"site {site.id}: {type(exc).__name__}")
             else:  # an interrupt (SIGTERM, SIGINT, an orchestrator's stop): not a failure

@@ -25,6 +25,7 @@ from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.quality.gate import PublishRefused
 from rescue_pipeline.site_load import SiteLoadError
 from rescue_pipeline.warehouse.lock import WarehouseBusy
+from rescue_pipeline.warehouse.no_space import no_space_text
 
 TRANSIENT_STATUS = frozenset({408, 425, 429})  # and every 5xx
 _KNOWN = (SiteLoadError, SourceError, ConfigError, WarehouseBusy, PublishRefused)
@@ -95,6 +96,9 @@ def failure_reason(event: dg.DagsterEvent) -> str:
         error = error.cause
     if error is None or not error.message:
         return "step failed"
+    full = no_space_text(error.message)
+    if full:
+        return full
     line = error.message.strip().splitlines()[-1]
     # Dagster prefixes the exception's dotted class name; ours already say what failed.
     return re.sub(r"^rescue_pipeline(\.\w+)+: ", "", line)
