@@ -94,6 +94,7 @@ class FhirSource:
     search_max_seconds: float = 3600.0
     max_response_bytes: int = 64 * 2**20  # one page
     max_request_seconds: float = 600.0  # one request's body, however slowly it trickles
+    load_max_seconds: float = 4 * 3600.0  # the site's whole load: every search and history
     allow_insecure_http: bool = False  # a token over plain http: test servers on loopback only
     keep_extract_days: int = 0  # keep a landed load's fetched files (PHI) this many days
     kind: Literal["fhir"] = "fhir"
@@ -117,6 +118,8 @@ class BulkSource:
     delete_when_done: bool = True  # DELETE the status URL once landed: the server may free files
     max_response_bytes: int = 64 * 2**20  # a status answer or manifest (files stream to disk)
     max_request_seconds: float = 600.0
+    max_file_bytes: int = 32 * 2**30  # one output file
+    max_file_seconds: float = 4 * 3600.0  # one output file's download
     allow_insecure_http: bool = False  # a token over plain http: test servers on loopback only
     keep_extract_days: int = 0  # keep a landed load's fetched files (PHI) this many days
     kind: Literal["bulk"] = "bulk"

@@ -366,7 +366,13 @@ def _fetch(export: _Export, manifest: Manifest, entry: ManifestFile, dest: Path)
     where = f"site {export.site_id}: GET {client.shown(entry.url)}"
     if manifest.requires_token:
         export.same_origin(entry.url, where, "file")
-    got = client.download(entry.url, dest, send_auth=manifest.requires_token)
+    got = client.download(
+        entry.url,
+        dest,
+        send_auth=manifest.requires_token,
+        max_bytes=export.source.max_file_bytes,
+        max_seconds=export.source.max_file_seconds,
+    )
     if entry.count is not None and got.lines != entry.count:
         what = "file cut short" if got.lines < entry.count else "file longer than announced"
         raise BulkError(

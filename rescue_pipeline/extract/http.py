@@ -182,6 +182,7 @@ class FhirHttpClient:
         self._clock = clock
         self._now = now
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._deadline: tuple[float, str] | None = None  # (clock time, what set it)
         _redact_httpx_logs()
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_seconds),
@@ -205,6 +206,15 @@ class FhirHttpClient:
     def shown(self, url: str | httpx.URL) -> str:
         """A URL as our messages show it: no credentials, no secret the auth holds."""
         return self._safe(redact_url(url))
+
+    def limit_total(self, seconds: float, setting: str) -> None:
+        """From now, every request (retries and slow bodies included) must end within
+        `seconds`: a site's whole load is bounded, not only each request."""
+        self._deadline = (self._clock() + seconds, f"{setting} {seconds:g} s")
+
+    def _check_deadline(self, where: str) -> None:
+        if self._deadline is not None and self._clock() > self._deadline[0]:
+            raise HttpError(f"{where}: the site's load ran past {self._deadline[1]}")
 
     def backoff(self, attempt: int) -> float:
         """Exponential in the attempt number, with jitter in [50%, 100%] of the step."""
@@ -251,22 +261,35 @@ class FhirHttpClient:
                     f"{where}: the answer was still arriving after max_request_seconds "
                     f"{self._max_seconds:g}"
                 )
+            self._check_deadline(where)
             chunks.append(chunk)
         # what Response.read() itself does once a streamed body is complete
         response._content = b"".join(chunks)
         return response
 
-    def download(self, url: str, dest: Path, *, send_auth: bool = True) -> Download:
+    def download(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        send_auth: bool = True,
+        max_bytes: int | None = None,
+        max_seconds: float | None = None,
+    ) -> Download:
         """Stream a file to dest in chunks (never the whole body in memory).
 
         A body cut short (connection dropped, fewer bytes than Content-Length) is retried from
         the start like any dropped connection; after the last attempt the error says so.
-        `send_auth` False keeps our token off a file the server says needs none.
+        `send_auth` False keeps our token off a file the server says needs none. A file larger
+        than `max_bytes`, or still arriving after `max_seconds`, fails without a retry.
         """
         headers = {"Accept": "application/fhir+ndjson"}
-        return self._send(
-            "GET", url, None, headers, lambda r: _stream_to(r, dest), send_auth=send_auth
-        )
+        where = f"site {self.site_id}: GET {self.shown(url)}"
+
+        def consume(response: httpx.Response) -> Download:
+            return _stream_to(response, dest, _Bounds(where, max_bytes, max_seconds, self._clock))
+
+        return self._send("GET", url, None, headers, consume, send_auth=send_auth)
 
     def _send(
         self,
@@ -289,6 +312,7 @@ class FhirHttpClient:
         refreshed = False
         while True:
             attempt += 1
+            self._check_deadline(where)
             sent = {**(self._auth.headers() if send_auth else {}), **(headers or {})}
             try:
                 with self._client.stream(method, url, params=query, headers=sent) as response:
@@ -385,16 +409,39 @@ def client_for(site_id: str, source: FhirSource | BulkSource) -> FhirHttpClient:
     )
 
 
-def _stream_to(response: httpx.Response, dest: Path) -> Download:
+@dataclass(frozen=True)
+class _Bounds:
+    where: str
+    max_bytes: int | None
+    max_seconds: float | None
+    clock: Callable[[], float]
+
+    def check(self, size: int, started: float) -> None:
+        if self.max_bytes is not None and size > self.max_bytes:
+            raise HttpError(
+                f"{self.where}: the file is larger than max_file_bytes {self.max_bytes}"
+            )
+        if self.max_seconds is not None and self.clock() - started > self.max_seconds:
+            raise HttpError(
+                f"{self.where}: the file was still arriving after max_file_seconds "
+                f"{self.max_seconds:g}"
+            )
+
+
+def _stream_to(response: httpx.Response, dest: Path, bounds: _Bounds) -> Download:
     """Write the body to dest chunk by chunk, counting lines; check it arrived whole."""
     expected = response.headers.get("Content-Length")
+    if expected and expected.isdigit() and bounds.max_bytes is not None:
+        bounds.check(int(expected), bounds.clock())  # declared too large: not even started
     size = lines = 0
     last = b"\n"
     digest = hashlib.sha256()
     dest.parent.mkdir(parents=True, exist_ok=True)
+    started = bounds.clock()
     with dest.open("wb") as out:
         try:
             for chunk in response.iter_bytes(1 << 20):
+                bounds.check(size + len(chunk), started)
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)

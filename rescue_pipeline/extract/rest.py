@@ -187,6 +187,7 @@ def load_fhir_site(
         )
         if client is None:
             client = stack.enter_context(client_for(site.id, source))
+        client.limit_total(source.load_max_seconds, "load_max_seconds")
         files, results = extract_site(client, site.id, source, folder, marks)
         new_marks = {t: r.latest - overlap for t, r in results.items() if r.latest is not None}
         history = read_deletions(

@@ -440,3 +440,20 @@ def test_a_manifest_type_that_is_a_path_names_no_file_and_its_lines_still_land(
     assert not Path("/tmp/escaped-abs.ndjson").exists()
     names = sorted(p.name for p in (tmp_path / "extract").rglob("*.ndjson"))
     assert names == ["0001-OperationOutcome.ndjson", "0001-Unknown.ndjson", "0002-Unknown.ndjson"]
+
+
+def test_a_file_larger_than_max_file_bytes_fails_the_load_without_filling_the_disk(
+    scripted_server: ScriptedServer,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+    fake_time: FakeTime,
+):
+    script_export(scripted_server, Reply(200, manifest(scripted_server)))
+    big = ndjson(*(patient(f"p{i}") for i in range(400)))  # ~40 KB, no Content-Length needed
+    scripted_server.on("/files/Patient.ndjson", Reply(200, big))
+    with pytest.raises(SourceError, match=r"the file is larger than max_file_bytes 4096$"):
+        run(scripted_server, con, tmp_path, fake_time, max_file_bytes=4096)
+    downloads = [s for s in scripted_server.seen if s.path == "/files/Patient.ndjson"]
+    assert len(downloads) == 1  # deterministic: not retried
+    assert con.execute("SELECT count(*) FROM raw.fhir_resource_versions").fetchall() == [(0,)]
+    assert read_marks(con, SITE)["Patient"] == MARK

@@ -347,3 +347,25 @@ def test_by_default_the_fetched_files_are_gone_once_the_load_has_landed(
     )
     assert result.counts["Observation"].new_versions == 1
     assert list((tmp_path / "extract" / "site-r").iterdir()) == []
+
+
+def test_the_whole_load_is_bounded_retries_and_all(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    """A server that keeps answering 503 Retry-After within every per-request bound still
+    cannot hold the site's load past load_max_seconds; the marks stay."""
+    busy = Reply(503, b"", {"Retry-After": "20"})
+    scripted_server.on("/Observation", busy)
+    with pytest.raises(HttpError, match=r"the site's load ran past load_max_seconds 30 s$"):
+        load_fhir_site(
+            con,
+            site(scripted_server.url, load_max_seconds=30),
+            "L1",
+            work_dir=tmp_path,
+            client=client(fake_time),
+        )
+    assert fake_time.now <= 60  # stopped at the first attempt past the deadline
+    assert read_marks(con, "site-r") == {}
