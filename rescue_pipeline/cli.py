@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from rescue_pipeline.config import Config, ConfigError, config_path, load_config
-from rescue_pipeline.stopping import StopRequested, request_stop
+from rescue_pipeline.stopping import (
+    StopRequested,
+    forget_stops,
+    request_stop,
+    stop_signal,
+    watch_signals,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUALITY, EXIT_BUSY, EXIT_ATTENTION = 0, 1, 2, 3, 4, 5
 
@@ -100,22 +106,25 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
     from rescue_pipeline.core.pseudonym import pseudonym_key
 
     pseudonym_key()  # fail before landing anything, not after
+    began = dt.datetime.now(dt.UTC)
     result = run_sites(config, site_ids, instance=instance, on_site=on_site, on_done=on_done)
     if result.stopped:
         stopped = result.sites[-1].site_id
         with work_db(config) as con:  # as the interrupted step opened it
-            [(status,)] = con.execute(
-                "SELECT coalesce(arg_max(status, started_at), 'none') FROM ops.runs "
-                "WHERE site_id = ?",
-                [stopped],
+            loads = con.execute(  # this run's load of the site, if it began one
+                "SELECT EXISTS (SELECT 1 FROM raw.loads l WHERE l.load_id = r.load_id) "
+                "FROM ops.runs r WHERE r.site_id = ? AND r.started_at >= ? "
+                "ORDER BY r.started_at DESC LIMIT 1",
+                [stopped, began],
             ).fetchall()
-        landed = (
-            "its landing had committed and is kept"
-            if status == "succeeded"
-            else "its landing was rolled back (ops.runs: stopped)"
-        )
+        if not loads:
+            landed = "it had not begun landing"
+        elif loads[0][0]:
+            landed = "its landing had committed and is kept"
+        else:
+            landed = "its landing was rolled back (ops.runs: stopped)"
         raise StopRequested(
-            f"stopped by a signal while site {stopped} was landing: {landed}; "
+            f"stopped by {stop_signal()} at site {stopped}: {landed}; "
             "the sites after it and the core build did not run"
         )
     with Stage("core, analysis, quality, publish, report") as stage:
@@ -682,6 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     stops = (signal.SIGTERM, signal.SIGINT)
     previous = {n: signal.signal(n, _stop_on_signal) for n in stops} if main_thread else {}
+    if main_thread:
+        watch_signals()
+    forget_stops()
     try:
         return int(args.func(args))
     except StopRequested as exc:  # rolled back where it landed; say what stands

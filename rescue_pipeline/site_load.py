@@ -82,6 +82,13 @@ def close_interrupted_loads(config: Config) -> int:
     return len(rows)
 
 
+def _landed(con: duckdb.DuckDBPyConnection, load_id: str) -> bool:
+    """Whether the load's landing committed (its counts are in raw.loads)."""
+    return bool(
+        con.execute("SELECT count(*) FROM raw.loads WHERE load_id = ?", [load_id]).fetchall()[0][0]
+    )
+
+
 def _finish_if_possible(con: duckdb.DuckDBPyConnection, load_id: str, message: str) -> None:
     """Record a failed load on a full disk: the rollback usually freed room for the row; if
     not, the row stays 'running' and the next run or `rescue status` reports the load killed."""
@@ -106,7 +113,8 @@ def load_site(
         if not disk_full:
             raise
         raise SiteLoadError(
-            f"site {site.id}: {disk_full}; nothing was loaded, not even the load's record"
+            f"site {site.id}: {disk_full}; the load's record could not be written "
+            "(`rescue status` shows what landed)"
         ) from None
 
 
@@ -129,11 +137,16 @@ def _load_site(
                 con, site, load_id, work_dir=config.work_db.parent, full=full, progress=progress
             )
         except (SourceError, SiteLoadError, OSError) as exc:
-            message = (
-                str(exc)
-                if isinstance(exc, SourceError | SiteLoadError)
-                else f"site {site.id}: {exc}"
-            )
+            disk_full = no_space(exc)
+            if disk_full:
+                message = (
+                    f"site {site.id}: {disk_full}; the load was rolled back, the next load "
+                    "fetches it again"
+                )
+            elif isinstance(exc, SourceError | SiteLoadError):
+                message = str(exc)
+            else:
+                message = f"site {site.id}: {exc}"
             _finish(con, load_id, "failed", message=message)
             log.error(
                 message, extra={"event": "load_failed", "site_id": site.id, "load_id": load_id}
@@ -154,16 +167,22 @@ def _load_site(
             if isinstance(exc, Exception | SystemExit | GeneratorExit):
                 _finish(con, load_id, "failed", message=f"site {site.id}: {type(exc).__name__}")
             else:  # an interrupt (SIGTERM, SIGINT, an orchestrator's stop): not a failure
+                landed = _landed(con, load_id)  # the signal may come after the commit
+                what = (
+                    "its landing had committed and is kept"
+                    if landed
+                    else "its landing was rolled back, the next load fetches it again"
+                )
                 _finish(
                     con,
                     load_id,
                     "stopped",
-                    message=f"site {site.id}: stopped before the load finished; its landing "
-                    "was rolled back, the next load fetches it again",
+                    message=f"site {site.id}: stopped before the load finished; {what}",
                 )
                 if isinstance(exc, StopRequested):  # our own stop, outside Dagster: say where
+                    kept = "kept" if landed else "rolled back"
                     raise StopRequested(
-                        f"{exc} while site {site.id} was landing: its landing was rolled back "
+                        f"{exc} while site {site.id} was landing: its landing was {kept} "
                         "(ops.runs: stopped)"
                     ) from None
             raise

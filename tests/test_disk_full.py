@@ -50,7 +50,7 @@ def test_a_full_disk_before_anything_is_written_says_where(
         load_site(config, config.site("site-a"))
     assert str(err.value) == (
         f"site site-a: no space left on {warehouse} (writing rescue.work.duckdb.wal); "
-        "nothing was loaded, not even the load's record"
+        "the load's record could not be written (`rescue status` shows what landed)"
     )
 
 

@@ -88,9 +88,9 @@ def _copy(source: Path, tmp_path: Path) -> Path:
     return tmp_path / "c"
 
 
-def _start(root: Path) -> subprocess.Popen[str]:
+def _start(root: Path, *, full: bool = True) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [RESCUE, "run", "--full", "--config", str(root / "sites.yaml")],
+        [RESCUE, "run", *(["--full"] if full else []), "--config", str(root / "sites.yaml")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )  # fmt: skip
 
@@ -160,15 +160,26 @@ def test_a_load_killed_at_any_point_leaves_the_published_warehouse_as_it_was(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", ["landing", "normalisation"])
-def test_sigterm_stops_the_run_cleanly_and_publishes_nothing(
-    published: Path, tmp_path: Path, moment: str
+@pytest.mark.parametrize(
+    ("moment", "stop"),
+    [
+        ("landing", signal.SIGTERM),
+        ("between_sites", signal.SIGTERM),
+        ("normalisation", signal.SIGTERM),
+        ("between_sites", signal.SIGINT),
+    ],
+)
+def test_a_stop_signal_ends_the_run_cleanly_and_publishes_nothing(
+    published: Path, tmp_path: Path, moment: str, stop: signal.Signals
 ) -> None:
-    """A scheduler's stop: the step in progress rolls back, its record says so, exit 1."""
+    """A scheduler's stop (SIGTERM) or Ctrl-C: the step in progress rolls back, its record
+    says so, the error names the signal, nothing after it runs; exit 1 (130 for Ctrl-C)."""
     root = _copy(published, tmp_path)
     warehouse = root / "warehouse" / "rescue.duckdb"
     before = warehouse.read_bytes()
-    process = _start(root)  # --full: the landings run here, then Dagster runs the rest
+    # --full: the landings run first, then Dagster runs the rest; without it every step is
+    # a Dagster run, and a signal between two of them must stop the sites after it too
+    process = _start(root, full=moment != "between_sites")
     try:
         if moment == "landing":
             work = root / "warehouse" / "rescue.work.duckdb"
@@ -177,23 +188,29 @@ def test_sigterm_stops_the_run_cleanly_and_publishes_nothing(
                 assert process.poll() is None and time.monotonic() < deadline
                 time.sleep(0.01)
             time.sleep(0.3)  # inside the first site's full reload
+        elif moment == "between_sites":
+            _wait_for_line(process, "landing site-a")
+            time.sleep(0.02)  # site-a's run has ended; site-b's is starting
         else:
             _wait_for_line(process, "landing site-c")
             time.sleep(0.3)  # inside the core build
         assert process.poll() is None, "the run finished before it could be stopped"
-        os.kill(process.pid, signal.SIGTERM)
+        os.kill(process.pid, stop)
         _out, err = process.communicate(timeout=120)
     finally:
         process.kill()
         process.wait()
-    assert process.returncode == 1, err
+    assert process.returncode == (130 if stop == signal.SIGINT else 1), err
     assert "Traceback" not in err
-    assert "error: stopped by" in err and err.rstrip().endswith("nothing was published"), err
+    assert f"error: stopped by signal {stop.name}" in err, err
+    assert err.rstrip().endswith("nothing was published"), err
     assert warehouse.read_bytes() == before  # nothing of the stopped run was published
     with duckdb.connect(str(root / "warehouse" / "rescue.work.duckdb"), read_only=True) as con:
-        runs = con.execute("SELECT status, message FROM ops.runs").fetchall()
-    assert "running" not in {status for status, _ in runs}  # every load has its record
-    stopped = [message for status, message in runs if status == "stopped"]
-    assert all("rolled back" in m for m in stopped)
+        runs = con.execute("SELECT site_id, status, message FROM ops.runs").fetchall()
+    assert "running" not in {status for _, status, _ in runs}  # every load has its record
+    stopped = [message for _, status, message in runs if status == "stopped"]
+    assert all("rolled back" in m or "had committed" in m for m in stopped)
     if "ops.runs: stopped" in err:  # the signal met a landing: its record says so
-        assert len(stopped) == 1 and "rolled back" in err
+        assert len(stopped) == 1
+    if moment == "between_sites":  # nothing after the stop ran: site-c has only its first load
+        assert len([r for r in runs if r[0] == "site-c"]) == 1

@@ -22,7 +22,7 @@ from rescue_pipeline.dagster_defs.definitions import (
 )
 from rescue_pipeline.dagster_defs.failures import failure_reason
 from rescue_pipeline.dagster_defs.keys import PUBLISHED
-from rescue_pipeline.stopping import StopRequested, stop_requested
+from rescue_pipeline.stopping import StopRequested, stop_requested, stop_signal
 
 # The command line prints its own one-line errors; Dagster's console logger would add tracebacks.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -90,9 +90,9 @@ def run_sites(
         if not result.success:
             failures = result.get_step_failure_events()
             error = failure_reason(failures[0]) if failures else "run failed"
-            stopped = any(_interrupted(f) for f in failures)
+            stopped = _stopped(result)
             if stopped:
-                error = f"site {site_id}: stopped by a signal"
+                error = f"site {site_id}: stopped by {stop_signal()}"
         run = SiteRun(site_id, result.success, result.run_id, error)
         out.sites.append(run)
         if on_done:
@@ -103,21 +103,23 @@ def run_sites(
     return out
 
 
-def _interrupted(event: dg.DagsterEvent) -> bool:
-    """Whether a step failed because a stop was asked for: our handler ran, Dagster raised its
-    interrupt, or DuckDB turned either into "Query interrupted" (nothing in the pipeline
-    interrupts a query otherwise)."""
+def _stopped(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether a failed run failed because a stop was asked for: our handler ran, or Dagster
+    raised its interrupt (in a step, or between steps, when the run itself records it), or
+    DuckDB turned either into "Query interrupted" (nothing in the pipeline interrupts a query
+    otherwise)."""
     if stop_requested():
         return True
-    data = event.step_failure_data
-    error = data.error if data else None
-    while error is not None:
-        if error.cls_name in _INTERRUPTS or (
-            error.cls_name in ("RuntimeError", "InterruptException")
-            and "Query interrupted" in error.message
-        ):
-            return True
-        error = error.cause or error.context
+    for event in result.all_events:
+        data = event.event_specific_data
+        error = getattr(data, "error", None)
+        while error is not None:
+            if error.cls_name in _INTERRUPTS or (
+                error.cls_name in ("RuntimeError", "InterruptException")
+                and "Query interrupted" in error.message
+            ):
+                return True
+            error = error.cause or error.context
     return False
 
 
@@ -141,12 +143,14 @@ def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
     )
     failures = result.get_step_failure_events()
     error = failure_reason(failures[0]) if failures else None
-    if any(_interrupted(f) for f in failures):
+    if not result.success and error is None:
+        error = "the run failed outside its steps (see the Dagster run's log)"
+    if not result.success and _stopped(result):
         published = any(e.asset_key == PUBLISHED for e in result.get_asset_materialization_events())
         raise StopRequested(
-            "stopped by a signal after the publish, while the report was written"
+            f"stopped by {stop_signal()} after the publish, while the report was written"
             if published
-            else "stopped by a signal during core, analysis, quality or publish",
+            else f"stopped by {stop_signal()} during core, analysis, quality or publish",
             published=published,
         )
     return SiteRun("all", result.success, result.run_id, error)
