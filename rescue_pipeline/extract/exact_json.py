@@ -4,8 +4,9 @@ object that repeats a key keeps every value.
 A REST search answers with Bundles; each resource in it becomes one NDJSON line for the
 landing. orjson alone would read `1.50` as 1.5, a 30-digit integer as a float, and keep only the
 last of two values of one key, so the line landed would no longer be what the server sent.
-Here numbers stay as their text (orjson.Fragment) and repeated keys survive, so the landing sees
-and quarantines them as it does in a file. Key order is kept; whitespace is not.
+Here numbers stay as their text (written back through orjson.Fragment) and repeated keys
+survive, so the landing sees and quarantines them as it does in a file. Key order is kept;
+whitespace is not.
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ from typing import Any
 import orjson
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+class Number:
+    """A JSON number as written."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 class RepeatedKeys(dict[str, Any]):
@@ -39,14 +49,16 @@ def loads_exact(data: bytes) -> Any:
     """Parse JSON keeping every number's text; raises ValueError (or RecursionError)."""
     return json.loads(
         data,
-        parse_float=orjson.Fragment,
-        parse_int=orjson.Fragment,
+        parse_float=Number,
+        parse_int=Number,
         parse_constant=_no_constants,
         object_pairs_hook=_object,
     )
 
 
 def _default(value: Any) -> orjson.Fragment:
+    if isinstance(value, Number):
+        return orjson.Fragment(value.text)
     if isinstance(value, RepeatedKeys):
         members = b",".join(
             orjson.dumps(key) + b":" + dumps_exact(item) for key, item in value.pairs
@@ -60,3 +72,16 @@ def _default(value: Any) -> orjson.Fragment:
 def dumps_exact(value: Any) -> bytes:
     """Compact JSON of what loads_exact read: numbers as they were written, repeated keys kept."""
     return orjson.dumps(value, default=_default, option=_OPTIONS)
+
+
+def _plain_number(value: Any) -> Any:
+    if isinstance(value, Number):
+        return json.loads(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def dumps_for_quarantine(value: Any) -> bytes:
+    """A resource dumps_exact cannot write (a lone surrogate, nesting past orjson's limit) as
+    plain ASCII JSON, so that it reaches the landing and is quarantined there with its reason
+    instead of failing the site; numbers lose their text, the line is not landed anyway."""
+    return json.dumps(value, ensure_ascii=True, default=_plain_number).encode()

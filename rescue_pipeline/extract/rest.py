@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import duckdb
+import orjson
 
 from rescue_pipeline.config import FhirSource, SiteConfig
-from rescue_pipeline.extract.exact_json import dumps_exact
+from rescue_pipeline.extract.exact_json import RepeatedKeys, dumps_exact, dumps_for_quarantine
 from rescue_pipeline.extract.history import read_deletions
 from rescue_pipeline.extract.http import FhirHttpClient, client_for
 from rescue_pipeline.extract.ndjson import SourceFile
@@ -101,7 +102,16 @@ def search_type(
         max_seconds=source.search_max_seconds,
     ):
         result.pages += 1
+        if isinstance(page, RepeatedKeys):
+            raise PageError(
+                f"site {site_id}: GET {shown}: the Bundle repeats a key (entries would be lost)"
+            )
         for entry in page.get("entry") or ():
+            if isinstance(entry, RepeatedKeys):
+                raise PageError(
+                    f"site {site_id}: GET {shown}: a Bundle entry repeats a key (a resource "
+                    "would be lost)"
+                )
             resource = entry.get("resource") if isinstance(entry, dict) else None
             mode = (entry.get("search") or {}).get("mode") if isinstance(entry, dict) else None
             if not isinstance(resource, dict):
@@ -120,7 +130,11 @@ def search_type(
             # a type that is not R4 names no file: the line goes with the searched type's and
             # is quarantined there (unknown_resource_type), so nothing is lost
             named = rtype if is_r4_resource_type(rtype) else resource_type
-            out(str(named)).write(dumps_exact(resource) + b"\n")
+            try:
+                line = dumps_exact(resource)
+            except (TypeError, orjson.JSONEncodeError, RecursionError):
+                line = dumps_for_quarantine(resource)  # the landing quarantines it
+            out(str(named)).write(line + b"\n")
             if rtype == resource_type:
                 result.resources += 1
                 updated = _last_updated(resource)

@@ -63,9 +63,8 @@ def _no_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _repeats_a_key(line: bytes) -> bool:
     """Whether some object of the line has a key twice (orjson keeps the last value silently).
 
-    Only lines whose compact form has another length get here: a compact line without
-    repeated keys has the same length (whitespace, escapes or a number written as 1.50 are
-    what else changes it), so the slower exact check runs on few lines.
+    Only lines that are not byte for byte their payload get here (a repeated key always makes
+    the payload differ), so the slower exact check runs on few lines.
     """
     try:
         json.loads(line, object_pairs_hook=_no_repeats)
@@ -136,7 +135,7 @@ def classify(line: bytes, *, first_line: bool = False) -> Accepted | Rejected:
         # rather than failing the whole load
         return Rejected("too_deep", None, f"{rtype}: nested deeper than 254 levels", rtype, rid)
     as_received = None if payload == line else line
-    if as_received is not None and len(payload) != len(line) and _repeats_a_key(line):
+    if as_received is not None and _repeats_a_key(line):  # only lines unlike their payload
         return Rejected(
             "duplicate_key",
             None,

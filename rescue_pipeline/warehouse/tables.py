@@ -68,7 +68,8 @@ fhir_resource_versions = Table(
         String,
         "The line exactly as received (after a file's byte-order mark and the line end), when "
         "it is not byte for byte the payload: whitespace and numbers as sent (1.50, 28-digit "
-        "decimals, 30-digit integers). NULL: the payload is the line.",
+        "decimals, 30-digit integers). NULL: the payload is the line (for versions landed "
+        "before this column existed, whose payload has sorted keys: the line was not kept).",
     ),
     schema="raw",
     comment=(

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import duckdb
+import orjson
 import pytest
 
 from rescue_pipeline.config import FhirSource, SiteConfig
@@ -369,3 +370,31 @@ def test_the_whole_load_is_bounded_retries_and_all(
         )
     assert fake_time.now <= 60  # stopped at the first attempt past the deadline
     assert read_marks(con, "site-r") == {}
+
+
+def test_a_resource_orjson_cannot_write_is_quarantined_and_a_repeated_entry_key_fails_the_page(
+    scripted_server: ScriptedServer,
+    fake_time: FakeTime,
+    con: duckdb.DuckDBPyConnection,
+    tmp_path: Path,
+):
+    good = orjson.dumps(obs("o1"))
+    lone = good.replace(b'"id":"o1"', b'"id":"o2","note":[{"text":"\\ud800"}]')
+    page = b'{"resourceType":"Bundle","type":"searchset","entry":[{"resource":' + good
+    page += b'},{"resource":' + lone + b"}]}"
+    scripted_server.on("/Observation", Reply(200, page))
+    load_fhir_site(
+        con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
+    )
+    assert con.execute("SELECT resource_id FROM raw.fhir_resource_versions").fetchall() == [("o1",)]
+    [(reason,)] = con.execute("SELECT reason FROM raw.quarantine").fetchall()
+    assert reason in ("not_json", "invalid_utf8")  # the line landed, and was quarantined
+    twice = b'{"resourceType":"Bundle","type":"searchset","entry":[{"resource":' + good
+    twice += b',"resource":' + good.replace(b'"o1"', b'"o3"') + b"}]}"
+    scripted_server.on("/Observation", Reply(200, twice))
+    with pytest.raises(
+        PageError, match=r"a Bundle entry repeats a key \(a resource would be lost\)"
+    ):
+        load_fhir_site(
+            con, site(scripted_server.url), "L2", work_dir=tmp_path, client=client(fake_time)
+        )

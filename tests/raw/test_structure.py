@@ -206,3 +206,10 @@ def test_a_repeated_key_is_quarantined_whatever_the_spacing() -> None:
     # spacing, escapes and 1.50 change the length but repeat nothing: accepted
     spaced = b'{"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "\\u00e9"}, "valueQuantity": {"value": 1.50}}'
     assert isinstance(classify(spaced), Accepted)
+
+
+def test_a_repeated_key_is_found_even_when_the_payload_is_as_long_as_the_line() -> None:
+    """1e6 is written 1000000.0 (longer) while the lost "k":0 is shorter: lengths can match."""
+    line = b'{"resourceType":"Patient","id":"p1","gender":"female","v":1e6,"k":0,"k":1}'
+    outcome = classify(line)
+    assert isinstance(outcome, Rejected) and outcome.reason == "duplicate_key"
