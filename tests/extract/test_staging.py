@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.extract.staging import prune, staging_folder
 
 
@@ -40,14 +41,30 @@ def test_a_failed_load_leaves_nothing_and_a_kept_one_has_private_files(tmp_path:
     assert _mode(kept / "Patient.ndjson") == 0o600 and _mode(kept) == 0o700
 
 
+OLD, RECENT, NEW = (f"20261{n}01T000000000000Z-site-a" for n in (0, 1, 2))
+
+
 def test_a_load_start_prunes_what_is_past_its_keep(tmp_path: Path) -> None:
     site = tmp_path / "extract" / "site-a"
-    (site / "old").mkdir(parents=True)
-    (site / "recent").mkdir()
-    (site / "old" / "x.ndjson").write_bytes(b"PHI")
+    (site / OLD).mkdir(parents=True)
+    (site / RECENT).mkdir()
+    (site / "notes").mkdir()  # not a load's folder: never ours to remove
+    (site / OLD / "x.ndjson").write_bytes(b"PHI")
     week_ago = time.time() - 7 * 86400
-    os.utime(site / "old", (week_ago, week_ago))
+    os.utime(site / OLD, (week_ago, week_ago))
     assert prune(site, keep_days=3) == 1
-    assert sorted(p.name for p in site.iterdir()) == ["recent"]
-    with staging_folder(tmp_path, "site-a", "L3", keep_days=0):  # 0: keep nothing at all
-        assert sorted(p.name for p in site.iterdir()) == ["L3"]
+    assert sorted(p.name for p in site.iterdir()) == [RECENT, "notes"]
+    with staging_folder(tmp_path, "site-a", NEW, keep_days=0):  # 0: keep no load's files
+        assert sorted(p.name for p in site.iterdir()) == [NEW, "notes"]
+
+
+def test_a_symlinked_site_folder_is_refused_and_its_target_left_alone(tmp_path: Path) -> None:
+    target = tmp_path / "shared" / "site-a"
+    (target / RECENT).mkdir(parents=True)
+    target.chmod(0o755)
+    (tmp_path / "wh" / "extract").mkdir(parents=True)
+    (tmp_path / "wh" / "extract" / "site-a").symlink_to(target)
+    with pytest.raises(SourceError, match=r"^site site-a: .* is not a folder of this user's own"):
+        with staging_folder(tmp_path / "wh", "site-a", NEW, keep_days=0):
+            pass
+    assert (target / RECENT).is_dir() and _mode(target) == 0o755
