@@ -8,9 +8,11 @@ Arrow IPC file in shared memory (the multiprocessing pipe is far slower for tens
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -147,16 +149,32 @@ def spill_dir() -> str:
 SPILL_PREFIX = "rescue-landing-"
 
 
+_HELD: dict[str, int] = {}  # spill folder -> the open lock file that marks it in use
+
+
 def private_spill(base: str) -> str:
     """A folder of this process's own for one load's spilled versions (they hold PHI): mode
-    0700, named with our pid so a later load can tell a dead process's folder and remove it."""
+    0700, with a lock file held while it is in use, so a later load can tell a dead process's
+    folder (its lock is free) and remove it, whatever pids the machine reuses."""
     remove_stale_spills(base)
-    return tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base)
+    folder = tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base)
+    lock = os.open(os.path.join(folder, ".lock"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    _HELD[folder] = lock
+    return folder
+
+
+def release_spill(folder: str) -> None:
+    """Remove a spill folder this process made (its lock goes with it)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    lock = _HELD.pop(folder, None)
+    if lock is not None:
+        os.close(lock)
 
 
 def remove_stale_spills(base: str) -> int:
-    """Remove spill folders (and loose files of earlier versions) left by processes that are
-    gone, e.g. killed mid-landing; returns how many were removed."""
+    """Remove spill folders no live process holds (left by a killed landing) and loose files of
+    earlier versions; returns how many were removed. Only this user's, never via a symlink."""
     removed = 0
     try:
         names = os.listdir(base)
@@ -166,13 +184,13 @@ def remove_stale_spills(base: str) -> int:
         if not name.startswith(SPILL_PREFIX):
             continue
         path = os.path.join(base, name)
-        owner = name[len(SPILL_PREFIX) :].split("-", 1)[0]
-        if owner.isdigit() and _alive(int(owner)):
-            continue
         try:
-            if os.stat(path, follow_symlinks=False).st_uid != os.getuid():
-                continue  # another user's: not ours to judge
-            if os.path.isdir(path) and not os.path.islink(path):
+            info = os.lstat(path)
+            if info.st_uid != os.getuid() or stat.S_ISLNK(info.st_mode):
+                continue  # another user's, or a link: not ours to judge
+            if stat.S_ISDIR(info.st_mode):
+                if path in _HELD or _in_use(path):
+                    continue
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.unlink(path)
@@ -180,6 +198,22 @@ def remove_stale_spills(base: str) -> int:
         except OSError:
             continue
     return removed
+
+
+def _in_use(folder: str) -> bool:
+    """Whether a live process holds the folder's lock (a folder without one: by its pid)."""
+    try:
+        lock = os.open(os.path.join(folder, ".lock"), os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        owner = os.path.basename(folder)[len(SPILL_PREFIX) :].split("-", 1)[0]
+        return owner.isdigit() and _alive(int(owner))
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(lock)
+    return False
 
 
 def _alive(pid: int) -> bool:

@@ -17,7 +17,6 @@ import datetime as dt
 import hashlib
 import multiprocessing
 import os
-import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -39,6 +38,7 @@ from rescue_pipeline.raw.chunks import (
     classify_span,
     plan_spans,
     private_spill,
+    release_spill,
     spill_dir,
     watch_parent,
 )
@@ -350,4 +350,4 @@ def _classified(
                 continue
             if chunk.versions_path:
                 Path(chunk.versions_path).unlink(missing_ok=True)
-        shutil.rmtree(spill, ignore_errors=True)
+        release_spill(spill)

@@ -36,23 +36,38 @@ def test_spilled_versions_are_private_to_the_landing_user(tmp_path: Path) -> Non
     assert _mode(folder) == 0o700 and _mode(Path(chunk.versions_path)) == 0o600
     assert folder.name.startswith(f"rescue-landing-{os.getpid()}-")
     assert chunk.take_versions().num_rows == 5
-    assert list(folder.iterdir()) == []  # read back and removed
+    assert [p.name for p in folder.iterdir()] == [".lock"]  # read back and removed
 
 
 def test_a_killed_process_spill_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-    dead = tmp_path / f"rescue-landing-{gone}-abc"
-    dead.mkdir()
-    (dead / "x.arrow").write_bytes(b"PHI")
+    """In use is decided by a lock the landing process holds, not by its pid (pids are reused,
+    and in containers every landing may be pid 1)."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from rescue_pipeline.raw.chunks import private_spill\n"
+         f"print(private_spill({str(tmp_path)!r}), flush=True)\ntime.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None
+    other = Path(holder.stdout.readline().strip())  # another landing's, in use
+    reused = tmp_path / f"rescue-landing-{os.getpid()}-x"  # a dead landing's, with our pid
+    reused.mkdir()
+    (reused / ".lock").write_bytes(b"")
+    (reused / "x.arrow").write_bytes(b"PHI")
     legacy = tmp_path / "rescue-landing-0123abcd.arrow"  # an earlier version's loose file
     legacy.write_bytes(b"PHI")
-    live = Path(private_spill(str(tmp_path)))  # ours, in use
-    other = tmp_path / "unrelated.arrow"
-    other.write_bytes(b"x")
-    assert remove_stale_spills(str(tmp_path)) == 0  # private_spill already cleaned
-    assert not dead.exists() and not legacy.exists()
-    assert live.exists() and other.exists()
+    unrelated = tmp_path / "unrelated.arrow"
+    unrelated.write_bytes(b"x")
+    try:
+        mine = Path(private_spill(str(tmp_path)))  # cleans up as it starts
+        assert not reused.exists() and not legacy.exists()
+        assert other.exists() and mine.exists() and unrelated.exists()
+        holder.kill()
+        holder.wait()
+        assert remove_stale_spills(str(tmp_path)) == 1  # its lock died with it
+        assert not other.exists() and mine.exists()
+    finally:
+        holder.kill()
 
 
 def test_workers_end_when_the_landing_process_is_killed(tmp_path: Path) -> None:
