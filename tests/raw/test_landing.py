@@ -353,9 +353,9 @@ def test_parallel_landing_leaves_no_spilled_files(
     assert list(spill.iterdir()) == []
 
 
-def test_a_line_is_kept_as_received_beside_its_canonical_form(con, write_site) -> None:
-    """Numbers as sent (1.50, 28-digit decimals, 30-digit integers), key order and spacing stay
-    in as_received; a line already canonical is not stored twice."""
+def test_a_line_is_kept_as_received_beside_its_payload(con, write_site) -> None:
+    """Numbers as sent (1.50, 28-digit decimals, 30-digit integers) and spacing stay in
+    as_received; a line that is already its payload is not stored twice."""
     canonical = orjson.dumps(obs("o1"), option=orjson.OPT_SORT_KEYS)
     as_sent = [
         b'{"resourceType": "Observation", "id": "o2", "status": "final", '
@@ -384,7 +384,7 @@ def test_a_line_is_kept_as_received_beside_its_canonical_form(con, write_site) -
     [(payload,)] = rows(
         con, "SELECT payload::VARCHAR FROM raw.fhir_resource_versions WHERE resource_id = 'o2'"
     )
-    assert '"value":1.5,' in payload  # what the views read; the hash is of it sorted
+    assert '"value":1.5,' in payload  # what the views read and the hash is taken of
 
 
 def test_a_working_database_of_an_earlier_version_gets_the_new_column(tmp_path: Path) -> None:
