@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -67,6 +68,19 @@ def _sql(name: str) -> str:
     return resources.files("rescue_pipeline.core").joinpath("sql", name).read_text("utf-8")
 
 
+class CoreBuildError(RuntimeError):
+    """A core build stage failed: its name and DuckDB's first line (out of memory, a missing
+    table), never its advice or a quoted value."""
+
+
+def duckdb_first_line(exc: BaseException) -> str:
+    """DuckDB's first line of an error, its quoted literals left out: they can be values of a
+    resource (a conversion error quotes the string it could not convert), identifiers stay."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    return re.sub(r"'[^']*'", "'…'", first)
+
+
 def build_core(
     con: duckdb.DuckDBPyConnection,
     config: Config,
@@ -82,7 +96,10 @@ def build_core(
         if progress:
             progress(name)
         t = time.perf_counter()
-        work()
+        try:
+            work()
+        except duckdb.Error as exc:  # which stage, and DuckDB's own first line
+            raise CoreBuildError(f"stage {name}: {duckdb_first_line(exc)}") from None
         result.stage_seconds[name] = round(time.perf_counter() - t, 3)
 
     with transaction(con):

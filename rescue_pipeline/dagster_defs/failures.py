@@ -99,6 +99,7 @@ def failure_reason(event: dg.DagsterEvent) -> str:
     full = no_space_text(error.message)
     if full:
         return full
-    line = error.message.strip().splitlines()[-1]
+    # the first line: DuckDB follows its own with advice and a "See also" link
+    line = error.message.strip().splitlines()[0]
     # Dagster prefixes the exception's dotted class name; ours already say what failed.
     return re.sub(r"^rescue_pipeline(\.\w+)+: ", "", line)
