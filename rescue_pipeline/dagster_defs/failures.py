@@ -12,7 +12,6 @@ here and site_load.py needs no change.
 """
 
 import re
-from collections.abc import Iterator
 from typing import NoReturn
 
 import dagster as dg
@@ -20,6 +19,7 @@ import httpx
 
 from rescue_pipeline.config import Config, ConfigError
 from rescue_pipeline.core.pseudonym import KEY_ENV
+from rescue_pipeline.exception_chain import exception_chain
 from rescue_pipeline.extract.http import HttpError, scrub
 from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.quality.gate import PublishRefused
@@ -32,7 +32,7 @@ _KNOWN = (SiteLoadError, SourceError, ConfigError, WarehouseBusy, PublishRefused
 
 
 def is_transient(exc: BaseException) -> bool:
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         if isinstance(error, WarehouseBusy):
             return True
         if isinstance(error, HttpError) and error.status is not None:
@@ -42,16 +42,6 @@ def is_transient(exc: BaseException) -> bool:
         if isinstance(error, httpx.TransportError | ConnectionError | TimeoutError):
             return True
     return False
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, then what caused it (explicitly or while it was being handled)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def secrets_of(config: Config, environ: dict[str, str]) -> tuple[str, ...]:

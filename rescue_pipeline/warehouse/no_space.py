@@ -11,7 +11,8 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Iterator
+
+from rescue_pipeline.exception_chain import exception_chain
 
 _ENOSPC_TEXT = "No space left on device"
 _FILE = re.compile(r'file "([^"]+)"')
@@ -27,7 +28,7 @@ def no_space_text(text: str) -> str | None:
 
 def no_space(exc: BaseException) -> str | None:
     """The message when exc, or what caused it, is a full disk, else None."""
-    for error in _chain(exc):
+    for error in exception_chain(exc):
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             filename = error.filename
             return _where(os.fsdecode(filename) if filename is not None else None)
@@ -42,12 +43,3 @@ def _where(path: str | None) -> str:
         return "no space left on the disk"
     folder, name = os.path.split(path)
     return f"no space left on {folder or '.'} (writing {name})"
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
