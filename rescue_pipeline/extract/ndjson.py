@@ -33,7 +33,6 @@ class SourceFile:
     resource_type: str  # declared by the manifest or the file name
     path: Path
     label: str  # how quarantine and lineage name it: relative to the site folder (or its URL)
-    sha256: str | None = None  # of the whole file, when the source hashed it as it wrote it
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ def test_retry_after_is_capped_and_progress_logged(
     assert kickoff.path == "/fhir/$export?_type=Patient&_since=2026-11-19T01%3A00%3A00.000Z"
     ledger = con.execute("SELECT source, file_sha256, lines FROM ops.landed_files").fetchall()
     url = f"{scripted_server.url}/files/Patient.ndjson"
-    assert ledger == [(url, hashlib.sha256(PATIENTS).hexdigest(), 3)]  # hashed while downloading
+    assert ledger == [(url, hashlib.sha256(PATIENTS).hexdigest(), 3)]  # the bytes landed
 
 
 def test_without_retry_after_polls_back_off_from_poll_seconds(
