@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import logging
 import os
 import signal
 import sys
@@ -694,6 +695,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if main_thread:
         watch_signals()
     forget_stops()
+    # a library that catches our stop where it landed and logs it (SQLAlchemy's pool closing a
+    # connection) would print its traceback: the stop has its own one line
+    logging.getLogger("sqlalchemy.pool").addFilter(_not_our_stop)
     try:
         return int(args.func(args))
     except StopRequested as exc:  # rolled back where it landed; say what stands
@@ -718,6 +722,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+
+
+def _not_our_stop(record: logging.LogRecord) -> bool:
+    """Drop a log record whose exception is our own stop request."""
+    return not (record.exc_info and isinstance(record.exc_info[1], StopRequested))
 
 
 def _stop_on_signal(signum: int, _frame: object) -> None:
