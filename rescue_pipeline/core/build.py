@@ -41,6 +41,7 @@ from rescue_pipeline.warehouse.database import (
     record_run,
     transaction,
 )
+from rescue_pipeline.warehouse.statements import ScriptError, run_script
 
 STUDY_NCT = "NCT07295132"
 REGIMEN_BATCH = 200_000  # administrations per batch streamed into the regimen rule
@@ -98,9 +99,17 @@ def build_core(
         t = time.perf_counter()
         try:
             work()
-        except duckdb.Error as exc:  # which stage, and DuckDB's own first line
+        except ScriptError as exc:  # which stage and statement, and DuckDB's own first line
+            raise CoreBuildError(
+                f"stage {name}: {exc.label}: {duckdb_first_line(exc.error)}"
+            ) from None
+        except duckdb.Error as exc:
             raise CoreBuildError(f"stage {name}: {duckdb_first_line(exc)}") from None
         result.stage_seconds[name] = round(time.perf_counter() - t, 3)
+
+    def scripts(*names: str) -> None:
+        for name in names:
+            stage(name, partial(run_script, con, _sql(f"{name}.sql")))
 
     with transaction(con):
         for schema in ("flat", "core", "core_stage"):
@@ -113,26 +122,22 @@ def build_core(
         con.execute(f"SET VARIABLE epithelial_high = {int(high)}")
         con.execute("SET VARIABLE study_nct = ?", [STUDY_NCT])
         stage("subject ids", lambda: _usubjids(con, key))
-        for name in ("00_stage", "01_subjects"):
-            stage(name, partial(con.execute, _sql(f"{name}.sql")))
+        scripts("00_stage", "01_subjects")
         stage("ages", lambda: _ages(con))
-        for name in (
+        scripts(
             "02_diagnoses",
             "03_ca125",
             "04_drug_administrations",
             "05_observations",
             "05_partial_dates",
-        ):
-            stage(name, partial(con.execute, _sql(f"{name}.sql")))
+        )
         stage("regimens", lambda: _regimens(con, config.analysis.regimen_gap_days))
         cutoff = config.analysis.data_cutoff or today or dt.date.today()
         stage("recurrences", lambda: _recurrences(con, config.analysis.ca125_uln_u_per_ml, cutoff))
-        for name in ("06_progression", "07_accounting"):
-            stage(name, partial(con.execute, _sql(f"{name}.sql")))
-        stage(
-            "gcig progression", lambda: _gcig_progression(con, config.analysis.ca125_uln_u_per_ml)
-        )
-        stage("08_resource_accounting", partial(con.execute, _sql("08_resource_accounting.sql")))
+        scripts("06_progression", "07_accounting")
+        uln = config.analysis.ca125_uln_u_per_ml
+        stage("gcig progression", lambda: _gcig_progression(con, uln))
+        scripts("08_resource_accounting")
         result.rows = count_rows(con, CORE_TABLES, run_log=build_runs)
         result.seconds = round(time.perf_counter() - started, 3)
         record_run(

@@ -1,5 +1,5 @@
-"""A failing core build says which stage failed with DuckDB's own first line, not DuckDB's
-advice ("See also https://duckdb.org/...") and never a quoted value."""
+"""A failing core build says which stage and statement failed with DuckDB's own first line,
+not DuckDB's advice ("See also https://duckdb.org/...") and never a quoted value."""
 
 from __future__ import annotations
 
@@ -23,13 +23,20 @@ def test_a_failing_stage_is_named_with_duckdbs_first_line(
         build,
         "_sql",
         lambda name: (
-            "SELECT * FROM core_stage.no_such_table" if name == "03_ca125.sql" else real(name)
+            "CREATE TABLE core_stage.ok AS SELECT 1 AS x;\n"
+            "-- the second statement fails\n"
+            "INSERT INTO core.ca125_measurements BY NAME SELECT * FROM core_stage.no_such_table"
+            if name == "03_ca125.sql"
+            else real(name)
         ),
     )
     with work_db(config) as con, pytest.raises(CoreBuildError) as err:
         build_core(con, config, key=KEY, today=TODAY)
     message = str(err.value)
-    assert message.startswith("stage 03_ca125: Catalog Error: Table with name no_such_table")
+    assert message.startswith(
+        "stage 03_ca125: INSERT core.ca125_measurements: Catalog Error: "
+        "Table with name no_such_table"
+    )
     assert "\n" not in message and "See also" not in message
 
 
