@@ -8,21 +8,29 @@ WITH rs AS (
     WHERE r.status IS DISTINCT FROM 'entered-in-error'
       AND (r.study IS NULL OR r.study = getvariable('study_nct'))
 ),
+subject_consent AS (  -- her consents: the one she points to, and her patient's research consents
+    -- (two equi-joins: one join on "this id OR that patient" can only be a per-site loop)
+    SELECT rs.site_id, rs.id AS rs_id, c.id, c.id = rs.consent_id AS named, c.date_time,
+           c.status, c.provision_type, c.disclose
+    FROM rs JOIN flat.consent c ON c.site_id = rs.site_id AND c.id = rs.consent_id
+    UNION
+    SELECT rs.site_id, rs.id AS rs_id, c.id, c.id IS NOT DISTINCT FROM rs.consent_id, c.date_time,
+           c.status, c.provision_type, c.disclose
+    FROM rs JOIN flat.consent c ON c.site_id = rs.site_id AND c.patient_id = rs.patient_id
+),
 consent AS (  -- the consent the subject points to, else the patient's latest research consent
-    SELECT rs.site_id, rs.id AS rs_id, c.date_time, c.status, c.provision_type, c.disclose,
-           row_number() OVER (PARTITION BY rs.site_id, rs.id
-                              ORDER BY (c.id = rs.consent_id) DESC, c.date_time DESC, c.id) AS pick
-    FROM rs JOIN flat.consent c
-      ON c.site_id = rs.site_id AND (c.id = rs.consent_id OR c.patient_id = rs.patient_id)
-    WHERE c.status IS DISTINCT FROM 'entered-in-error'
+    SELECT site_id, rs_id, date_time, status, provision_type, disclose,
+           row_number() OVER (PARTITION BY site_id, rs_id
+                              ORDER BY named DESC, date_time DESC, id) AS pick
+    FROM subject_consent
+    WHERE status IS DISTINCT FROM 'entered-in-error'
 ),
 withdrawn AS (  -- consent withdrawn: the subject's latest research consent is inactive
     SELECT site_id, rs_id FROM (
-        SELECT rs.site_id, rs.id AS rs_id, c.status,
-               row_number() OVER (PARTITION BY rs.site_id, rs.id ORDER BY c.date_time DESC, c.id) AS latest
-        FROM rs JOIN flat.consent c
-          ON c.site_id = rs.site_id AND (c.id = rs.consent_id OR c.patient_id = rs.patient_id)
-        WHERE c.status IS DISTINCT FROM 'entered-in-error'
+        SELECT site_id, rs_id, status,
+               row_number() OVER (PARTITION BY site_id, rs_id ORDER BY date_time DESC, id) AS latest
+        FROM subject_consent
+        WHERE status IS DISTINCT FROM 'entered-in-error'
     ) WHERE latest = 1 AND status = 'inactive'
 ),
 base AS (
@@ -64,11 +72,40 @@ WHERE r.status IS DISTINCT FROM 'entered-in-error'
   AND (r.study IS NULL OR r.study = getvariable('study_nct'))
   AND u.usubjid NOT IN (SELECT usubjid FROM core.subjects);
 
--- Patient id -> usubjid, for the other tables' joins. It stays in the working database's
--- staging schema: a site's Patient id can be its MRN, so no core table carries it.
+-- Patient id -> usubjid. It stays in the working database's staging schema: a site's Patient
+-- id can be its MRN, so no core table carries it.
 CREATE OR REPLACE TABLE core_stage.subject_of_patient AS
 SELECT r.site_id, r.patient_id, min(u.usubjid) AS usubjid
 FROM flat.research_subject r
 JOIN core_stage.usubjids u ON u.site_id = r.site_id AND u.research_subject_id = r.id
 JOIN core.subjects s ON s.usubjid = u.usubjid
 GROUP BY ALL;
+
+-- Each resource's patient, and whether it has the full date core reads it by.
+CREATE OR REPLACE TABLE core_stage.resource_patient AS
+SELECT site_id, resource_type, id, patient_id,
+       TRY_CAST(substr(day, 1, 10) AS DATE) IS NOT NULL AS dated
+FROM (
+    SELECT site_id, 'Observation' AS resource_type, id, patient_id,
+           coalesce(effective, effective_start) AS day FROM flat.observation
+    UNION ALL SELECT site_id, 'Condition', id, patient_id, coalesce(onset, recorded) FROM flat.condition
+    UNION ALL SELECT site_id, 'Procedure', id, patient_id, coalesce(performed, performed_start) FROM flat.procedure
+    UNION ALL SELECT site_id, 'MedicationAdministration', id, patient_id, coalesce(effective, effective_start) FROM flat.medication_administration
+    UNION ALL SELECT site_id, 'MedicationRequest', id, patient_id, coalesce(start, authored) FROM flat.medication_request
+    UNION ALL SELECT site_id, 'MedicationStatement', id, patient_id, coalesce(start, effective) FROM flat.medication_statement
+    UNION ALL SELECT site_id, 'Consent', id, patient_id, date_time FROM flat.consent
+    UNION ALL SELECT site_id, 'ResearchSubject', id, patient_id, NULL FROM flat.research_subject
+    UNION ALL SELECT site_id, 'Patient', id, id, NULL FROM flat.patient
+);
+
+-- Resource -> usubjid, for every resource of a trial subject. The later statements join a
+-- resource to its subject by the resource's own key (site_id, resource_type, id), as they join
+-- it to its concept: every relation of a join then shares that key, so whichever order DuckDB
+-- joins them in, no intermediate result can hold more rows than the resources. (Joining by
+-- patient_id beside the resource key left a concept table and a subject table sharing only
+-- site_id: a cross product per site whenever the optimiser joined those two first.) This
+-- statement is the only join by patient_id, and it joins two relations.
+CREATE OR REPLACE TABLE core_stage.resource_subject AS
+SELECT r.site_id, r.resource_type, r.id, s.usubjid
+FROM core_stage.resource_patient r
+JOIN core_stage.subject_of_patient s ON s.site_id = r.site_id AND s.patient_id = r.patient_id;

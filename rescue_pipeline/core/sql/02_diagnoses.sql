@@ -8,7 +8,8 @@ WITH primary_condition AS (
     FROM flat.condition c
     JOIN core_stage.resource_concept rc
       ON rc.site_id = c.site_id AND rc.resource_type = 'Condition' AND rc.id = c.id
-    JOIN core_stage.subject_of_patient s ON s.site_id = c.site_id AND s.patient_id = c.patient_id
+    JOIN core_stage.resource_subject s
+      ON s.site_id = c.site_id AND s.resource_type = 'Condition' AND s.id = c.id
     WHERE rc.concept IN ('primary_ovary', 'primary_tube', 'primary_peritoneum', 'primary_other')
       AND c.verification IS DISTINCT FROM 'entered-in-error'
 ),
@@ -25,11 +26,13 @@ site_code AS (
     GROUP BY ALL
 ),
 stage AS (
-    SELECT o.site_id, o.patient_id, f.stage,
-           row_number() OVER (PARTITION BY o.site_id, o.patient_id ORDER BY o.effective, o.id) AS pick
+    SELECT s.usubjid, f.stage,
+           row_number() OVER (PARTITION BY s.usubjid ORDER BY o.effective, o.id) AS pick
     FROM flat.observation o
     JOIN core_stage.resource_concept rc
       ON rc.site_id = o.site_id AND rc.resource_type = 'Observation' AND rc.id = o.id
+    JOIN core_stage.resource_subject s
+      ON s.site_id = o.site_id AND s.resource_type = 'Observation' AND s.id = o.id
     JOIN flat.observation_value_code v ON v.site_id = o.site_id AND v.id = o.id
     JOIN terminology.figo_stage f ON f.code = v.code
     WHERE rc.concept = 'stage_group' AND o.status IS DISTINCT FROM 'entered-in-error'
@@ -40,7 +43,7 @@ parsed AS (
            split_part(p.histology_code, '/', 2) AS behaviour_code
     FROM primary_condition p
 )
-SELECT usubjid,
+SELECT parsed.usubjid,
        CASE concept WHEN 'primary_ovary' THEN 'ovary' WHEN 'primary_tube' THEN 'fallopian_tube'
                     WHEN 'primary_peritoneum' THEN 'primary_peritoneal' ELSE 'other' END AS primary_site,
        k.primary_system, k.primary_code,
@@ -54,5 +57,5 @@ SELECT usubjid,
        TRY_CAST(substr(coalesce(onset, recorded), 1, 10) AS DATE) AS diagnosed_on,
        parsed.site_id, 'Condition' AS source_type, parsed.id AS source_id
 FROM parsed
-LEFT JOIN stage s ON s.site_id = parsed.site_id AND s.patient_id = parsed.patient_id AND s.pick = 1
+LEFT JOIN stage s ON s.usubjid = parsed.usubjid AND s.pick = 1
 LEFT JOIN site_code k ON k.site_id = parsed.site_id AND k.id = parsed.id;

@@ -13,7 +13,8 @@ SELECT s.usubjid,
 FROM flat.observation o
 JOIN core_stage.resource_concept rc
   ON rc.site_id = o.site_id AND rc.resource_type = 'Observation' AND rc.id = o.id
-JOIN core_stage.subject_of_patient s ON s.site_id = o.site_id AND s.patient_id = o.patient_id
+JOIN core_stage.resource_subject s
+  ON s.site_id = o.site_id AND s.resource_type = 'Observation' AND s.id = o.id
 LEFT JOIN terminology.ca125_units u ON u.unit = coalesce(o.value_unit_code, o.value_unit)
 WHERE rc.concept = 'ca125' AND o.status IN ('final', 'amended', 'corrected')
   -- a full date: a result dated to the month or year ("2024-03", valid FHIR) is kept in

@@ -24,5 +24,6 @@ FROM given g
 JOIN core_stage.resource_drug rd
   ON rd.site_id = g.site_id AND rd.resource_type = g.source_type AND rd.id = g.id
 JOIN terminology.drugs d ON d.rxnorm = rd.rxnorm
-JOIN core_stage.subject_of_patient s ON s.site_id = g.site_id AND s.patient_id = g.patient_id
+JOIN core_stage.resource_subject s
+  ON s.site_id = g.site_id AND s.resource_type = g.source_type AND s.id = g.id
 WHERE g.started IS NOT NULL;

@@ -13,7 +13,8 @@ SELECT o.*, rc.concept, a.answer, s.usubjid,
 FROM flat.observation o
 JOIN core_stage.resource_concept rc
   ON rc.site_id = o.site_id AND rc.resource_type = 'Observation' AND rc.id = o.id
-JOIN core_stage.subject_of_patient s ON s.site_id = o.site_id AND s.patient_id = o.patient_id
+JOIN core_stage.resource_subject s
+  ON s.site_id = o.site_id AND s.resource_type = 'Observation' AND s.id = o.id
 LEFT JOIN core_stage.observation_answer a ON a.site_id = o.site_id AND a.id = o.id
 WHERE o.status IN ('final', 'amended', 'corrected');
 
@@ -32,7 +33,8 @@ SELECT s.usubjid,
 FROM flat.procedure p
 JOIN core_stage.resource_concept rc
   ON rc.site_id = p.site_id AND rc.resource_type = 'Procedure' AND rc.id = p.id
-JOIN core_stage.subject_of_patient s ON s.site_id = p.site_id AND s.patient_id = p.patient_id
+JOIN core_stage.resource_subject s
+  ON s.site_id = p.site_id AND s.resource_type = 'Procedure' AND s.id = p.id
 LEFT JOIN residual r ON r.site_id = p.site_id AND r.part_of_procedure = p.id AND r.pick = 1
 WHERE rc.concept LIKE '%_cytoreductive_surgery'
   AND (p.status IS NULL OR p.status NOT IN ('entered-in-error', 'not-done'));
@@ -78,7 +80,8 @@ SELECT s.usubjid, c.site_id, c.id AS source_id,
 FROM flat.condition c
 JOIN core_stage.resource_concept rc
   ON rc.site_id = c.site_id AND rc.resource_type = 'Condition' AND rc.id = c.id
-JOIN core_stage.subject_of_patient s ON s.site_id = c.site_id AND s.patient_id = c.patient_id
+JOIN core_stage.resource_subject s
+  ON s.site_id = c.site_id AND s.resource_type = 'Condition' AND s.id = c.id
 WHERE rc.concept = 'secondary_malignancy'
   AND c.verification IS DISTINCT FROM 'entered-in-error'
   AND TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE) IS NOT NULL;

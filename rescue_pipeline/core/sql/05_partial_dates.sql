@@ -55,7 +55,8 @@ SELECT s.usubjid, 'ca125', o.value_number * u.factor,
 FROM flat.observation o
 JOIN core_stage.resource_concept rc
   ON rc.site_id = o.site_id AND rc.resource_type = 'Observation' AND rc.id = o.id
-JOIN core_stage.subject_of_patient s ON s.site_id = o.site_id AND s.patient_id = o.patient_id
+JOIN core_stage.resource_subject s
+  ON s.site_id = o.site_id AND s.resource_type = 'Observation' AND s.id = o.id
 LEFT JOIN terminology.ca125_units u ON u.unit = coalesce(o.value_unit_code, o.value_unit)
 WHERE rc.concept = 'ca125' AND o.status IN ('final', 'amended', 'corrected')
   AND TRY_CAST(substr(coalesce(o.effective, o.effective_start), 1, 10) AS DATE) IS NULL
@@ -66,7 +67,8 @@ SELECT s.usubjid, 'secondary_onset', NULL, NULL, coalesce(c.onset, c.recorded),
 FROM flat.condition c
 JOIN core_stage.resource_concept rc
   ON rc.site_id = c.site_id AND rc.resource_type = 'Condition' AND rc.id = c.id
-JOIN core_stage.subject_of_patient s ON s.site_id = c.site_id AND s.patient_id = c.patient_id
+JOIN core_stage.resource_subject s
+  ON s.site_id = c.site_id AND s.resource_type = 'Condition' AND s.id = c.id
 WHERE rc.concept = 'secondary_malignancy'
   AND c.verification IS DISTINCT FROM 'entered-in-error'
   AND TRY_CAST(substr(coalesce(c.onset, c.recorded), 1, 10) AS DATE) IS NULL;

@@ -22,7 +22,8 @@ SELECT DISTINCT site_id, resource_type, id FROM (
     UNION ALL SELECT site_id, 'Patient', patient_id FROM core_stage.subject_of_patient
     UNION ALL
     SELECT c.site_id, 'Consent', c.id FROM flat.consent c
-    JOIN core_stage.subject_of_patient s ON s.site_id = c.site_id AND s.patient_id = c.patient_id
+    JOIN core_stage.resource_subject s
+      ON s.site_id = c.site_id AND s.resource_type = 'Consent' AND s.id = c.id
     WHERE c.status IS DISTINCT FROM 'entered-in-error'
     -- Medications lend their code to the doses that reference them
     UNION ALL
@@ -40,26 +41,10 @@ SELECT DISTINCT site_id, resource_type, id FROM (
     SELECT o.site_id, 'Observation', o.id FROM flat.observation o
     JOIN core_stage.resource_concept rc
       ON rc.site_id = o.site_id AND rc.resource_type = 'Observation' AND rc.id = o.id
-    JOIN core_stage.subject_of_patient s ON s.site_id = o.site_id AND s.patient_id = o.patient_id
+    JOIN core_stage.resource_subject s
+      ON s.site_id = o.site_id AND s.resource_type = 'Observation' AND s.id = o.id
     WHERE rc.concept = 'stage_group' AND o.status IS DISTINCT FROM 'entered-in-error'
 ) WHERE id IS NOT NULL;
-
--- Each resource's patient, and the date core reads it by (NULL where it has none).
-CREATE OR REPLACE TEMP TABLE accounting_patient AS
-SELECT site_id, resource_type, id, patient_id,
-       TRY_CAST(substr(day, 1, 10) AS DATE) IS NOT NULL AS dated
-FROM (
-    SELECT site_id, 'Observation' AS resource_type, id, patient_id,
-           coalesce(effective, effective_start) AS day FROM flat.observation
-    UNION ALL SELECT site_id, 'Condition', id, patient_id, coalesce(onset, recorded) FROM flat.condition
-    UNION ALL SELECT site_id, 'Procedure', id, patient_id, coalesce(performed, performed_start) FROM flat.procedure
-    UNION ALL SELECT site_id, 'MedicationAdministration', id, patient_id, coalesce(effective, effective_start) FROM flat.medication_administration
-    UNION ALL SELECT site_id, 'MedicationRequest', id, patient_id, coalesce(start, authored) FROM flat.medication_request
-    UNION ALL SELECT site_id, 'MedicationStatement', id, patient_id, coalesce(start, effective) FROM flat.medication_statement
-    UNION ALL SELECT site_id, 'Consent', id, patient_id, date_time FROM flat.consent
-    UNION ALL SELECT site_id, 'ResearchSubject', id, patient_id, NULL FROM flat.research_subject
-    UNION ALL SELECT site_id, 'Patient', id, id, NULL FROM flat.patient
-);
 
 INSERT INTO core.resource_accounting BY NAME
 WITH current AS (
@@ -90,7 +75,7 @@ classified AS (
                                             'MedicationAdministration', 'MedicationRequest',
                                             'MedicationStatement')
                     THEN 'type_not_read'
-               WHEN c.resource_type <> 'Medication' AND s.patient_id IS NULL
+               WHEN c.resource_type <> 'Medication' AND s.id IS NULL
                     THEN 'not_a_trial_subject'
                WHEN c.resource_type = 'Medication' AND k.id IS NOT NULL THEN 'medication_not_given'
                WHEN c.resource_type IN ('Patient', 'ResearchSubject', 'Consent') THEN 'unaccounted'
@@ -103,12 +88,11 @@ classified AS (
     LEFT JOIN accounting_used u USING (site_id, resource_type, id)
     LEFT JOIN excluded x USING (site_id, resource_type, id)
     LEFT JOIN other_study o ON c.resource_type = 'ResearchSubject' AND o.site_id = c.site_id AND o.id = c.id
-    LEFT JOIN accounting_patient p USING (site_id, resource_type, id)
-    LEFT JOIN core_stage.subject_of_patient s ON s.site_id = p.site_id AND s.patient_id = p.patient_id
+    LEFT JOIN core_stage.resource_patient p USING (site_id, resource_type, id)
+    LEFT JOIN core_stage.resource_subject s USING (site_id, resource_type, id)
     LEFT JOIN coded k USING (site_id, resource_type, id)
     LEFT JOIN recognised r USING (site_id, resource_type, id)
 )
 SELECT site_id, resource_type, reason, count(*) AS resources FROM classified GROUP BY ALL;
 
 DROP TABLE accounting_used;
-DROP TABLE accounting_patient;
