@@ -146,10 +146,11 @@ def _result(
     if message is not None:
         return _failed(run_id, site, suite, e, message, checked_at)
     details = r.result or {}
-    keys = [
+    # sorted: the sample is then the same whatever order DuckDB handed the rows over in
+    keys = sorted(
         str(row.get(suite.key) if isinstance(row, dict) else row)
         for row in details.get("unexpected_index_list") or []
-    ]
+    )
     observed = details.get("observed_value")
     return CheckResult(
         run_id=run_id,
