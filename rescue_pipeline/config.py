@@ -159,6 +159,17 @@ class OrchestrationConfig:
 
 
 @dataclass(frozen=True)
+class DuckDBConfig:
+    """DuckDB's share of the machine while the pipeline writes the warehouse: past memory_limit
+    (a size, or a share of the memory this process may use), large operations spill to
+    temp_directory instead of growing."""
+
+    memory_limit: str = "25%"
+    threads: int | None = None  # None: DuckDB's own default, the processors available
+    temp_directory: Path | None = None  # None: <working database>.tmp beside it
+
+
+@dataclass(frozen=True)
 class AnalysisConfig:
     """Rule settings; recorded with every derivation run."""
 
@@ -183,6 +194,7 @@ class Config:
     sites: tuple[SiteConfig, ...]
     report: Path | None = None
     orchestration: OrchestrationConfig = OrchestrationConfig()
+    duckdb: DuckDBConfig = DuckDBConfig()
 
     @property
     def report_dir(self) -> Path:
@@ -262,6 +274,16 @@ def parse_config(data: Any, path: Path) -> Config:
         sites=sites,
         report=_resolve(base, data["report"]) if data.get("report") else None,
         orchestration=OrchestrationConfig(**(data.get("orchestration") or {})),
+        duckdb=_duckdb(data.get("duckdb") or {}, base),
+    )
+
+
+def _duckdb(data: dict[str, Any], base: Path) -> DuckDBConfig:
+    temp = data.get("temp_directory")
+    return DuckDBConfig(
+        memory_limit=data.get("memory_limit", DuckDBConfig.memory_limit),
+        threads=data.get("threads"),
+        temp_directory=_resolve(base, temp) if temp else None,
     )
 
 

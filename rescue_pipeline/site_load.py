@@ -47,7 +47,7 @@ class SiteLoadError(RuntimeError):
 @contextmanager
 def work_db(config: Config, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
-        con = open_work_db(config.work_db, read_only=read_only)
+        con = open_work_db(config.work_db, read_only=read_only, limits=config.duckdb)
     except duckdb.IOException as exc:
         if "lock" in str(exc).lower():
             who = holder(config.work_db) or "another process (a load is running)"

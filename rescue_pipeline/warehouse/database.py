@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +20,8 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 from sqlalchemy.schema import CreateTable
 
+from rescue_pipeline.config import DuckDBConfig
+from rescue_pipeline.machine import usable_memory
 from rescue_pipeline.warehouse import tables
 
 
@@ -49,19 +51,49 @@ def ddl(tables_: Iterable[Table]) -> list[str]:
     return out
 
 
-MEMORY_ENV = "RESCUE_DUCKDB_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = "4GB"
+MIN_MEMORY = 256 * 2**20
+FALLBACK_MEMORY = 2 * 2**30  # when neither the machine nor a container says how much there is
+_UNITS = {"MB": 10**6, "GB": 10**9, "TB": 10**12, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(MB|GB|TB|MiB|GiB|TiB)|([0-9]+(?:\.[0-9]+)?)%")
 
 
-def open_work_db(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def memory_limit_bytes(setting: str, usable: int | None) -> int:
+    """`2GB`, `1500MiB` or a share (`25%`) of the memory this process may use, never below
+    256 MiB (DuckDB needs some to run at all)."""
+    match = _SIZE.fullmatch(setting.strip())
+    if match is None:
+        raise ValueError(f"duckdb.memory_limit: {setting!r} is not a size or a share")
+    if match[3] is not None:
+        wanted = int((usable or FALLBACK_MEMORY) * float(match[3]) / 100)
+    else:
+        wanted = int(float(match[1]) * _UNITS[match[2]])
+    return max(wanted, MIN_MEMORY)
+
+
+def connection_settings(limits: DuckDBConfig, path: Path) -> dict[str, str | int]:
+    """DuckDB's settings for a connection to the working database at `path`: a memory limit
+    taken from this machine (or the configuration), a spill folder, the threads."""
+    settings: dict[str, str | int] = {
+        "memory_limit": f"{memory_limit_bytes(limits.memory_limit, usable_memory()) // 2**20}MiB",
+        "temp_directory": str(limits.temp_directory or path.with_name(path.name + ".tmp")),
+    }
+    if limits.threads:
+        settings["threads"] = limits.threads
+    return settings
+
+
+def open_work_db(
+    path: Path, *, read_only: bool = False, limits: DuckDBConfig | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open (and, for writers, create or upgrade) the working database.
 
-    DuckDB would otherwise use up to 80% of the machine's memory; a limit (default 4GB, or
-    RESCUE_DUCKDB_MEMORY_LIMIT) makes large builds spill to <file>.tmp, so memory stays bounded.
+    DuckDB would otherwise take up to 80% of the machine's physical memory (more than a
+    container may use): the limit from `limits` (default a quarter of what this process may use)
+    makes large builds spill to the temp directory instead, so memory stays bounded.
     """
-    config: dict[str, str | bool | int | float | list[str]] = {
-        "memory_limit": os.environ.get(MEMORY_ENV) or DEFAULT_MEMORY_LIMIT
-    }
+    config: dict[str, str | bool | int | float | list[str]] = dict(
+        connection_settings(limits or DuckDBConfig(), path)
+    )
     if read_only:
         return duckdb.connect(str(path), read_only=True, config=config)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,120 @@
+"""DuckDB's memory is bounded by design: a limit from this machine (or a container's cgroup), or
+the size or share sites.yaml gives, is set on every connection to the working database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rescue_pipeline.config import ConfigError, DuckDBConfig, load_config
+from rescue_pipeline.machine import cgroup_memory_limit, usable_memory
+from rescue_pipeline.site_load import work_db
+from rescue_pipeline.warehouse.database import MIN_MEMORY, memory_limit_bytes, open_work_db
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("setting", "usable", "expected"),
+    [
+        ("25%", 24 * GIB, 6 * GIB),
+        ("50%", 8 * GIB, 4 * GIB),
+        ("2GB", 24 * GIB, 2 * 10**9),
+        ("1500MiB", None, 1500 * 2**20),
+        ("1.5 GiB", 64 * GIB, int(1.5 * GIB)),
+        ("1%", 4 * GIB, MIN_MEMORY),  # 41 MB would not run a build: the floor
+        ("25%", None, GIB // 2),  # the machine says nothing: a quarter of 2 GiB
+    ],
+)
+def test_the_memory_limit_is_a_size_or_a_share_of_what_the_process_may_use(
+    setting: str, usable: int | None, expected: int
+) -> None:
+    assert memory_limit_bytes(setting, usable) == expected
+
+
+def test_a_containers_limit_is_read_and_no_limit_is_none(tmp_path: Path) -> None:
+    v2, v1, unlimited = tmp_path / "v2", tmp_path / "v1", tmp_path / "unlimited"
+    v2.write_text("3221225472\n")
+    v1.write_text("9223372036854771712\n")  # cgroup v1's "no limit"
+    unlimited.write_text("max\n")
+    assert cgroup_memory_limit((v2,)) == 3 * GIB
+    assert cgroup_memory_limit((v1,)) is None
+    assert cgroup_memory_limit((unlimited, tmp_path / "absent")) is None
+    assert cgroup_memory_limit((unlimited, v2)) == 3 * GIB
+
+
+def test_this_machine_says_how_much_memory_there_is() -> None:
+    usable = usable_memory()
+    assert usable is not None and usable > MIN_MEMORY
+
+
+def test_the_working_database_is_opened_with_the_limit_threads_and_spill_folder(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rescue.work.duckdb"
+    limits = DuckDBConfig(memory_limit="700MiB", threads=1, temp_directory=tmp_path / "spill")
+    con = open_work_db(path, limits=limits)
+    try:
+        settings = dict(
+            con.execute(
+                "SELECT name, value FROM duckdb_settings() "
+                "WHERE name IN ('memory_limit', 'threads', 'temp_directory')"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    assert settings["memory_limit"] in ("700.0 MiB", "734.0 MB")
+    assert settings["threads"] == "1"
+    assert settings["temp_directory"] == str(tmp_path / "spill")
+
+
+def test_by_default_a_quarter_of_the_machine_and_a_spill_folder_beside_the_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "rescue.work.duckdb"
+    con = open_work_db(path)
+    try:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        temp = con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0]
+    finally:
+        con.close()
+    quarter_mib = (usable_memory() or 0) // 4 // 2**20
+    assert limit.endswith("GiB") or limit.endswith("MiB")
+    number, unit = float(limit.split()[0]), limit.split()[1]
+    # DuckDB shows one decimal, cut (5.88 GiB reads 5.8 GiB)
+    assert number * (1024 if unit == "GiB" else 1) == pytest.approx(quarter_mib, abs=103)
+    assert temp == str(tmp_path / "rescue.work.duckdb.tmp")
+
+
+def test_sites_yaml_sets_the_limits_relative_to_the_file(
+    write_config: Callable[..., Path],
+) -> None:
+    path = write_config(
+        {
+            "study_id": "RESCUE",
+            "duckdb": {"memory_limit": "3GB", "threads": 2, "temp_directory": "spill"},
+            "sites": [{"id": "site-a", "source": {"kind": "ndjson", "path": "a"}}],
+        }
+    )
+    config = load_config(path)
+    assert config.duckdb == DuckDBConfig("3GB", 2, path.parent / "spill")
+    with work_db(config) as con:
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert limit == "2.7 GiB"  # 3 GB = 2,861 MiB
+
+
+@pytest.mark.parametrize("value", ["lots", "0GB", "150%", "2 gigabytes", "-1GB", "25"])
+def test_a_memory_limit_that_is_not_a_size_or_share_is_a_configuration_error(
+    write_config: Callable[..., Path], value: str
+) -> None:
+    path = write_config(
+        {
+            "study_id": "RESCUE",
+            "duckdb": {"memory_limit": value},
+            "sites": [{"id": "site-a", "source": {"kind": "ndjson", "path": "a"}}],
+        }
+    )
+    with pytest.raises(ConfigError, match=r"duckdb\.memory_limit"):
+        load_config(path)
