@@ -14,8 +14,6 @@ import os
 import shutil
 import stat
 import tempfile
-import threading
-import time
 import uuid
 import zlib
 from array import array
@@ -224,19 +222,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def watch_parent(parent: int) -> None:
-    """Worker initializer: end this worker when the landing process is gone (a SIGKILL gives
-    the pool no chance to stop it), checked every half second."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="rescue-parent-watch", daemon=True).start()
 
 
 def classify_span(span: Span, spill: str | None = None) -> ClassifiedChunk:

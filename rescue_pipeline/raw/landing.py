@@ -12,11 +12,8 @@ Large loads classify their chunks in worker processes while this process inserts
 
 from __future__ import annotations
 
-import atexit
 import datetime as dt
 import hashlib
-import multiprocessing
-import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -40,8 +37,9 @@ from rescue_pipeline.raw.chunks import (
     private_spill,
     release_spill,
     spill_dir,
-    watch_parent,
 )
+from rescue_pipeline.raw.workers import WORKERS_MAX, available, shutdown_pools
+from rescue_pipeline.raw.workers import pool as worker_pool
 from rescue_pipeline.warehouse.database import transaction
 
 if TYPE_CHECKING:
@@ -50,7 +48,6 @@ if TYPE_CHECKING:
 SPAN_BYTES = 8 * 2**20
 # Below this many bytes to read, worker processes cost more to start than they save.
 PARALLEL_MIN_BYTES = 32 * 2**20
-WORKERS_MAX = 4
 
 # One statement per load, fed by a stream of classified spans: DuckDB then writes whole row
 # groups as it goes (many small INSERTs would leave it all to a slow, single-threaded COMMIT).
@@ -134,30 +131,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-_POOLS: dict[int, ProcessPoolExecutor] = {}
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes kept for the life of this process: starting them costs ~0.5 s each."""
-    pool = _POOLS.get(workers)
-    if pool is None:
-        context = multiprocessing.get_context("spawn")  # fork is unsafe beside DuckDB's threads
-        pool = _POOLS[workers] = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=watch_parent, initargs=(os.getpid(),)
-        )
-        if len(_POOLS) == 1:
-            atexit.register(_shutdown_pools)
-    return pool
-
-
-def _shutdown_pools() -> None:
-    while _POOLS:
-        _POOLS.popitem()[1].shutdown(cancel_futures=True)
-
-
 def _workers_for(files: list[tuple[SourceFile, FilePlan]]) -> int:
     size = sum(plan.size for _, plan in files)
-    return min(os.cpu_count() or 1, WORKERS_MAX) if size >= PARALLEL_MIN_BYTES else 0
+    return available() if size >= PARALLEL_MIN_BYTES else 0
 
 
 def land_files(
@@ -191,8 +167,8 @@ def land_files(
         else:
             todo.append((source, plan))
     if todo:
-        workers = _workers_for(todo) if workers is None else workers
-        pool = _pool(workers) if workers > 0 else None
+        count = _workers_for(todo) if workers is None else workers
+        pool = worker_pool(count) if count > 0 else None
         try:
             with transaction(con):
                 _land(con, site_id, todo, load_id, pool, result, progress)
@@ -200,7 +176,7 @@ def land_files(
             raise SourceError(f"site {site_id}: {exc}") from None
         except BaseException:
             if pool is not None:  # a worker may have died: start afresh next time
-                _shutdown_pools()
+                shutdown_pools()
             raise
     result.files_read = len(todo)
     result.seconds = time.perf_counter() - started

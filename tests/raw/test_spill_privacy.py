@@ -73,8 +73,8 @@ def test_a_killed_process_spill_is_removed_and_a_live_one_kept(tmp_path: Path) -
 def test_workers_end_when_the_landing_process_is_killed(tmp_path: Path) -> None:
     script = (
         "import os, sys, time\n"
-        "from rescue_pipeline.raw.landing import _pool\n"
-        "pool = _pool(2)\n"
+        "from rescue_pipeline.raw.workers import pool\n"
+        "pool = pool(2)\n"
         "list(pool.map(time.sleep, [0.1, 0.1]))\n"
         "print(' '.join(str(p) for p in pool._processes), flush=True)\n"
         "time.sleep(60)\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest.mock import patch
 
 from rescue_pipeline.extract.ndjson import discover
 from rescue_pipeline.raw.landing import land_files, new_load_id
@@ -53,3 +54,24 @@ def test_validation_runs_once_per_version_and_moves_nothing(tmp_path: Path, writ
         con.execute("SELECT count(*) FROM raw.fhir_resources").fetchall()[0][0] == 3
     )  # the invalid one stays
     con.close()
+
+
+def test_worker_processes_validate_as_this_process_does(tmp_path: Path, write_site) -> None:
+    """Several batches through two worker processes: every version once, same outcomes and
+    findings as validating inline, each against its own version."""
+    resources = [obs(f"o{i}", **({"ca125Comment": "x"} if i % 7 == 0 else {})) for i in range(60)]
+    folder = write_site("site-a", {"Observation": resources})
+    results = {}
+    for workers in (0, 2):
+        con = open_work_db(tmp_path / f"w{workers}.duckdb")
+        land_files(con, "site-a", discover(folder, "site-a"), load_id=new_load_id("site-a"))
+        with patch("rescue_pipeline.raw.validation.BATCH", 8):  # 8 batches, several in flight
+            outcome = validate_pending(con, workers=workers)
+        assert outcome.validated == 60 and outcome.outcomes["invalid"] == 9
+        results[workers] = con.execute(
+            "SELECT resource_id, outcome, findings FROM raw.version_validation ORDER BY ALL"
+        ).fetchall()
+        con.close()
+    assert results[0] == results[2]
+    assert ("o7", "invalid", "ca125Comment: Extra inputs are not permitted") in results[2]
+    assert ("o8", "valid", None) in results[2]

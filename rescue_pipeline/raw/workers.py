@@ -1,0 +1,60 @@
+"""The worker processes the raw layer hands CPU work to: classifying spans while the landing
+inserts, validating versions against the FHIR models.
+
+Kept for the life of this process (starting one costs ~0.5 s); started with `spawn`, since a
+fork beside DuckDB's threads is unsafe; each ends by itself when its parent is gone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+WORKERS_MAX = 4
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def watch_parent(parent: int) -> None:
+    """Worker initializer: end this worker when its parent is gone (a SIGKILL gives the pool no
+    chance to stop it), checked every half second."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="rescue-parent-watch", daemon=True).start()
+
+
+def available() -> int:
+    """How many workers this machine can keep busy: its processors, at most WORKERS_MAX."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, WORKERS_MAX))
+
+
+def pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` processes, started on first use and kept."""
+    found = _POOLS.get(workers)
+    if found is None:
+        context = multiprocessing.get_context("spawn")
+        found = _POOLS[workers] = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=watch_parent, initargs=(os.getpid(),)
+        )
+        if len(_POOLS) == 1:
+            atexit.register(shutdown_pools)
+    return found
+
+
+def shutdown_pools() -> None:
+    """Stop every pool (after a failure a worker may have died: the next use starts afresh)."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(cancel_futures=True)
