@@ -88,7 +88,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | None) -> int:
     import duckdb
 
-    from rescue_pipeline.dagster_defs.in_process import instance_for, run_core, run_sites
+    from rescue_pipeline.dagster_defs.in_process import (
+        instance_for,
+        run_core,
+        run_sites,
+        run_validation,
+    )
     from rescue_pipeline.progress import Stage
     from rescue_pipeline.site_load import work_db
     from rescue_pipeline.warehouse.no_space import no_space
@@ -132,6 +137,12 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
         core = run_core(config, instance=instance)
         if not core.success:
             stage.note = f"FAILED: {core.error}"
+    # Nothing published depends on it, so the warehouse and the report come first.
+    validating = dt.datetime.now(dt.UTC)
+    with Stage("validating new versions (FHIR R4B)") as stage:
+        validation = run_validation(config, instance=instance)
+        if not validation.success:
+            stage.note = f"FAILED: {validation.error}"
     held: list[tuple[str, str]] = []
     try:
         # read-write, as the steps opened it: a failed step's connection may still be open
@@ -143,6 +154,8 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
                 _print_quality_summary(con)
                 held = _print_publication(con, not_loaded={f.site_id for f in result.failed})
                 _print_report(config)
+            if validation.success:
+                _print_validation(con, since=validating)
     except duckdb.Error as exc:  # a full disk: the errors below still say what happened
         disk_full = no_space(exc)
         if not disk_full:
@@ -161,9 +174,12 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
             f"error: site {site_id} held back, its last published data kept: {reason}",
             file=sys.stderr,
         )
+    if not validation.success:
+        print(f"error: validation: {validation.error}", file=sys.stderr)
     if refused or held:
         return EXIT_QUALITY
-    return EXIT_FAILED if result.failed or not core.success else EXIT_OK
+    ok = not result.failed and core.success and validation.success
+    return EXIT_OK if ok else EXIT_FAILED
 
 
 def _print_quality_summary(con: Any) -> None:
@@ -176,6 +192,19 @@ def _print_quality_summary(con: Any) -> None:
         f"Quality: {sum(counts.values())} checks; "
         f"{counts.get(('critical', False), 0)} critical failures, "
         f"{counts.get(('warning', False), 0)} warnings (quality.results)"
+    )
+
+
+def _print_validation(con: Any, *, since: dt.datetime) -> None:
+    rows = con.execute(
+        "SELECT outcome, count(*) FROM raw.version_validation WHERE validated_at >= ? "
+        "GROUP BY ALL ORDER BY 1",
+        [since],
+    ).fetchall()
+    counts = ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in rows)
+    total = sum(n for _, n in rows)
+    _say(
+        f"Validated: {total} new versions{': ' + counts if counts else ''} (raw.version_validation)"
     )
 
 

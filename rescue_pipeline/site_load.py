@@ -257,7 +257,8 @@ def _finish(
 def validate_site(
     config: Config, site_id: str | None = None, progress: Callable[[int], None] | None = None
 ) -> ValidationResult:
-    """Full FHIR validation of the versions not validated yet (off the landing's path)."""
+    """Full FHIR validation of the versions not validated yet (all sites, or `site_id`'s),
+    off the publish's path."""
     with work_db(config) as con:
         return validate_pending(con, site_id=site_id, progress=progress)
 

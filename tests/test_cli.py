@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from rescue_pipeline.cli import main
+from rescue_pipeline.dagster_defs.keys import RAW_VALIDATION
 
 
 @pytest.fixture(autouse=True)
@@ -203,10 +204,14 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
     import dagster as dg
 
     instance = dg.DagsterInstance.from_config(str(tmp_path / "demo" / "dagster_home"))
-    assert len(instance.get_runs()) == 4  # one per site, then core and analysis
+    runs = instance.get_runs()  # newest first
+    assert len(runs) == 5  # one per site, then core to report, then the validation
+    validated = instance.get_latest_materialization_event(RAW_VALIDATION)
+    assert validated is not None and validated.run_id == runs[0].run_id
+    assert "Validated: " in out and "new versions" in out
     from dagster import DagsterEventType
 
-    last = instance.get_runs(limit=1)[0]
+    last = runs[1]
     evaluations = instance.get_records_for_run(
         last.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION
     ).records

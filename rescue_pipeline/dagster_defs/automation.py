@@ -3,11 +3,13 @@ per site, a replay after every successful load, an hourly freshness check, and a
 failed run.
 
 Jobs (each launchable from the UI's launchpad):
-- `site_load` (partitioned by site): the site's extract and landing, and its validation;
+- `site_load` (partitioned by site): the site's extract and landing;
 - `site_full_reload`: the same with `full: true` (files re-read, watermarks ignored);
 - `replay`: core, analysis, checks, publish and report re-derived from the raw layer as it is,
   nothing fetched. It follows every successful load (sensor `replay_after_loads`), and is the
   backfill of this pipeline after a rule or concept-map change;
+- `validate`: full FHIR validation of the versions landed since, after each successful replay
+  (sensor `validate_after_replay`): nothing published waits for it;
 - `freshness`: the per-site staleness check alone (hourly).
 
 Site loads run in parallel, one per site at a time; a failed site does not hold the others, and
@@ -41,21 +43,23 @@ from rescue_pipeline.extract.http import scrub
 SITE_JOB = "site_load"
 FULL_JOB = "site_full_reload"
 REPLAY_JOB = "replay"
+VALIDATE_JOB = "validate"
 FRESHNESS_JOB = "freshness"
 FRESHNESS_CRON = "15 * * * *"
 
 
 def build_jobs(freshness: dg.AssetChecksDefinition) -> list[UnresolvedAssetJobDefinition]:
-    raw = dg.AssetSelection.assets(RAW_RESOURCES, RAW_VALIDATION)
+    load = dg.AssetSelection.assets(RAW_RESOURCES)
+    validation = dg.AssetSelection.assets(RAW_VALIDATION)
     return [
         dg.define_asset_job(
             SITE_JOB,
-            selection=raw,
-            description="One site's load (incremental) and validation; a replay follows.",
+            selection=load,
+            description="One site's load (incremental); a replay follows.",
         ),
         dg.define_asset_job(
             FULL_JOB,
-            selection=raw,
+            selection=load,
             config={"ops": {LOAD_OP: {"config": {"full": True}}}},
             run_tags={FULL_TAG: "true"},
             description="One site's full reload (`rescue run --full`): every file re-read, "
@@ -63,10 +67,16 @@ def build_jobs(freshness: dg.AssetChecksDefinition) -> list[UnresolvedAssetJobDe
         ),
         dg.define_asset_job(
             REPLAY_JOB,
-            selection=dg.AssetSelection.all() - raw,
+            selection=dg.AssetSelection.all() - load - validation,
             run_tags={PUBLISH_TAG: "true"},
             description="Core, analysis, checks, publish and report re-derived from the raw "
             "layer as it is, without fetching (after a rule or concept-map change).",
+        ),
+        dg.define_asset_job(
+            VALIDATE_JOB,
+            selection=validation,
+            description="Full FHIR validation of every version not validated yet (after each "
+            "replay; nothing published waits for it).",
         ),
         dg.define_asset_job(
             FRESHNESS_JOB,
@@ -186,6 +196,39 @@ def replay_sensor(
     return replay_after_loads
 
 
+def validate_sensor(
+    config: Config, jobs: dict[str, UnresolvedAssetJobDefinition]
+) -> dg.SensorDefinition:
+    """After a replay has published, validate what was landed since (one run waiting is
+    enough: it validates everything not validated yet)."""
+
+    @dg.run_status_sensor(
+        name="validate_after_replay",
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        monitored_jobs=[jobs[REPLAY_JOB]],
+        request_job=jobs[VALIDATE_JOB],
+        default_status=_sensor_status(config),
+        description="Validates the newly landed versions once a replay has published.",
+    )
+    def validate_after_replay(
+        context: dg.RunStatusSensorContext,
+    ) -> dg.RunRequest | dg.SkipReason:
+        waiting = context.instance.get_run_records(
+            dg.RunsFilter(
+                job_name=VALIDATE_JOB,
+                statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
+            ),
+            limit=1,
+        )
+        if waiting:
+            return dg.SkipReason(f"validate {waiting[0].dagster_run.run_id} is queued already")
+        return dg.RunRequest(
+            run_key=f"after/{context.dagster_run.run_id}", tags={TRIGGER_TAG: "after-replay"}
+        )
+
+    return validate_after_replay
+
+
 def failure_sensor(config: Config) -> dg.SensorDefinition:
     """Writes into a failed run's own log what failed, for which site and why (secrets
     scrubbed), as one event with the details as metadata; `dagster` shows it with the run."""
@@ -247,5 +290,6 @@ def build_automation(
     )
     sensors = [s for site in config.sites if (s := drop_sensor(config, site)) is not None]
     sensors.append(replay_sensor(config, by_name))
+    sensors.append(validate_sensor(config, by_name))
     sensors.append(failure_sensor(config))
     return schedules, sensors

@@ -177,23 +177,22 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
     @dg.asset(
         key=RAW_VALIDATION,
         group_name="raw",
-        partitions_def=partitions,
         deps=[RAW_RESOURCES],
         kinds={"duckdb"},
         pool=WAREHOUSE_POOL,
         description=(
-            "Full FHIR validation (fhir.resources R4B models) of each new version, once, "
-            "beside the landing: findings are recorded, resources are never moved."
+            "Full FHIR validation (fhir.resources R4B models) of every version not validated "
+            "yet, in worker processes; findings are recorded, resources are never moved and "
+            "nothing published depends on it, so it runs after the publish (job `validate`)."
         ),
     )
-    def raw_version_validation(
-        context: dg.AssetExecutionContext, rescue: RescueConfig
-    ) -> dg.MaterializeResult:
-        result = validate_site(rescue.load(), context.partition_key)
+    def raw_version_validation(rescue: RescueConfig) -> dg.MaterializeResult:
+        result = validate_site(rescue.load())
         return dg.MaterializeResult(
             metadata={
                 "validated": result.validated,
                 "outcomes": dict(result.outcomes),
+                "seconds": round(result.seconds, 2),
                 "resources_per_second": round(result.per_second, 1),
             }
         )

@@ -21,7 +21,7 @@ from rescue_pipeline.dagster_defs.definitions import (
     build_quality_checks,
 )
 from rescue_pipeline.dagster_defs.failures import failure_reason
-from rescue_pipeline.dagster_defs.keys import PUBLISHED
+from rescue_pipeline.dagster_defs.keys import PUBLISHED, RAW_RESOURCES, RAW_VALIDATION
 from rescue_pipeline.stopping import StopRequested, stop_requested, stop_signal
 
 # The command line prints its own one-line errors; Dagster's console logger would add tracebacks.
@@ -68,8 +68,8 @@ def run_sites(
     on_done: Callable[[SiteRun], None] | None = None,
 ) -> PipelineRun:
     assets = build_assets(config, retries=False)  # a failed site is reported at once
-    # The site's partition of the raw assets only: core and later run once, after every site.
-    raw_keys = [key for a in assets for key in a.keys if key.path[0] == "raw"]
+    # The site's landing only: core and later run once, after every site; validation last.
+    raw_keys = [RAW_RESOURCES]
     resources = {"rescue": RescueConfig(config_path=str(config.path.resolve()))}
     out = PipelineRun()
     for site_id in site_ids:
@@ -152,5 +152,26 @@ def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
             if published
             else f"stopped by {stop_signal()} during core, analysis, quality or publish",
             published=published,
+        )
+    return SiteRun("all", result.success, result.run_id, error)
+
+
+def run_validation(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
+    """Validate every version not validated yet (after the publish: nothing waits for it)."""
+    assets = build_assets(config, retries=False)
+    result = dg.materialize(
+        assets,
+        selection=[RAW_VALIDATION],
+        resources={"rescue": RescueConfig(config_path=str(config.path.resolve()))},
+        instance=instance,
+        run_config=_QUIET,
+        raise_on_error=False,
+    )
+    failures = result.get_step_failure_events()
+    error = failure_reason(failures[0]) if failures else None
+    if not result.success and _stopped(result):
+        raise StopRequested(
+            f"stopped by {stop_signal()} while validating, after the publish and the report",
+            published=True,
         )
     return SiteRun("all", result.success, result.run_id, error)

@@ -15,7 +15,13 @@ from dagster._core.storage.dagster_run import DagsterRun
 
 from rescue_pipeline.config import load_config
 from rescue_pipeline.dagster_defs.definitions import build_definitions
-from rescue_pipeline.dagster_defs.keys import LOAD_OP, RAW_RESOURCES, SITE_TAG
+from rescue_pipeline.dagster_defs.keys import (
+    LOAD_OP,
+    PUBLISHED,
+    RAW_RESOURCES,
+    RAW_VALIDATION,
+    SITE_TAG,
+)
 from tests.dagster_defs.conftest import add_drop
 
 
@@ -61,7 +67,12 @@ def test_automation_running_starts_schedules_and_sensors(cohort: Callable[..., P
     assert defs.get_schedule_def("nightly_site_a").default_status == (
         dg.DefaultScheduleStatus.RUNNING
     )
-    for name in ("drops_site_a", "replay_after_loads", "rescue_run_failures"):
+    for name in (
+        "drops_site_a",
+        "replay_after_loads",
+        "validate_after_replay",
+        "rescue_run_failures",
+    ):
         assert defs.get_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
 
 
@@ -259,6 +270,43 @@ def test_a_successful_load_is_followed_by_one_replay(
 
         instance.add_run(DagsterRun(job_name="replay", status=dg.DagsterRunStatus.NOT_STARTED))
         assert isinstance(sensor(context), dg.SkipReason)  # type: ignore[operator]
+
+
+def test_a_successful_replay_is_followed_by_one_validation(
+    cohort: Callable[..., Path], tmp_path: Path
+) -> None:
+    defs = _defs(cohort())
+    sensor = defs.get_sensor_def("validate_after_replay")
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        replay = instance.add_run(DagsterRun(job_name="replay", status=dg.DagsterRunStatus.SUCCESS))
+        event = dg.DagsterEvent(
+            event_type_value=dg.DagsterEventType.RUN_SUCCESS.value, job_name="replay"
+        )
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=event,
+            dagster_instance=instance,
+            dagster_run=replay,
+        )
+        request = sensor(context)  # type: ignore[operator]
+        assert isinstance(request, dg.RunRequest)
+        assert request.run_key == f"after/{replay.run_id}"
+
+        instance.add_run(DagsterRun(job_name="validate", status=dg.DagsterRunStatus.NOT_STARTED))
+        assert isinstance(sensor(context), dg.SkipReason)  # type: ignore[operator]
+
+
+def test_loads_do_not_wait_for_validation_and_replays_publish_without_it(
+    cohort: Callable[..., Path],
+) -> None:
+    defs = _defs(cohort())
+    selected = {
+        job: defs.get_job(job).asset_layer.selected_asset_keys
+        for job in ("site_load", "site_full_reload", "replay", "validate")
+    }
+    assert selected["site_load"] == selected["site_full_reload"] == {RAW_RESOURCES}
+    assert RAW_VALIDATION not in selected["replay"] and PUBLISHED in selected["replay"]
+    assert selected["validate"] == {RAW_VALIDATION}
 
 
 @pytest.mark.slow
