@@ -36,15 +36,14 @@ from rescue_pipeline.warehouse.core_tables import recurrences as recurrences_tab
 from rescue_pipeline.warehouse.core_tables import regimens as regimens_table
 from rescue_pipeline.warehouse.database import (
     count_rows,
-    insert_columns,
     rebuild_tables,
     record_run,
     transaction,
 )
 from rescue_pipeline.warehouse.statements import ScriptError, run_script
+from rescue_pipeline.warehouse.streams import ColumnSink, by_subject, insert_arrow
 
 STUDY_NCT = "NCT07295132"
-REGIMEN_BATCH = 200_000  # administrations per batch streamed into the regimen rule
 
 
 @dataclass
@@ -247,38 +246,26 @@ def _ages(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _regimens(con: duckdb.DuckDBPyConnection, gap_days: int) -> None:
-    """Lines of therapy per subject, in subject order, a slice at a time: the rows stay in a
-    columnar Arrow table and only one slice at a time becomes Python objects."""
+    """Lines of therapy, a subject at a time from a stream of administrations in subject
+    order; only one subject's doses are Python objects at once."""
     breaks: dict[str, list[dt.date]] = defaultdict(list)
     for usubjid, day in con.execute(BREAKS_SQL).fetchall():
         breaks[usubjid].append(day)
-    table = con.sql(
+    out = ColumnSink(regimens_table)
+    for usubjid, doses in by_subject(
+        con,
         "SELECT usubjid, site_id, started_on, drug, drug_class, platinum, maintenance_capable, "
         "source_type, source_id, ended_on FROM core.drug_administrations "
         # a dose dated to the month or year has no place in a line (core.partial_dates has it)
-        "WHERE started_on IS NOT NULL ORDER BY usubjid"
-    ).to_arrow_table()
-    current: tuple[str, str] | None = None
-    administrations: list[Administration] = []
-    for offset in range(0, table.num_rows, REGIMEN_BATCH):
-        batch = table.slice(offset, REGIMEN_BATCH)
-        out: dict[str, list[Any]] = defaultdict(list)
-        columns = batch.to_pydict()
-        for usubjid, site, *fields in zip(*columns.values(), strict=True):
-            if (usubjid, site) != current:
-                if current is not None:
-                    _add_regimens(out, current, administrations, gap_days, breaks)
-                current, administrations = (usubjid, site), []
-            administrations.append(Administration(*fields))
-        insert_columns(con, regimens_table, out)
-    if current is not None:
-        out = defaultdict(list)
-        _add_regimens(out, current, administrations, gap_days, breaks)
-        insert_columns(con, regimens_table, out)
+        "WHERE started_on IS NOT NULL ORDER BY usubjid",
+    ):
+        administrations = [Administration(*fields) for _site, *fields in doses]
+        _add_regimens(out, (usubjid, doses[0][0]), administrations, gap_days, breaks)
+    insert_arrow(con, regimens_table, out.table())
 
 
 def _add_regimens(
-    out: dict[str, list[Any]],
+    out: ColumnSink,
     subject: tuple[str, str],
     administrations: list[Administration],
     gap_days: int,
@@ -287,50 +274,50 @@ def _add_regimens(
     usubjid, site = subject
     for regimen in group_lines(administrations, gap_days=gap_days, breaks=breaks.get(usubjid, ())):
         first = min(regimen.administrations, key=lambda a: (a.day, a.source_id))
-        values = {
-            "usubjid": usubjid,
-            "line": regimen.line,
-            "maintenance": regimen.maintenance,
-            "drugs": ", ".join(regimen.drugs),
-            "platinum": regimen.platinum,
-            "started_on": regimen.start,
-            "ended_on": regimen.end,
-            "cycles": regimen.cycles,
-            "administrations": len(regimen.administrations),
-            "site_id": site,
-            "source_type": first.source_type,
-            "source_id": first.source_id,
-        }
-        for k, v in values.items():
-            out[k].append(v)
+        out.add(
+            {
+                "usubjid": usubjid,
+                "line": regimen.line,
+                "maintenance": regimen.maintenance,
+                "drugs": ", ".join(regimen.drugs),
+                "platinum": regimen.platinum,
+                "started_on": regimen.start,
+                "ended_on": regimen.end,
+                "cycles": regimen.cycles,
+                "administrations": len(regimen.administrations),
+                "site_id": site,
+                "source_type": first.source_type,
+                "source_id": first.source_id,
+            }
+        )
 
 
 def _recurrences(con: duckdb.DuckDBPyConnection, uln: float, cutoff: dt.date) -> None:
     first_line = first_line_ends(con)
     until = recurrence_limits(con, cutoff)
-    events = con.execute(RECURRENCE_EVENTS_SQL, {"uln": uln}).fetchall()
-    by_subject: dict[str, list[DiseaseEvent]] = defaultdict(list)
-    sites: dict[str, str] = {}
-    for usubjid, site, day, kind, stype, sid in events:
-        if day is not None:
-            by_subject[usubjid].append(DiseaseEvent(day, kind, stype, sid))
-            sites[usubjid] = site
-    out: dict[str, list[Any]] = defaultdict(list)
-    for usubjid, subject_events in by_subject.items():
+    out = ColumnSink(recurrences_table)
+    for usubjid, events in by_subject(
+        con,
+        f"SELECT * FROM ({RECURRENCE_EVENTS_SQL}) WHERE day IS NOT NULL ORDER BY usubjid",
+        {"uln": uln},
+    ):
         end = first_line.get(usubjid)
         if end is None or usubjid not in until:
             continue  # no first line of treatment recorded: nothing can be a recurrence
+        site = events[0][0]
+        subject_events = [DiseaseEvent(day, kind, st, sid) for _, day, kind, st, sid in events]
         for rec in find_recurrences(subject_events, first_line_end=end, until=until[usubjid]):
-            for k, v in (
-                ("usubjid", usubjid),
-                ("number", rec.number),
-                ("recurred_on", rec.day),
-                ("site_id", sites[usubjid]),
-                ("source_type", rec.source_type),
-                ("source_id", rec.source_id),
-            ):
-                out[k].append(v)
-    insert_columns(con, recurrences_table, out)
+            out.add(
+                {
+                    "usubjid": usubjid,
+                    "number": rec.number,
+                    "recurred_on": rec.day,
+                    "site_id": site,
+                    "source_type": rec.source_type,
+                    "source_id": rec.source_id,
+                }
+            )
+    insert_arrow(con, recurrences_table, out.table())
 
 
 def first_line_ends(con: duckdb.DuckDBPyConnection) -> dict[str, dt.date]:
@@ -356,8 +343,8 @@ def recurrence_limits(con: duckdb.DuckDBPyConnection, cutoff: dt.date) -> dict[s
 # The dated disease events a recurrence is read from (rule book §3): usubjid, site, day, kind,
 # source type, source id. The analysis re-reads them for subjects with partially dated events.
 RECURRENCE_EVENTS_SQL = """
-        SELECT usubjid, site_id, assessed_on,
-               CASE status WHEN 'ned' THEN 'disease_free' ELSE 'worsening' END,
+        SELECT usubjid, site_id, assessed_on AS day,
+               CASE status WHEN 'ned' THEN 'disease_free' ELSE 'worsening' END AS kind,
                source_type, source_id
         FROM core.disease_statuses WHERE status IN ('ned', 'worsened') AND assessed_on IS NOT NULL
         UNION ALL
@@ -375,37 +362,38 @@ RECURRENCE_EVENTS_SQL = """
 
 
 def _gcig_progression(con: duckdb.DuckDBPyConnection, uln: float) -> None:
-    """GCIG CA-125 progression after randomisation, as progression_events with basis 'gcig'."""
-    rows = con.execute(
+    """GCIG CA-125 progression after randomisation, as progression_events with basis 'gcig';
+    a randomised subject at a time."""
+    out = ColumnSink(progression_events)
+    for usubjid, samples in by_subject(
+        con,
         """
         SELECT c.usubjid, c.site_id, c.measured_on, c.value_u_per_ml, c.source_id,
                c.measured_on > s.randomised_on AS after
         FROM core.ca125_measurements c JOIN core.subjects s USING (usubjid)
         WHERE s.randomised_on IS NOT NULL AND c.value_u_per_ml IS NOT NULL
         ORDER BY c.usubjid, c.measured_on, c.source_id
-        """
-    ).fetchall()
-    baseline: dict[str, float] = {}
-    after: dict[str, list[Ca125]] = defaultdict(list)
-    sites: dict[str, str] = {}
-    for usubjid, site, day, value, sid, is_after in rows:
-        sites[usubjid] = site
-        if is_after:
-            after[usubjid].append(Ca125(day, float(value), sid))
-        else:
-            baseline[usubjid] = float(value)
-    out: dict[str, list[Any]] = defaultdict(list)
-    for usubjid, values in after.items():
-        found = gcig_progression(values, baseline=baseline.get(usubjid), uln=uln)
+        """,
+    ):
+        site = samples[0][0]
+        baseline: float | None = None
+        after: list[Ca125] = []
+        for _site, day, value, sid, is_after in samples:
+            if is_after:
+                after.append(Ca125(day, float(value), sid))
+            else:
+                baseline = float(value)
+        found = gcig_progression(after, baseline=baseline, uln=uln) if after else None
         if found is None:
             continue
-        for key, value in (
-            ("usubjid", usubjid),
-            ("progressed_on", found.day),
-            ("basis", "gcig"),
-            ("site_id", sites[usubjid]),
-            ("source_type", "Observation"),
-            ("source_id", found.evidence[0]),
-        ):
-            out[key].append(value)
-    insert_columns(con, progression_events, out)
+        out.add(
+            {
+                "usubjid": usubjid,
+                "progressed_on": found.day,
+                "basis": "gcig",
+                "site_id": site,
+                "source_type": "Observation",
+                "source_id": found.evidence[0],
+            }
+        )
+    insert_arrow(con, progression_events, out.table())
