@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from rescue_pipeline.config import Config
+from rescue_pipeline.config import AnalysisConfig, Config
 from rescue_pipeline.core.build import RECURRENCE_EVENTS_SQL, first_line_ends, recurrence_limits
 from rescue_pipeline.rules import eligibility as elig
 from rescue_pipeline.rules import partial_dates, screening, tte
@@ -28,11 +28,15 @@ from rescue_pipeline.warehouse import analysis_tables as tables
 from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
 from rescue_pipeline.warehouse.database import (
     count_rows,
-    insert_columns,
     rebuild_tables,
     record_run,
     transaction,
 )
+from rescue_pipeline.warehouse.streams import ColumnSink, insert_arrow
+
+# Subjects whose facts are read and decided together: memory grows with this, not the cohort
+# (a batch's facts are a few hundred MB at most); each batch costs a dozen indexed queries.
+SUBJECTS_PER_BATCH = 10_000
 
 ARM_TEXT = {
     "A": "Secondary cytoreductive surgery + chemotherapy",
@@ -61,6 +65,9 @@ def _grouped(
 def derive_analysis(
     con: duckdb.DuckDBPyConnection, config: Config, *, today: dt.date | None = None
 ) -> AnalysisResult:
+    """Eligibility, ADSL and ADTTE for every subject, SUBJECTS_PER_BATCH subjects at a time: each
+    batch's facts are read by the same set-based queries, decided by the rules and gathered as
+    Arrow columns, so memory grows with the batch, not with the cohort."""
     started = time.perf_counter()
     a = config.analysis
     cutoff = a.data_cutoff or today or dt.date.today()
@@ -76,138 +83,46 @@ def derive_analysis(
     }
     recurrences = _grouped(con, "SELECT usubjid, recurred_on, source_id FROM core.recurrences "
                                 "ORDER BY usubjid, number")  # fmt: skip
-    _screening_windows(con, recurrences, cutoff)
+    batches = [
+        subjects[i : i + SUBJECTS_PER_BATCH] for i in range(0, len(subjects), SUBJECTS_PER_BATCH)
+    ]
+    _screening_windows(
+        con, recurrences, cutoff, {s[0]: n for n, batch in enumerate(batches) for s in batch}
+    )
     with_status = {
         u for (u,) in con.execute(
             "SELECT usubjid FROM core.disease_statuses "
             "UNION SELECT usubjid FROM core.tumour_assessments"
         ).fetchall()
     }  # fmt: skip
-    diagnoses = _grouped(
-        con,
-        # a qualifying primary decides before a recorded, non-qualifying one (primary_site other)
-        "SELECT usubjid, primary_site, behaviour, histology_class, histology_code, source_id, "
-        "primary_code FROM core.diagnoses "
-        "ORDER BY usubjid, primary_site = 'other', diagnosed_on NULLS LAST, source_id",
+    context = _Context(
+        config=config,
+        cutoff=cutoff,
+        ages=ages,
+        recurrences=recurrences,
+        with_status=with_status,
+        first_line=first_line_ends(con),
+        until=recurrence_limits(con, cutoff),
     )
-    platinum = _grouped(
-        con,
-        """
-        SELECT d.usubjid, d.started_on, d.source_id, r.line
-        FROM core.drug_administrations d JOIN screen s USING (usubjid)
-        LEFT JOIN core.regimens r ON r.usubjid = d.usubjid AND NOT r.maintenance
-             AND d.started_on BETWEEN r.started_on AND r.ended_on
-        WHERE d.platinum AND d.started_on <= s.until
-        ORDER BY d.usubjid, d.started_on, d.source_id
-        """,
-    )
-    worsenings = _grouped(
-        con,
-        """
-        SELECT w.usubjid, w.day, w.source_id FROM (
-            SELECT usubjid, assessed_on AS day, source_id FROM core.disease_statuses
-            WHERE status = 'worsened'
-            UNION ALL
-            SELECT usubjid, assessed_on, source_id FROM core.tumour_assessments
-            WHERE response = 'PD'
-        ) w JOIN screen s USING (usubjid) WHERE w.day <= s.until ORDER BY 1, 2, 3
-        """,
-    )
-    assessments = _grouped(
-        con,
-        "SELECT t.usubjid, t.assessed_on, t.response, t.source_id FROM core.tumour_assessments t "
-        "JOIN screen s USING (usubjid) WHERE t.assessed_on <= s.until ORDER BY 1, 2, 4",
-    )
-    ca125 = _grouped(
-        con,
-        "SELECT c.usubjid, c.measured_on, c.value_u_per_ml, c.source_id "
-        "FROM core.ca125_measurements c JOIN screen s USING (usubjid) "
-        "WHERE c.value_u_per_ml IS NOT NULL AND c.measured_on <= s.until ORDER BY 1, 2, 4",
-    )
-    resectability = _grouped(
-        con,
-        "SELECT r.usubjid, r.judged_on, r.judgement, r.source_id FROM core.resectability r "
-        "JOIN screen s USING (usubjid) WHERE r.judged_on <= s.until ORDER BY 1, 2, 4",
-    )
-    findings = _grouped(
-        con,
-        "SELECT f.usubjid, f.finding, f.recorded_on, f.source_id FROM core.screening_findings f "
-        "JOIN screen s USING (usubjid) WHERE f.present AND f.recorded_on <= s.until ORDER BY 1, 3",
-    )
-
-    partial = _partial_records(con, a.ca125_uln_u_per_ml)
-    redated = _Recurrences(con, partial, a.ca125_uln_u_per_ml, cutoff)
-
-    elig_rows: dict[str, list[Any]] = defaultdict(list)
-    summary_rows: dict[str, list[Any]] = defaultdict(list)
-    eligible_of: dict[str, str] = {}
-    for usubjid, site, _arm, _rand, consent_on, transfer, _age, _died, rs_id in subjects:
-        dated = _Dated(
-            platinum=platinum.get(usubjid, []),
-            worsenings=worsenings.get(usubjid, []),
-            assessments=assessments.get(usubjid, []),
-            ca125=ca125.get(usubjid, []),
-            resectability=resectability.get(usubjid, []),
-            findings=findings.get(usubjid, []),
-        )
-        per_reading: list[list[elig.Criterion]] = []
-        extras: list[dict[str, Any]] = []
-        records = partial.get(usubjid, [])
-        for days in partial_dates.readings([r.options for r in records]):
-            lists = dated.with_partial(records, days) if records else dated
-            facts, extra = _facts(
-                usubjid=usubjid,
-                consent_on=consent_on,
-                transfer=transfer,
-                age=ages.get(usubjid, (None, None)),
-                rs_id=rs_id,
-                recurrences=(
-                    redated.of(usubjid, records, days)
-                    if usubjid in redated.subjects
-                    else recurrences.get(usubjid, [])
-                ),
-                has_status=usubjid in with_status,
-                diagnoses=diagnoses.get(usubjid, []),
-                **lists.lists(),
-                uln=a.ca125_uln_u_per_ml,
-            )
-            per_reading.append(elig.assess(facts, pfi_days=a.pfi_sensitive_days))
-            extras.append(extra)
-        criteria = partial_dates.agree(per_reading, [r.source_id for r in records])
-        extra = {k: v if all(e[k] == v for e in extras) else None for k, v in extras[0].items()}
-        eligible, failed, unknown = elig.summary(criteria)
-        eligible_of[usubjid] = eligible
-        for c in criteria:
-            for key, value in (
-                ("usubjid", usubjid), ("criterion", c.code), ("status", c.status),
-                ("value", c.value), ("evidence", ",".join(c.evidence) or None), ("site_id", site),
-            ):  # fmt: skip
-                elig_rows[key].append(value)
-        for key, value in (
-            ("usubjid", usubjid), ("eligible", eligible),
-            ("failed_criteria", ",".join(failed) or None),
-            ("unknown_criteria", ",".join(unknown) or None), *extra.items(), ("site_id", site),
-        ):  # fmt: skip
-            summary_rows[key].append(value)
-
     settings = tte.Settings(
         data_cutoff=cutoff,
         window_days=a.pfs_window_days,
         assessment_interval_days=a.assessment_interval_days,
         assessment_window_days=a.assessment_window_days,
     )
-    adtte_rows = _adtte(
-        con, config.study_id, subjects, settings, a.pfs_censor_new_therapy, a.pfs_gcig_progression
-    )
-    adsl_rows = _adsl(config.study_id, subjects, eligible_of, ages)
+    out = _Outputs()
+    for number, members in enumerate(batches):
+        _eligibility(con, context, number, members, out)
+        _adtte(con, config.study_id, number, members, settings, a, out.adtte)
+    adsl = _adsl(config.study_id, subjects, out.eligible_of, ages)
 
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
         rebuild_tables(con, ANALYSIS_TABLES, run_log=tables.derivation_runs)
-        insert_columns(con, tables.eligibility, elig_rows)
-        insert_columns(con, tables.eligibility_summary, summary_rows)
-        insert_columns(con, tables.adsl, adsl_rows)
-        insert_columns(con, tables.adtte, adtte_rows)
+        insert_arrow(con, tables.eligibility, out.eligibility.table())
+        insert_arrow(con, tables.eligibility_summary, out.summary.table())
+        insert_arrow(con, tables.adsl, adsl.table())
+        insert_arrow(con, tables.adtte, out.adtte.table())
         result = AnalysisResult(
             rows=count_rows(con, ANALYSIS_TABLES, run_log=tables.derivation_runs)
         )
@@ -227,6 +142,159 @@ def derive_analysis(
             seconds=result.seconds,
         )  # fmt: skip
     return result
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every batch reads: settings, and the per-subject facts small enough to hold whole."""
+
+    config: Config
+    cutoff: dt.date
+    ages: dict[str, tuple[tuple[int, int] | None, str | None]]
+    recurrences: dict[str, list[tuple[Any, ...]]]
+    with_status: set[str]
+    first_line: dict[str, dt.date]
+    until: dict[str, dt.date]
+
+
+@dataclass
+class _Outputs:
+    """The derived rows, as Arrow columns of each table's types."""
+
+    eligibility: ColumnSink = field(default_factory=lambda: ColumnSink(tables.eligibility))
+    summary: ColumnSink = field(default_factory=lambda: ColumnSink(tables.eligibility_summary))
+    adtte: ColumnSink = field(default_factory=lambda: ColumnSink(tables.adtte))
+    eligible_of: dict[str, str] = field(default_factory=dict)
+
+
+def _eligibility(
+    con: duckdb.DuckDBPyConnection,
+    context: _Context,
+    batch: int,
+    members: list[tuple[Any, ...]],
+    out: _Outputs,
+) -> None:
+    """Each subject of the batch against every criterion, under every reading of her partly
+    dated records (rule book §1 "Dates")."""
+    a = context.config.analysis
+    diagnoses = _grouped(
+        con,
+        # a qualifying primary decides before a recorded, non-qualifying one (primary_site other)
+        "SELECT d.usubjid, d.primary_site, d.behaviour, d.histology_class, d.histology_code, "
+        "d.source_id, d.primary_code FROM core.diagnoses d JOIN screen s USING (usubjid) "
+        "WHERE s.batch = $batch "
+        "ORDER BY d.usubjid, d.primary_site = 'other', d.diagnosed_on NULLS LAST, d.source_id",
+        batch=batch,
+    )
+    platinum = _grouped(
+        con,
+        """
+        SELECT d.usubjid, d.started_on, d.source_id, r.line
+        FROM core.drug_administrations d JOIN screen s USING (usubjid)
+        LEFT JOIN core.regimens r ON r.usubjid = d.usubjid AND NOT r.maintenance
+             AND d.started_on BETWEEN r.started_on AND r.ended_on
+        WHERE s.batch = $batch AND d.platinum AND d.started_on <= s.until
+        ORDER BY d.usubjid, d.started_on, d.source_id
+        """,
+        batch=batch,
+    )
+    worsenings = _grouped(
+        con,
+        """
+        SELECT w.usubjid, w.day, w.source_id FROM (
+            SELECT usubjid, assessed_on AS day, source_id FROM core.disease_statuses
+            WHERE status = 'worsened'
+            UNION ALL
+            SELECT usubjid, assessed_on, source_id FROM core.tumour_assessments
+            WHERE response = 'PD'
+        ) w JOIN screen s USING (usubjid) WHERE s.batch = $batch AND w.day <= s.until
+        ORDER BY 1, 2, 3
+        """,
+        batch=batch,
+    )
+    assessments = _grouped(
+        con,
+        "SELECT t.usubjid, t.assessed_on, t.response, t.source_id FROM core.tumour_assessments t "
+        "JOIN screen s USING (usubjid) WHERE s.batch = $batch AND t.assessed_on <= s.until "
+        "ORDER BY 1, 2, 4",
+        batch=batch,
+    )
+    ca125 = _grouped(
+        con,
+        "SELECT c.usubjid, c.measured_on, c.value_u_per_ml, c.source_id "
+        "FROM core.ca125_measurements c JOIN screen s USING (usubjid) "
+        "WHERE s.batch = $batch AND c.value_u_per_ml IS NOT NULL AND c.measured_on <= s.until "
+        "ORDER BY 1, 2, 4",
+        batch=batch,
+    )
+    resectability = _grouped(
+        con,
+        "SELECT r.usubjid, r.judged_on, r.judgement, r.source_id FROM core.resectability r "
+        "JOIN screen s USING (usubjid) WHERE s.batch = $batch AND r.judged_on <= s.until "
+        "ORDER BY 1, 2, 4",
+        batch=batch,
+    )
+    findings = _grouped(
+        con,
+        "SELECT f.usubjid, f.finding, f.recorded_on, f.source_id FROM core.screening_findings f "
+        "JOIN screen s USING (usubjid) WHERE s.batch = $batch AND f.present "
+        "AND f.recorded_on <= s.until ORDER BY 1, 3",
+        batch=batch,
+    )
+
+    partial = _partial_records(con, a.ca125_uln_u_per_ml, batch)
+    redated = _Recurrences(con, partial, a.ca125_uln_u_per_ml, context.first_line, context.until)
+
+    for usubjid, site, _arm, _rand, consent_on, transfer, _age, _died, rs_id in members:
+        dated = _Dated(
+            platinum=platinum.get(usubjid, []),
+            worsenings=worsenings.get(usubjid, []),
+            assessments=assessments.get(usubjid, []),
+            ca125=ca125.get(usubjid, []),
+            resectability=resectability.get(usubjid, []),
+            findings=findings.get(usubjid, []),
+        )
+        per_reading: list[list[elig.Criterion]] = []
+        extras: list[dict[str, Any]] = []
+        records = partial.get(usubjid, [])
+        for days in partial_dates.readings([r.options for r in records]):
+            lists = dated.with_partial(records, days) if records else dated
+            facts, extra = _facts(
+                usubjid=usubjid,
+                consent_on=consent_on,
+                transfer=transfer,
+                age=context.ages.get(usubjid, (None, None)),
+                rs_id=rs_id,
+                recurrences=(
+                    redated.of(usubjid, records, days)
+                    if usubjid in redated.subjects
+                    else context.recurrences.get(usubjid, [])
+                ),
+                has_status=usubjid in context.with_status,
+                diagnoses=diagnoses.get(usubjid, []),
+                **lists.lists(),
+                uln=a.ca125_uln_u_per_ml,
+            )
+            per_reading.append(elig.assess(facts, pfi_days=a.pfi_sensitive_days))
+            extras.append(extra)
+        criteria = partial_dates.agree(per_reading, [r.source_id for r in records])
+        extra = {k: v if all(e[k] == v for e in extras) else None for k, v in extras[0].items()}
+        eligible, failed, unknown = elig.summary(criteria)
+        out.eligible_of[usubjid] = eligible
+        for c in criteria:
+            out.eligibility.add(
+                {
+                    "usubjid": usubjid, "criterion": c.code, "status": c.status,
+                    "value": c.value, "evidence": ",".join(c.evidence) or None, "site_id": site,
+                }
+            )  # fmt: skip
+        out.summary.add(
+            {
+                "usubjid": usubjid, "eligible": eligible,
+                "failed_criteria": ",".join(failed) or None,
+                "unknown_criteria": ",".join(unknown) or None, **extra, "site_id": site,
+            }
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -287,21 +355,26 @@ class _Recurrences:
         con: duckdb.DuckDBPyConnection,
         partial: dict[str, list[_Partial]],
         uln: float,
-        cutoff: dt.date,
+        first_line: dict[str, dt.date],
+        until: dict[str, dt.date],
     ) -> None:
         self.subjects = {u for u, records in partial.items() if any(r.event for r in records)}
         self.events: dict[str, list[DiseaseEvent]] = defaultdict(list)
-        self.first_line: dict[str, dt.date] = {}
-        self.until: dict[str, dt.date] = {}
+        self.first_line = first_line
+        self.until = until
         if not self.subjects:
             return
-        for usubjid, _site, day, kind, stype, sid in con.execute(
-            RECURRENCE_EVENTS_SQL, {"uln": uln}
-        ).fetchall():
-            if usubjid in self.subjects and day is not None:
-                self.events[usubjid].append(DiseaseEvent(day, kind, stype, sid))
-        self.first_line = first_line_ends(con)
-        self.until = recurrence_limits(con, cutoff)
+        con.register("redated_subjects", pa.table({"usubjid": sorted(self.subjects)}))
+        try:
+            found = con.execute(
+                f"SELECT * FROM ({RECURRENCE_EVENTS_SQL}) e "
+                "SEMI JOIN redated_subjects r USING (usubjid) WHERE e.day IS NOT NULL",
+                {"uln": uln},
+            ).fetchall()
+        finally:
+            con.unregister("redated_subjects")
+        for usubjid, _site, day, kind, stype, sid in found:
+            self.events[usubjid].append(DiseaseEvent(day, kind, stype, sid))
 
     def of(
         self, usubjid: str, records: list[_Partial], days: tuple[dt.date | None, ...]
@@ -318,7 +391,9 @@ class _Recurrences:
         return [(r.day, r.source_id) for r in found]
 
 
-def _partial_records(con: duckdb.DuckDBPyConnection, uln: float) -> dict[str, list[_Partial]]:
+def _partial_records(
+    con: duckdb.DuckDBPyConnection, uln: float, batch: int
+) -> dict[str, list[_Partial]]:
     """Screening records dated only to a month or year that may fall in the window, per subject,
     each as the row its dated query would give and the disease event it is for the recurrences
     (rule book §1 "Dates", §3)."""
@@ -342,9 +417,10 @@ def _partial_records(con: duckdb.DuckDBPyConnection, uln: float) -> dict[str, li
              AND f.site_id = p.site_id AND f.source_id = p.source_id AND f.recorded_on IS NULL
         LEFT JOIN core.drug_administrations da ON p.kind = 'dose' AND da.site_id = p.site_id
              AND da.source_type = p.source_type AND da.source_id = p.source_id
-        WHERE p.earliest <= s.until
+        WHERE s.batch = $batch AND p.earliest <= s.until
         ORDER BY p.usubjid, p.earliest, p.kind, p.source_id
-        """
+        """,
+        {"batch": batch},
     ).fetchall()
     for (usubjid, kind, earliest, latest, until, sid, response, status, judgement, finding,
          present, value, platinum, basis, below_lod, stype, line) in rows:  # fmt: skip
@@ -381,10 +457,14 @@ def _partial_records(con: duckdb.DuckDBPyConnection, uln: float) -> dict[str, li
 
 
 def _screening_windows(
-    con: duckdb.DuckDBPyConnection, recurrences: dict[str, list[tuple[Any, ...]]], cutoff: dt.date
+    con: duckdb.DuckDBPyConnection,
+    recurrences: dict[str, list[tuple[Any, ...]]],
+    cutoff: dt.date,
+    batch_of: dict[str, int],
 ) -> None:
-    """The temporary table `screen` (usubjid, until): the last day of each subject's screening
-    window (rules/screening.py), which every screening query below is cut at."""
+    """The temporary table `screen` (usubjid, until, batch): the last day of each subject's
+    screening window (rules/screening.py), which every screening query below is cut at, and
+    the batch of subjects she is derived with."""
     assessed = _grouped(
         con,
         "SELECT usubjid, assessed_on FROM core.tumour_assessments WHERE assessed_on IS NOT NULL "
@@ -408,7 +488,11 @@ def _screening_windows(
             )
         )
     table = pa.table(
-        {"usubjid": pa.array(usubjids, pa.string()), "until": pa.array(until, pa.date32())}
+        {
+            "usubjid": pa.array(usubjids, pa.string()),
+            "until": pa.array(until, pa.date32()),
+            "batch": pa.array([batch_of[u] for u in usubjids], pa.int32()),
+        }
     )
     con.register("screen_source", table)
     con.execute("CREATE OR REPLACE TEMP TABLE screen AS FROM screen_source")
@@ -492,16 +576,23 @@ def _facts(
 def _adtte(
     con: duckdb.DuckDBPyConnection,
     study_id: str,
+    batch: int,
     subjects: Iterable[tuple[Any, ...]],
     settings: tte.Settings,
-    censor_new_therapy: bool,
-    gcig_progression: bool,
-) -> dict[str, list[Any]]:
+    rules: AnalysisConfig,
+    out: ColumnSink,
+) -> None:
+    """PFS, OS and TFST of the batch's randomised subjects (rule book §7)."""
+
     def dated(sql: str, **params: Any) -> dict[str, list[tte.Dated]]:
-        out: dict[str, list[tte.Dated]] = defaultdict(list)
-        for usubjid, day, stype, sid, element in con.execute(sql, params or None).fetchall():
-            out[usubjid].append(tte.Dated(day, stype, sid, element))
-        return out
+        found: dict[str, list[tte.Dated]] = defaultdict(list)
+        rows = con.execute(
+            f"SELECT q.* FROM ({sql}) q JOIN screen b USING (usubjid) WHERE b.batch = $batch",
+            {**params, "batch": batch},
+        ).fetchall()
+        for usubjid, day, stype, sid, element in rows:
+            found[usubjid].append(tte.Dated(day, stype, sid, element))
+        return found
 
     progression = dated(
         # RECIST (or imaging) PD by default; GCIG CA-125 progression only when configured.
@@ -511,7 +602,7 @@ def _adtte(
         "UNION ALL "
         "SELECT usubjid, progressed_on, source_type, source_id, 'valueQuantity' "
         "FROM core.progression_events WHERE basis = 'gcig' AND $gcig",
-        gcig=gcig_progression,
+        gcig=rules.pfs_gcig_progression,
     )
     adequate = dated(
         "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effectiveDateTime' "
@@ -553,7 +644,6 @@ def _adtte(
         """,
         cutoff=settings.data_cutoff,
     )
-    out: dict[str, list[Any]] = defaultdict(list)
     for usubjid, _site, _arm, rand, _consent, _transfer, _age, died, rs_id in subjects:
         if rand is None:
             continue
@@ -570,17 +660,18 @@ def _adtte(
             last_known_alive=last_alive[0] if last_alive else None,
         )
         for param in (tte.PFS, tte.OS, tte.TFST):
-            row = tte.derive(param, timeline, settings, censor_new_therapy=censor_new_therapy)
-            values = {
-                "STUDYID": study_id, "USUBJID": usubjid, "PARAMCD": row.paramcd,
-                "PARAM": row.param, "STARTDT": row.startdt, "ADT": row.adt, "AVAL": row.aval,
-                "AVALU": "DAYS", "CNSR": row.cnsr, "EVNTDESC": row.evntdesc,
-                "CNSDTDSC": row.cnsdtdsc, "SRCDOM": row.srcdom, "SRCVAR": row.srcvar,
-                "SRCSEQ": None, "SRCID": row.srcid or None, "RULE": row.rule,
-            }  # fmt: skip
-            for key, value in values.items():
-                out[key].append(value)
-    return out
+            row = tte.derive(
+                param, timeline, settings, censor_new_therapy=rules.pfs_censor_new_therapy
+            )
+            out.add(
+                {
+                    "STUDYID": study_id, "USUBJID": usubjid, "PARAMCD": row.paramcd,
+                    "PARAM": row.param, "STARTDT": row.startdt, "ADT": row.adt, "AVAL": row.aval,
+                    "AVALU": "DAYS", "CNSR": row.cnsr, "EVNTDESC": row.evntdesc,
+                    "CNSDTDSC": row.cnsdtdsc, "SRCDOM": row.srcdom, "SRCVAR": row.srcvar,
+                    "SRCSEQ": None, "SRCID": row.srcid or None, "RULE": row.rule,
+                }
+            )  # fmt: skip
 
 
 def _adsl(
@@ -588,19 +679,19 @@ def _adsl(
     subjects: Iterable[tuple[Any, ...]],
     eligible_of: dict[str, str],
     ages: dict[str, tuple[tuple[int, int] | None, str | None]],
-) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = defaultdict(list)
+) -> ColumnSink:
+    out = ColumnSink(tables.adsl)
     for usubjid, site, arm, rand, _consent, _transfer, _age, _died, _rs in subjects:
         flag = "Y" if rand is not None and arm else "N"
         # AGE: completed years at consent (else randomisation), when the birth date decides it
         bounds = ages.get(usubjid, (None, None))[0]
         age = bounds[0] if bounds is not None and bounds[0] == bounds[1] else None
-        values = {
-            "STUDYID": study_id, "USUBJID": usubjid, "SITEID": site, "ARM": arm,
-            "TRT01P": ARM_TEXT.get(arm) if arm else None, "RANDDT": rand, "RANDFL": flag,
-            "ITTFL": flag, "AGE": age, "AGEU": "YEARS" if age is not None else None,
-            "ELIGFL": {"yes": "Y", "no": "N"}.get(eligible_of.get(usubjid, ""), "U"),
-        }  # fmt: skip
-        for key, value in values.items():
-            out[key].append(value)
+        out.add(
+            {
+                "STUDYID": study_id, "USUBJID": usubjid, "SITEID": site, "ARM": arm,
+                "TRT01P": ARM_TEXT.get(arm) if arm else None, "RANDDT": rand, "RANDFL": flag,
+                "ITTFL": flag, "AGE": age, "AGEU": "YEARS" if age is not None else None,
+                "ELIGFL": {"yes": "Y", "no": "N"}.get(eligible_of.get(usubjid, ""), "U"),
+            }
+        )  # fmt: skip
     return out
