@@ -164,7 +164,7 @@ class DuckDBConfig:
     (a size, or a share of the memory this process may use), large operations spill to
     temp_directory instead of growing."""
 
-    memory_limit: str = "25%"
+    memory_limit: str = "5%"
     threads: int | None = None  # None: DuckDB's own default, the processors available
     temp_directory: Path | None = None  # None: <working database>.tmp beside it
 

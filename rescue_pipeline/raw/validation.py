@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from rescue_pipeline.raw.workers import available, shutdown_pools
 from rescue_pipeline.raw.workers import pool as worker_pool
+from rescue_pipeline.warehouse.database import quiet
 
 BATCH = 5_000
 
@@ -119,7 +120,7 @@ def validate_pending(
     started = time.perf_counter()
     result = ValidationResult()
     # A second cursor streams the pending versions while the first one writes results.
-    reader = con.cursor().sql(_PENDING, params={"site": site_id}).to_arrow_reader(BATCH)
+    reader = quiet(con.cursor()).sql(_PENDING, params={"site": site_id}).to_arrow_reader(BATCH)
     if workers is None:
         pending = con.execute(_COUNT_PENDING, {"site": site_id}).fetchall()[0][0]
         workers = available() if pending > BATCH and available() > 1 else 0

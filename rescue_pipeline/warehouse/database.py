@@ -58,7 +58,7 @@ _SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?(MB|GB|TB|MiB|GiB|TiB)|([0-9]+(?:\.[
 
 
 def memory_limit_bytes(setting: str, usable: int | None) -> int:
-    """`2GB`, `1500MiB` or a share (`25%`) of the memory this process may use, never below
+    """`2GB`, `1500MiB` or a share (`5%`) of the memory this process may use, never below
     256 MiB (DuckDB needs some to run at all)."""
     match = _SIZE.fullmatch(setting.strip())
     if match is None:
@@ -88,17 +88,24 @@ def open_work_db(
     """Open (and, for writers, create or upgrade) the working database.
 
     DuckDB would otherwise take up to 80% of the machine's physical memory (more than a
-    container may use): the limit from `limits` (default a quarter of what this process may use)
-    makes large builds spill to the temp directory instead, so memory stays bounded.
+    container may use): the limit from `limits` (default 5% of what this process may use) makes
+    large builds spill to the temp directory instead, so memory stays bounded.
     """
     config: dict[str, str | bool | int | float | list[str]] = dict(
         connection_settings(limits or DuckDBConfig(), path)
     )
     if read_only:
-        return duckdb.connect(str(path), read_only=True, config=config)
+        return quiet(duckdb.connect(str(path), read_only=True, config=config))
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), config=config)
+    con = quiet(duckdb.connect(str(path), config=config))
     ensure_schema(con)
+    return con
+
+
+def quiet(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """No progress bar from DuckDB on a terminal (queries over 2 s draw one): the command line
+    shows its own stages. A connection's own setting; cursors need it again."""
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
