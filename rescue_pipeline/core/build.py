@@ -148,10 +148,16 @@ def build_core(
 
 def _flatten(con: duckdb.DuckDBPyConnection) -> None:
     """Each resource type's current versions are selected once (the raw.fhir_resources view
-    ranks versions with a window function), then every view of that type reads them."""
+    ranks versions with a window function), then every view of that type reads them. The keys
+    of every current resource, of the types no view reads too, go to core_stage.current: the
+    accounting reads them there instead of ranking every version again."""
     by_type: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for name, view in view_definitions().items():
         by_type[view["resource"]].append((name, view))
+    con.execute(
+        "CREATE OR REPLACE TABLE core_stage.current "
+        "(site_id VARCHAR, resource_type VARCHAR, resource_id VARCHAR)"
+    )
     for resource_type, views in by_type.items():
         con.execute(
             "CREATE OR REPLACE TEMP TABLE flat_source AS "
@@ -159,10 +165,19 @@ def _flatten(con: duckdb.DuckDBPyConnection) -> None:
             "WHERE resource_type = ?",
             [resource_type],
         )
+        con.execute(
+            "INSERT INTO core_stage.current SELECT site_id, resource_type, resource_id "
+            "FROM flat_source"
+        )
         for name, view in views:
             sql = compile_view(view, source="flat_source")
             con.execute(f"CREATE OR REPLACE TABLE flat.{name} AS {sql}")
     con.execute("DROP TABLE IF EXISTS flat_source")
+    con.execute(
+        "INSERT INTO core_stage.current SELECT site_id, resource_type, resource_id "
+        "FROM raw.fhir_resources WHERE NOT list_contains(?, resource_type)",
+        [sorted(by_type)],
+    )
 
 
 def _usubjids(con: duckdb.DuckDBPyConnection, key: bytes) -> None:

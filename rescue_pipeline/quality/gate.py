@@ -54,9 +54,8 @@ def run_quality(
     con: duckdb.DuckDBPyConnection, config: Config, *, today: dt.date | None = None
 ) -> QualityResult:
     cutoff = config.analysis.data_cutoff or today or dt.date.today()
-    checks = run_suites(
-        con, load_suites(), params={"data_cutoff": cutoff}, sites=[s.id for s in config.sites]
-    )
+    params = {"data_cutoff": cutoff, "checked_since": _previous_run(con)}
+    checks = run_suites(con, load_suites(), params=params, sites=[s.id for s in config.sites])
     result = QualityResult(checks[0].run_id if checks else "none", checks)
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS quality")
@@ -73,6 +72,20 @@ def run_quality(
         checked_at = checks[0].checked_at if checks else dt.datetime.now(dt.UTC).isoformat()
         write_completeness(con, result.run_id, checked_at)
     return result
+
+
+def _previous_run(con: duckdb.DuckDBPyConnection) -> str:
+    """When the previous quality run checked (ISO), or the epoch before the first one: what
+    landed since is what the raw integrity checks look at."""
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'quality' "
+        "AND table_name = 'results'"
+    ).fetchall()[0][0]
+    if exists:
+        latest = con.execute("SELECT max(checked_at) FROM quality.results").fetchall()[0][0]
+        if latest:
+            return str(latest)
+    return "1970-01-01T00:00:00+00:00"
 
 
 def _write_findings(con: duckdb.DuckDBPyConnection, result: QualityResult) -> None:

@@ -153,10 +153,11 @@ FAULTS = {
         "UPDATE core.surgeries SET surgery_type = 'cosmetic' WHERE source_id IN (SELECT min(source_id) FROM core.surgeries)",
     "Every core row points to a resource in the raw layer.":
         "DELETE FROM raw.fhir_resource_versions WHERE resource_type = 'Observation' AND resource_id IN (SELECT min(source_id) FROM core.ca125_measurements)",
-    "Each distinct version is stored once per site.":
-        "CREATE OR REPLACE TABLE raw.fhir_resource_versions AS SELECT * FROM raw.fhir_resource_versions UNION ALL (SELECT * FROM raw.fhir_resource_versions LIMIT 1)",
-    "Each payload's sha256 matches its canonical JSON.":
-        "CREATE OR REPLACE TABLE raw.fhir_resource_versions AS SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN repeat('0', 64) ELSE payload_sha256 END AS payload_sha256) FROM raw.fhir_resource_versions",
+    # the raw checks look at what landed since the previous check: the faults land now
+    "Each distinct version is stored once per site (versions landed since the previous check, against all).":
+        "CREATE OR REPLACE TABLE raw.fhir_resource_versions AS SELECT * FROM raw.fhir_resource_versions UNION ALL (SELECT * REPLACE (now() AS received_at) FROM raw.fhir_resource_versions LIMIT 1)",
+    "Each payload's sha256 matches its canonical JSON (versions landed since the previous check).":
+        "CREATE OR REPLACE TABLE raw.fhir_resource_versions AS SELECT * REPLACE (CASE WHEN row_number() OVER () = 1 THEN repeat('0', 64) ELSE payload_sha256 END AS payload_sha256, CASE WHEN row_number() OVER () = 1 THEN now() ELSE received_at END AS received_at) FROM raw.fhir_resource_versions",
     "Every line received was either accepted or quarantined (received = accepted + quarantined).":
         "UPDATE raw.loads SET received = received + 1 WHERE resource_type = 'Patient'",
     "Every current resource is used by core or counted with its reason (current = used + excluded, per site and type).":

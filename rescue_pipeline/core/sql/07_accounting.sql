@@ -30,5 +30,5 @@ INSERT INTO core.excluded_resources BY NAME
 SELECT v.site_id, v.resource_type, 'deleted' AS reason, count(DISTINCT v.resource_id) AS resources
 FROM raw.fhir_resource_versions v
 SEMI JOIN raw.deletions d USING (site_id, resource_type, resource_id)
-ANTI JOIN raw.fhir_resources r USING (site_id, resource_type, resource_id)
+ANTI JOIN core_stage.current r USING (site_id, resource_type, resource_id)
 GROUP BY ALL;

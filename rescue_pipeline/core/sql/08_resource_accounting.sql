@@ -47,8 +47,8 @@ SELECT DISTINCT site_id, resource_type, id FROM (
 ) WHERE id IS NOT NULL;
 
 INSERT INTO core.resource_accounting BY NAME
-WITH current AS (
-    SELECT site_id, resource_type, resource_id AS id FROM raw.fhir_resources
+WITH current AS (  -- raw.fhir_resources's keys, as the flat views' step stored them
+    SELECT site_id, resource_type, resource_id AS id FROM core_stage.current
 ),
 excluded AS (
     SELECT site_id, resource_type, id, min(status) AS reason FROM core_stage.excluded GROUP BY ALL
