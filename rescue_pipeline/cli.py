@@ -137,6 +137,8 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
         core = run_core(config, instance=instance)
         if not core.success:
             stage.note = f"FAILED: {core.error}"
+        elif core.unchanged:
+            stage.note = "(nothing new: not run again)"
     # Nothing published depends on it, so the warehouse and the report come first.
     validating = dt.datetime.now(dt.UTC)
     with Stage("validating new versions (FHIR R4B)") as stage:
@@ -149,8 +151,14 @@ def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | N
         # here, and DuckDB refuses a second one with other settings (we hold the writer lock)
         with work_db(config) as con:
             _print_raw_summary(con, config, site_ids)
+            if core.unchanged:
+                _say()
+                _say(
+                    "Nothing new since the last publish (same raw layer, configuration, "
+                    "cut-off and code): the published warehouse and report stand as they were."
+                )
             if core.success:
-                _print_core_summary(con)
+                _print_core_summary(con, unchanged=core.unchanged)
                 _print_quality_summary(con)
                 held = _print_publication(con, not_loaded={f.site_id for f in result.failed})
                 _print_report(config)
@@ -239,7 +247,7 @@ def _print_publication(con: Any, *, not_loaded: set[str]) -> list[tuple[str, str
     return held
 
 
-def _print_core_summary(con: Any) -> None:
+def _print_core_summary(con: Any, *, unchanged: bool = False) -> None:
     rows = con.execute(
         'SELECT "rows", seconds FROM core.build_runs ORDER BY built_at DESC LIMIT 1'
     ).fetchall()
@@ -249,7 +257,8 @@ def _print_core_summary(con: Any) -> None:
 
     counts = json.loads(rows[0][0])
     _say()
-    _say(f"Core tables (built in {rows[0][1]:.1f}s):")
+    when = "as last built, in" if unchanged else "built in"
+    _say(f"Core tables ({when} {rows[0][1]:.1f}s):")
     _say(_format_table([("table", "rows"), *((f"core.{k}", v) for k, v in counts.items())]))
     subjects = con.execute(
         "SELECT count(*), count(arm), count(*) FILTER (WHERE NOT consent_data_transfer) "

@@ -202,6 +202,11 @@ class Config:
         return self.report or self.warehouse.parent / "report"
 
     @property
+    def report_index(self) -> Path:
+        """The sponsors' report's front page, as each run writes it."""
+        return self.report_dir / "sponsors" / "index.html"
+
+    @property
     def work_db(self) -> Path:
         """Beside the published file: rescue.duckdb → rescue.work.duckdb."""
         return self.warehouse.with_name(f"{self.warehouse.stem}.work{self.warehouse.suffix}")

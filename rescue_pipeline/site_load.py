@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 
+from rescue_pipeline import inputs
 from rescue_pipeline.analysis.build import AnalysisResult, derive_analysis
 from rescue_pipeline.config import BulkSource, Config, FhirSource, NdjsonSource, SiteConfig
 from rescue_pipeline.core.build import CoreBuildResult, build_core
@@ -28,6 +29,7 @@ from rescue_pipeline.quality.gate import (
     refusal,
     run_quality,
 )
+from rescue_pipeline.quality.suites import expectations_folder
 from rescue_pipeline.raw.deletions import land_deletions
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
@@ -266,10 +268,24 @@ def validate_site(
 def build_core_layer(
     config: Config, *, progress: Callable[[str], None] | None = None
 ) -> CoreBuildResult:
-    """Rebuild the core tables from the raw layer (all sites)."""
+    """Rebuild the core tables from the raw layer (all sites), unless everything the
+    derivation reads is as it was at the last publish (and the published file and report are
+    there): then nothing after the landing has anything to do (`unchanged`)."""
     key = pseudonym_key()
+    cutoff = config.analysis.data_cutoff or dt.date.today()
     with work_db(config) as con:
-        return build_core(con, config, key=key, progress=progress)
+        now = inputs.fingerprint(con, config, key=key, cutoff=cutoff, suites=expectations_folder())
+        published = config.warehouse.exists() and config.report_index.exists()
+        if published and now == inputs.last_published(con):
+            log.info(
+                "nothing new since the last publish: core, analysis, quality, publish and "
+                "report are not run again",
+                extra={"event": "unchanged"},
+            )
+            return CoreBuildResult(unchanged=True)
+        result = build_core(con, config, key=key, today=cutoff, progress=progress)
+        inputs.record_built(con, now)
+        return result
 
 
 def derive_analysis_layer(config: Config) -> AnalysisResult:
@@ -300,6 +316,7 @@ def publish_warehouse(config: Config, quality: QualityResult | None = None) -> P
     held = held_sites(quality) if quality is not None else {}
     with work_db(config) as con:
         result = publish(con, config.warehouse, held=held, sites=[s.id for s in config.sites])
+        inputs.record_published(con, result.published_at or dt.datetime.now(dt.UTC))
     for site_id, reason in held.items():
         log.warning(
             "site %s held back, its last published data kept: %s", site_id, reason,

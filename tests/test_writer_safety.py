@@ -82,9 +82,13 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _copy(source: Path, tmp_path: Path) -> Path:
+    """A copy of the published cohort whose next run rebuilds everything (as after a rule
+    change): without its last publish on record, a run with nothing new would rebuild nothing."""
     import shutil
 
     shutil.copytree(source, tmp_path / "c")
+    with duckdb.connect(str(tmp_path / "c" / "warehouse" / "rescue.work.duckdb")) as con:
+        con.execute("DELETE FROM ops.derivations")
     return tmp_path / "c"
 
 

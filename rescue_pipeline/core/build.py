@@ -51,6 +51,8 @@ class CoreBuildResult:
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # the inputs were those of the last publish: nothing was rebuilt (site_load decides)
+    unchanged: bool = False
 
 
 @cache

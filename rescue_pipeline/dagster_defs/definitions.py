@@ -41,7 +41,6 @@ from rescue_pipeline.dagster_defs.keys import (
 )
 from rescue_pipeline.quality.gate import QualityResult
 from rescue_pipeline.quality.suites import CheckResult, load_suites
-from rescue_pipeline.report.render import write_report as write_sponsors_report
 from rescue_pipeline.site_load import (
     build_core_layer,
     check_quality,
@@ -197,13 +196,21 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             }
         )
 
-    core_specs = _table_specs(CORE_TABLES, deps=[RAW_RESOURCES])
+    # Skippable: when nothing the derivation reads changed since the last publish, the core
+    # build materializes nothing and Dagster skips analysis, quality, publish and report.
+    core_specs = _table_specs(CORE_TABLES, deps=[RAW_RESOURCES], skippable=True)
 
     @dg.multi_asset(specs=core_specs, name="core_tables", pool=WAREHOUSE_POOL)
     def core_tables(
         context: dg.AssetExecutionContext, rescue: RescueConfig
     ) -> Iterator[dg.MaterializeResult]:
         result = build_core_layer(rescue.load())
+        if result.unchanged:
+            context.log.info(
+                "Nothing new since the last publish (same raw layer, configuration, cut-off, "
+                "key and code): the published warehouse and report stand; nothing is rebuilt."
+            )
+            return
         for spec in core_specs:
             name = spec.key.path[-1]
             yield dg.MaterializeResult(
@@ -292,6 +299,9 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
         ),
     )
     def sponsors_report(rescue: RescueConfig) -> dg.MaterializeResult:
+        # matplotlib is 0.3 s to import: only a run that writes the report pays for it
+        from rescue_pipeline.report.render import write_report as write_sponsors_report
+
         config = rescue.load()
         files = write_sponsors_report(
             config.warehouse, config.report_dir, study_id=config.study_id,
@@ -435,13 +445,16 @@ def _latest_quality(con: Any) -> QualityResult | None:
     return QualityResult(checks[0].run_id, checks)
 
 
-def _table_specs(tables: Sequence[Table], *, deps: Sequence[dg.AssetKey]) -> list[dg.AssetSpec]:
+def _table_specs(
+    tables: Sequence[Table], *, deps: Sequence[dg.AssetKey], skippable: bool = False
+) -> list[dg.AssetSpec]:
     """One asset per table of a layer (its run log excepted), with columns as metadata."""
     return [
         dg.AssetSpec(
             key=dg.AssetKey([table.schema or "main", table.name]),
             group_name=table.schema,
             deps=list(deps),
+            skippable=skippable,
             kinds={"duckdb"},
             description=table.comment,
             metadata={"dagster/column_schema": _column_schema(table)},

@@ -34,6 +34,7 @@ class SiteRun:
     success: bool
     run_id: str
     error: str | None = None
+    unchanged: bool = False  # core to report: nothing new since the last publish, nothing run
 
 
 @dataclass
@@ -153,7 +154,13 @@ def run_core(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:
             else f"stopped by {stop_signal()} during core, analysis, quality or publish",
             published=published,
         )
-    return SiteRun("all", result.success, result.run_id, error)
+    built = any(
+        e.asset_key is not None and e.asset_key.path[0] == "core"
+        for e in result.get_asset_materialization_events()
+    )
+    return SiteRun(
+        "all", result.success, result.run_id, error, unchanged=result.success and not built
+    )
 
 
 def run_validation(config: Config, *, instance: dg.DagsterInstance) -> SiteRun:

@@ -342,6 +342,24 @@ bulk_jobs = Table(
     ),
 )
 
+derivations = Table(
+    "derivations",
+    metadata,
+    _c(
+        "fingerprint",
+        String(64),
+        "sha256 over everything a derivation reads: the raw layer's counts and newest loads, "
+        "the configuration that shapes the tables, the effective cut-off, the pseudonym key and "
+        "the pipeline's code and library versions.",
+        nullable=False,
+    ),
+    _c("built_at", TS, "When the core layer was built from these inputs.", nullable=False),
+    _c("published_at", TS, "When what was built from them was published (null: not yet)."),
+    schema="ops",
+    comment="Each core build's inputs, and whether it reached the published warehouse: a run "
+    "whose inputs are those of the last publish rebuilds nothing.",
+)
+
 RAW_TABLES = (
     fhir_resource_versions,
     quarantine,
@@ -350,7 +368,7 @@ RAW_TABLES = (
     deletion_loads,
     version_validation,
 )
-OPS_TABLES = (landed_files, runs, watermarks, deletion_marks, bulk_jobs)
+OPS_TABLES = (landed_files, runs, watermarks, deletion_marks, bulk_jobs, derivations)
 
 # A deleted resource leaves the view: its current version is hidden when the site's latest
 # deletion of it is at or after that version's meta.lastUpdated (a version without lastUpdated:
