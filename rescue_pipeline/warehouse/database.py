@@ -7,10 +7,12 @@ native DuckDB connection, so the landing's bulk inserts use the same connection.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +123,25 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("COMMIT")
 
 
+@cache
+def _schema_sha256() -> str:
+    """The raw and ops layer's definitions as created, comments and view included."""
+    parts = [*ddl((*tables.RAW_TABLES, *tables.OPS_TABLES))]
+    parts += [tables.CURRENT_VIEW_SQL, tables.CURRENT_VIEW_COMMENT]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create what is missing of the raw and ops layers (and add new columns). Skipped when the
+    file says it was done for these very definitions: a load opens the database a few dozen
+    times, and the definitions are a hundred statements."""
+    wanted = _schema_sha256()
+    try:
+        done = con.execute("SELECT ddl_sha256 FROM ops.schema_state").fetchall()
+    except duckdb.CatalogException:
+        done = []
+    if done == [(wanted,)]:
+        return
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS raw")
         con.execute("CREATE SCHEMA IF NOT EXISTS ops")
@@ -136,6 +156,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(tables.CURRENT_VIEW_SQL)
         comment = _literal(tables.CURRENT_VIEW_COMMENT)
         con.execute(f"COMMENT ON VIEW raw.fhir_resources IS {comment}")
+        con.execute("CREATE OR REPLACE TABLE ops.schema_state AS SELECT ? AS ddl_sha256", [wanted])
 
 
 def _add_new_columns(con: duckdb.DuckDBPyConnection, tables_: Iterable[Table]) -> None:

@@ -393,6 +393,7 @@ def test_a_working_database_of_an_earlier_version_gets_the_new_column(tmp_path: 
     with duckdb.connect(str(path)) as old:  # as the version before as_received left it
         old.execute("DROP VIEW raw.fhir_resources")
         old.execute("ALTER TABLE raw.fhir_resource_versions DROP COLUMN as_received")
+        old.execute("DROP TABLE ops.schema_state")  # nor did it record its definitions
     con = open_work_db(path)
     try:
         columns = [r[0] for r in rows(con, "DESCRIBE raw.fhir_resource_versions")]
@@ -433,3 +434,20 @@ def test_a_file_rewritten_while_it_is_landed_fails_whole_and_lands_next_time(
     assert result.total().new_versions == 20
     [(sha, size)] = rows(con, "SELECT file_sha256, size_bytes FROM ops.landed_files")
     assert (sha, size) == (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
+
+
+def test_a_database_made_by_other_definitions_is_brought_up_to_date(tmp_path: Path) -> None:
+    """Opening skips the definitions only when the file records these very ones."""
+    path = tmp_path / "w.duckdb"
+    open_work_db(path).close()
+    with duckdb.connect(str(path)) as older:  # made by definitions without as_received
+        older.execute("DROP VIEW raw.fhir_resources")
+        older.execute("ALTER TABLE raw.fhir_resource_versions DROP COLUMN as_received")
+        older.execute("UPDATE ops.schema_state SET ddl_sha256 = 'older definitions'")
+    con = open_work_db(path)
+    try:
+        assert "as_received" in [r[0] for r in rows(con, "DESCRIBE raw.fhir_resources")]
+        state = rows(con, "SELECT ddl_sha256 FROM ops.schema_state")
+        assert len(state) == 1 and len(state[0][0]) == 64
+    finally:
+        con.close()
