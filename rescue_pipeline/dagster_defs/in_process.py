@@ -22,6 +22,7 @@ from rescue_pipeline.dagster_defs.definitions import (
 )
 from rescue_pipeline.dagster_defs.failures import failure_reason
 from rescue_pipeline.dagster_defs.keys import PUBLISHED, RAW_RESOURCES, RAW_VALIDATION
+from rescue_pipeline.raw.workers import shutdown_pools
 from rescue_pipeline.stopping import StopRequested, stop_requested, stop_signal
 
 # The command line prints its own one-line errors; Dagster's console logger would add tracebacks.
@@ -101,6 +102,7 @@ def run_sites(
         if stopped:
             out.stopped = True
             break
+    shutdown_pools()  # the landing's worker processes, and what they hold, go now
     return out
 
 

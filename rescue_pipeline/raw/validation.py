@@ -136,8 +136,7 @@ def validate_pending(
         batch = pa.Table.from_pydict(out, schema=_SCHEMA)
         con.register("validation_batch", batch)
         con.execute(
-            "INSERT INTO raw.version_validation SELECT *, $validator, $now FROM validation_batch "
-            "ON CONFLICT DO NOTHING",
+            "INSERT INTO raw.version_validation SELECT *, $validator, $now FROM validation_batch",
             {"validator": validator, "now": dt.datetime.now(dt.UTC)},
         )
         con.unregister("validation_batch")
