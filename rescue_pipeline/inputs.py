@@ -25,17 +25,18 @@ _LIBRARIES = ("duckdb", "great-expectations", "fhir.resources", "pyarrow", "pand
 _CODE_SUFFIXES = {".py", ".sql", ".json", ".yaml", ".yml", ".csv", ".tsv", ".txt"}
 
 
+PACKAGE = Path(__file__).resolve().parent
+
+
 @cache
-def code_fingerprint(*folders: Path) -> str:
-    """sha256 over the pipeline's code and data files (and the folders given: the suites) and
+def code_fingerprint(root: Path = PACKAGE) -> str:
+    """sha256 over the pipeline's code and data files (SQL, views, terminology, the suites) and
     the versions of the libraries results depend on."""
     digest = hashlib.sha256()
-    package = Path(__file__).resolve().parent
-    for root in (package, *folders):
-        for path in sorted(p for p in root.rglob("*") if p.suffix in _CODE_SUFFIXES):
-            if "__pycache__" in path.parts:
-                continue
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    for path in sorted(p for p in root.rglob("*") if p.suffix in _CODE_SUFFIXES):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     for name in _LIBRARIES:
         try:
             digest.update(f"{name}=={version(name)}".encode())
@@ -61,7 +62,6 @@ def fingerprint(
     *,
     key: bytes,
     cutoff: dt.date,
-    suites: Path,
 ) -> str:
     """The inputs of a derivation from the working database `con`, as a sha256."""
     shaping = {
@@ -73,7 +73,7 @@ def fingerprint(
             for s in config.sites
         ],
         "raw": _raw_state(con),
-        "code": code_fingerprint(suites.resolve()),
+        "code": code_fingerprint(),
     }
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode())
     digest.update(hashlib.sha256(b"rescue-derivation\0" + key).digest())  # never the key itself

@@ -29,7 +29,6 @@ from rescue_pipeline.quality.gate import (
     refusal,
     run_quality,
 )
-from rescue_pipeline.quality.suites import expectations_folder
 from rescue_pipeline.raw.deletions import land_deletions
 from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
@@ -274,7 +273,7 @@ def build_core_layer(
     key = pseudonym_key()
     cutoff = config.analysis.data_cutoff or dt.date.today()
     with work_db(config) as con:
-        now = inputs.fingerprint(con, config, key=key, cutoff=cutoff, suites=expectations_folder())
+        now = inputs.fingerprint(con, config, key=key, cutoff=cutoff)
         published = config.warehouse.exists() and config.report_index.exists()
         if published and now == inputs.last_published(con):
             log.info(

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 import yaml
 
+import rescue_pipeline.quality.suites as suites_module
 from rescue_pipeline.cli import main
 from rescue_pipeline.dagster_defs.keys import RAW_VALIDATION
 
@@ -327,6 +328,7 @@ def _strict_suite(folder: Path, query: str, column: str, allowed: list[str]) -> 
         "meta": {"layer": "core", "table": "core.subjects", "query": query, "key": "key"},
         "expectations": [
             {
+                "id": "only_arm_a",
                 "type": "expect_column_values_to_be_in_set",
                 "kwargs": {"column": column, "value_set": allowed},
                 "meta": {"severity": "critical", "description": "only arm A (a test rule)"},
@@ -356,7 +358,7 @@ def test_a_critical_check_failing_at_one_site_holds_it_back_with_exit_code_3(
         "arm",
         ["A"],
     )
-    monkeypatch.setenv("RESCUE_EXPECTATIONS", str(folder))
+    monkeypatch.setattr(suites_module, "suites_folder", lambda: folder)  # another gate
     code, out, err = run(capsys, "run", "--config", config)
     assert code == 3
     assert "Held back: site-a (data of " in out and "Published: site-b" in out
@@ -375,7 +377,7 @@ def test_a_critical_check_failing_for_no_one_site_refuses_the_publish_with_exit_
 ) -> None:
     folder = tmp_path / "expectations"
     _strict_suite(folder, "SELECT site_id, usubjid AS key FROM core.no_such_table", "arm", ["A"])
-    monkeypatch.setenv("RESCUE_EXPECTATIONS", str(folder))
+    monkeypatch.setattr(suites_module, "suites_folder", lambda: folder)  # another gate
     code, _, err = run(capsys, "run", "--config", str(synthesised / "sites.yaml"))
     assert code == 3
     assert (

@@ -15,7 +15,6 @@ import yaml
 from rescue_pipeline import inputs
 from rescue_pipeline.config import ConceptMapping, load_config
 from rescue_pipeline.extract.ndjson import discover
-from rescue_pipeline.quality.suites import expectations_folder
 from rescue_pipeline.raw.landing import land_files, new_load_id
 from rescue_pipeline.site_load import (
     build_core_layer,
@@ -64,9 +63,7 @@ def _derive_and_publish(path: Path) -> bool:
 def _fingerprint(path: Path, *, key: str = KEY, cutoff: dt.date = CUTOFF) -> str:
     config = load_config(path)
     with work_db(config, read_only=True) as con:
-        return inputs.fingerprint(
-            con, config, key=key.encode(), cutoff=cutoff, suites=expectations_folder()
-        )
+        return inputs.fingerprint(con, config, key=key.encode(), cutoff=cutoff)
 
 
 def test_a_reload_of_the_same_files_rebuilds_nothing(published: Path) -> None:
@@ -130,25 +127,19 @@ def test_every_input_that_shapes_a_result_changes_the_fingerprint(
     )
     remapped = dataclasses.replace(config, sites=(mapped, *config.sites[1:]))
     with work_db(config, read_only=True) as con:
-        assert (
-            inputs.fingerprint(
-                con, remapped, key=KEY.encode(), cutoff=CUTOFF, suites=expectations_folder()
-            )
-            != base
-        )
+        assert inputs.fingerprint(con, remapped, key=KEY.encode(), cutoff=CUTOFF) != base
 
-    # a suite changed (the code): another folder of suites
-    suites = tmp_path / "suites"
-    shutil.copytree(expectations_folder(), suites)
-    (suites / "raw.loads.json").write_text(
-        (suites / "raw.loads.json").read_text().replace("received", "received ")
-    )
-    with work_db(config, read_only=True) as con:
-        assert inputs.fingerprint(con, config, key=KEY.encode(), cutoff=CUTOFF, suites=suites) != (
-            inputs.fingerprint(
-                con, config, key=KEY.encode(), cutoff=CUTOFF, suites=expectations_folder()
-            )
-        )
+
+def test_any_change_to_the_code_or_the_suites_changes_the_code_fingerprint(
+    tmp_path: Path,
+) -> None:
+    package = tmp_path / "package"
+    shutil.copytree(inputs.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = inputs.code_fingerprint(package)
+    assert before == inputs.code_fingerprint(inputs.PACKAGE)  # the same files, the same digest
+    suite = package / "quality" / "suites" / "raw.loads.json"
+    suite.write_text(suite.read_text().replace("received", "received "))
+    assert inputs.code_fingerprint.__wrapped__(package) != before  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("what", ["new version", "quarantined line", "deletion"])

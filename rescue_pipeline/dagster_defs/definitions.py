@@ -9,7 +9,6 @@ RESCUE_CONFIG when the code location loads, never at import.
 import dataclasses
 import datetime as dt
 import os
-import re
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -244,7 +243,8 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
         deps=[RAW_RESOURCES, *(spec.key for spec in core_specs), *(s.key for s in analysis_specs)],
         kinds={"duckdb"},
         pool=WAREHOUSE_POOL,
-        description="Great Expectations suites (expectations/*.json) over raw, core and analysis.",
+        description="Great Expectations suites (shipped in rescue_pipeline/quality/suites) over "
+        "raw, core and analysis; each expectation is a check named by its id.",
     )
     def quality_results(rescue: RescueConfig) -> dg.MaterializeResult:
         result = check_quality(rescue.load())
@@ -381,24 +381,22 @@ def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDef
     that run back, so the UI shows pass/fail, the failing sites and row counts on each table.
     """
     specs: list[dg.AssetCheckSpec] = []
-    wanted: dict[tuple[str, str], tuple[str, str, str]] = {}
+    severity_of: dict[str, str] = {}
     for suite in load_suites():
         key = dg.AssetKey(suite.table.split("."))
         if key not in table_keys:
             continue  # raw suites (site-partitioned assets) and cross-table ones stay in metadata
-        for i, expectation in enumerate(suite.expectations, start=1):
+        for expectation in suite.expectations:
             meta = expectation.get("meta", {})
-            name = re.sub(r"[^a-z0-9_]", "_", f"{suite.name}_{i}".lower())
             specs.append(
                 dg.AssetCheckSpec(
-                    name, asset=key, description=meta.get("description"), additional_deps=[QUALITY]
+                    expectation["id"],  # the expectation's stable id: ca125_units_known
+                    asset=key,
+                    description=meta.get("description"),
+                    additional_deps=[QUALITY],
                 )
             )
-            wanted[(key.to_user_string(), name)] = (
-                suite.table,
-                meta.get("description", ""),
-                meta.get("severity", "warning"),
-            )
+            severity_of[expectation["id"]] = meta.get("severity", "warning")
     if not specs:
         return []
 
@@ -410,10 +408,8 @@ def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDef
             latest = _latest_quality(con)
         checks = latest.checks if latest else []
         for check_key in context.selected_asset_check_keys:
-            table, description, severity = wanted[
-                (check_key.asset_key.to_user_string(), check_key.name)
-            ]
-            rows = [c for c in checks if c.table_name == table and c.description == description]
+            severity = severity_of[check_key.name]
+            rows = [c for c in checks if c.check_id == check_key.name]
             failing = [c for c in rows if not c.success]
             yield dg.AssetCheckResult(
                 asset_key=check_key.asset_key,

@@ -18,8 +18,8 @@ import duckdb
 
 from rescue_pipeline.config import Config
 from rescue_pipeline.quality.completeness import write_completeness
-from rescue_pipeline.quality.suites import CheckResult, load_suites, run_suites
-from rescue_pipeline.warehouse.database import ddl, insert_columns, transaction
+from rescue_pipeline.quality.suites import CheckResult, load_suites, run_suites, suites_sha256
+from rescue_pipeline.warehouse.database import add_new_columns, ddl, insert_columns, transaction
 from rescue_pipeline.warehouse.quality_tables import (
     QUALITY_TABLES,
     findings,
@@ -55,12 +55,16 @@ def run_quality(
 ) -> QualityResult:
     cutoff = config.analysis.data_cutoff or today or dt.date.today()
     params = {"data_cutoff": cutoff, "checked_since": _previous_run(con)}
-    checks = run_suites(con, load_suites(), params=params, sites=[s.id for s in config.sites])
+    checks = run_suites(
+        con, load_suites(), params=params, sites=[s.id for s in config.sites],
+        digest=suites_sha256(),
+    )  # fmt: skip
     result = QualityResult(checks[0].run_id if checks else "none", checks)
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS quality")
         for statement in ddl(QUALITY_TABLES):
             con.execute(statement)
+        add_new_columns(con, QUALITY_TABLES)  # a quality schema of an earlier version
         columns: dict[str, list[Any]] = defaultdict(list)
         for check in checks:
             for key, value in asdict(check).items():
@@ -100,7 +104,7 @@ def _write_findings(con: duckdb.DuckDBPyConnection, result: QualityResult) -> No
                 "run_id": result.run_id, "site_id": check.site_id, "layer": check.layer,
                 "table_name": check.table_name, "check_name": check.expectation,
                 "severity": check.severity, "record_key": key,
-                "what_is_wrong": check.description,
+                "what_is_wrong": check.description, "check_id": check.check_id,
             }  # fmt: skip
             for name, value in row.items():
                 columns[name].append(value)
@@ -110,8 +114,8 @@ def _write_findings(con: duckdb.DuckDBPyConnection, result: QualityResult) -> No
     con.execute(
         f"INSERT INTO {findings.fullname} "
         "SELECT ?, site_id, 'raw', 'raw.quarantine', reason, 'quarantine', "
-        "source || ':' || line_number, coalesce(resource_type || ': ', '') || detail "
-        "FROM raw.quarantine",
+        "source || ':' || line_number, coalesce(resource_type || ': ', '') || detail, "
+        "'quarantine' FROM raw.quarantine",
         [result.run_id],
     )
 

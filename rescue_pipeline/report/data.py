@@ -38,6 +38,7 @@ class CheckRow:
     success: bool
     observed_value: str | None
     unexpected_count: int | None
+    check_id: str | None = None
 
 
 @dataclass
@@ -249,7 +250,7 @@ def _checks(
     out = []
     for site_id, *values in con.execute(
         "SELECT site_id, table_name, expectation, description, severity, success, "
-        "observed_value, unexpected_count FROM quality.results WHERE run_id = ? "
+        "observed_value, unexpected_count, check_id FROM quality.results WHERE run_id = ? "
         "ORDER BY severity, table_name",
         [run_id],
     ).fetchall():
@@ -261,14 +262,13 @@ def _checks(
 
 
 def _suites(checks: list[tuple[str | None, CheckRow]]) -> list[SuiteReport]:
-    by_key: dict[tuple[str, str, str], dict[str, CheckRow]] = defaultdict(dict)
+    by_id: dict[str | None, dict[str, CheckRow]] = defaultdict(dict)
     for site_id, row in checks:
-        by_key[(row.table_name, row.expectation, row.description)][site_id or "all sites"] = row
+        by_id[row.check_id][site_id or "all sites"] = row
     reports = []
     for suite in load_suites():
         report = SuiteReport(suite)
         for e in suite.expectations:
-            description = e.get("meta", {}).get("description", "")
-            report.results.append((e, by_key.get((suite.table, e["type"], description), {})))
+            report.results.append((e, by_id.get(e["id"], {})))
         reports.append(report)
     return reports

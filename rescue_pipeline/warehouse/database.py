@@ -149,7 +149,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         creates = [s for s in statements if s.startswith("CREATE")]
         for statement in creates:
             con.execute(statement)
-        _add_new_columns(con, (*tables.RAW_TABLES, *tables.OPS_TABLES))
+        add_new_columns(con, (*tables.RAW_TABLES, *tables.OPS_TABLES))
         for statement in statements:  # the comments, on every column there is now
             if not statement.startswith("CREATE"):
                 con.execute(statement)
@@ -159,9 +159,9 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE OR REPLACE TABLE ops.schema_state AS SELECT ? AS ddl_sha256", [wanted])
 
 
-def _add_new_columns(con: duckdb.DuckDBPyConnection, tables_: Iterable[Table]) -> None:
-    """A working database made by an earlier version gets the columns added since (always at the
-    end and nullable, so inserts by position stay right); existing rows read NULL there."""
+def add_new_columns(con: duckdb.DuckDBPyConnection, tables_: Iterable[Table]) -> None:
+    """A database made by an earlier version gets the columns added since (always at the end
+    and nullable, so inserts by position stay right); existing rows read NULL there."""
     present = set(
         con.execute(
             "SELECT table_schema, table_name, column_name FROM information_schema.columns"

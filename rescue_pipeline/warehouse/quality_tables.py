@@ -33,6 +33,8 @@ results = Table(
         "sample_keys", String, "Keys (resource ids, usubjid) of up to 5 failing rows: never values."
     ),
     _c("checked_at", String, "When (UTC, ISO 8601).", nullable=False),
+    _c("check_id", String, "The expectation's stable id (names its Dagster check)."),
+    _c("suites_sha256", String, "sha256 of the suites this run was checked by."),
     schema="quality",
     comment="One row per run, check and site: Great Expectations suites over every layer.",
 )
@@ -50,6 +52,7 @@ findings = Table(
     _c("severity", String, "critical, warning, or quarantine.", nullable=False),
     _c("record_key", String, "Resource id, usubjid or file:line: what to look at.", nullable=False),
     _c("what_is_wrong", String, "The finding in words, for the site's data manager."),
+    _c("check_id", String, "The expectation's stable id (quarantined lines: quarantine)."),
     schema="quality",
     comment=(
         "Row-level findings of the latest quality run: the data queries each site's data "

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from rescue_pipeline.core.terminology import value_sets
+from rescue_pipeline.quality.suites import suites_folder
 from tests.core.conftest import ca125, dose, patient, subject
 
 MCODE = "http://hl7.org/fhir/us/mcode/StructureDefinition"
@@ -281,7 +281,7 @@ def test_harmless_local_code_beside_loinc_is_counted_but_leaves_the_unmapped_sha
         "SELECT code, resources, resources_recognised_otherwise FROM core.unmapped_codes "
         "ORDER BY code",
     ) == [("CA125-SERUM", 2, 2), ("HE4", 1, 0)]
-    suite = json.loads(Path("expectations/core.unmapped_share.json").read_text())
+    suite = json.loads((suites_folder() / "core.unmapped_share.json").read_text())
     # one resource (o4) of four coded ones has no recognised code
     assert rows(con, suite["meta"]["query"]) == [("site-t", "site-t", 0.25)]
 

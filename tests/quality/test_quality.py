@@ -281,6 +281,7 @@ def test_a_check_that_raises_is_a_failure_with_the_error_shown(
                 },
                 "expectations": [
                     {
+                        "id": "no_such_column_filled",
                         "type": "expect_column_values_to_not_be_null",
                         "kwargs": {"column": "no_such_column"},
                         "meta": {"severity": "critical"},
@@ -289,7 +290,7 @@ def test_a_check_that_raises_is_a_failure_with_the_error_shown(
             }
         )
     )
-    monkeypatch.setenv(suites_module.EXPECTATIONS_ENV, str(folder))
+    monkeypatch.setattr(suites_module, "suites_folder", lambda: folder)
     with work_db(config) as con:
         result = run_quality(con, config, today=TODAY)
     assert result.checks and all(not c.success for c in result.checks)
@@ -309,3 +310,19 @@ def test_published_findings_of_quarantined_lines_quote_no_id_or_value(config) ->
     with_id = [(rid, text) for rid, _raw, text in rows if rid]
     assert with_id  # lines with a readable id are among them
     assert not [text for rid, text in with_id if rid in text]
+
+
+def test_every_result_names_its_check_by_id_and_the_suites_it_was_checked_by(config) -> None:
+    ids = {e["id"] for suite in suites_module.load_suites() for e in suite.expectations}
+    with work_db(config) as con:
+        result = run_quality(con, config, today=TODAY)
+        stored = con.execute(
+            "SELECT DISTINCT check_id, suites_sha256 FROM quality.results WHERE run_id = ?",
+            [result.run_id],
+        ).fetchall()
+        findings = con.execute(
+            "SELECT DISTINCT check_id FROM quality.findings WHERE table_name <> 'raw.quarantine'"
+        ).fetchall()
+    assert {c for c, _ in stored} == ids  # every check, by its id
+    assert {d for _, d in stored} == {suites_module.suites_sha256()}
+    assert findings and {f for (f,) in findings} <= ids

@@ -1,4 +1,8 @@
-"""Run the expectation suites in `expectations/` with Great Expectations, per site.
+"""Run the expectation suites shipped beside this module with Great Expectations, per site.
+
+Each suite is a JSON file here (`<layer>.<table>.json`): the DuckDB query that computes its
+frame, and its expectations, each with a stable id (`ca125_units_known`) that names the Dagster
+check and keys its results in quality.results. The suites' sha256 is recorded with every run.
 
 GE's SQL datasource fails quietly on DuckDB (DEPENDENCY-FACTS.md), so each suite names the
 DuckDB query that computes its frame (keys and derived flags; DuckDB does the heavy work) and
@@ -10,8 +14,9 @@ usubjid), never their values, so quality.results carries no PHI.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
-import os
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,8 +27,8 @@ import duckdb
 
 from rescue_pipeline.raw.structure import REASONS
 
-EXPECTATIONS_ENV = "RESCUE_EXPECTATIONS"
 SAMPLE_KEYS = 5
+_ID = re.compile(r"[a-z][a-z0-9_]{2,62}")
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,10 @@ class Suite:
     query: str
     key: str
     expectations: tuple[dict[str, Any], ...]
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be used: the file and what is wrong with it."""
 
 
 @dataclass(frozen=True)
@@ -50,22 +59,39 @@ class CheckResult:
     unexpected_count: int | None
     sample_keys: str | None
     checked_at: str
+    check_id: str | None = None  # the expectation's stable id
+    suites_sha256: str | None = None  # of the suites this run used
     # Every failing row's key (the site's data queries); not a quality.results column.
     failing_keys: tuple[str, ...] = ()
 
 
-def expectations_folder() -> Path:
-    """`expectations/` of the repository (RESCUE_EXPECTATIONS overrides)."""
-    override = os.environ.get(EXPECTATIONS_ENV)
-    return Path(override) if override else Path(__file__).resolve().parents[2] / "expectations"
+def suites_folder() -> Path:
+    """Where the suites are: this package's own folder (installed with it)."""
+    return Path(__file__).resolve().parent
+
+
+def suites_sha256(folder: Path | None = None) -> str:
+    """sha256 over every suite file (name and bytes): which gate a run was checked by."""
+    digest = hashlib.sha256()
+    for path in sorted((folder or suites_folder()).glob("*.json")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def load_suites(folder: Path | None = None) -> list[Suite]:
-    folder = folder or expectations_folder()
+    folder = folder or suites_folder()
     suites = []
+    seen: set[str] = set()
     for path in sorted(folder.glob("*.json")):
         doc = json.loads(path.read_text("utf-8"))
         meta = doc["meta"]
+        for expectation in doc["expectations"]:
+            check_id = expectation.get("id")
+            if not isinstance(check_id, str) or not _ID.fullmatch(check_id):
+                raise SuiteError(f"{path.name}: an expectation has no id of a-z, 0-9 and _")
+            if check_id in seen:
+                raise SuiteError(f"{path.name}: id {check_id} is used twice")
+            seen.add(check_id)
         suites.append(
             Suite(
                 doc["name"], meta["layer"], meta["table"], meta["query"], meta["key"],
@@ -89,12 +115,14 @@ def run_suites(
     params: Mapping[str, Any],
     run_id: str | None = None,
     sites: Sequence[str] = (),
+    digest: str | None = None,
 ) -> list[CheckResult]:
     """Every suite over its frame, once per site; results in suite, site, expectation order.
 
     `sites` (the configured ones) each get a result even when a frame has no row of theirs: a
     suite whose query keeps only suspect rows (DuckDB narrowing millions of rows to the few
-    that can fail) then still says that the site passed.
+    that can fail) then still says that the site passed. `digest` (the suites' sha256) is
+    recorded with every result.
     """
     import great_expectations as gx  # 3 s to import: only the quality step pays for it
 
@@ -109,7 +137,7 @@ def run_suites(
             frame = con.execute(suite.query, needed or None).df()
         except duckdb.Error as exc:
             out += [
-                _failed(run_id, None, suite, e, f"query failed: {exc}", checked_at)
+                _failed(run_id, None, suite, e, f"query failed: {exc}", checked_at, digest)
                 for e in suite.expectations
             ]
             continue
@@ -135,16 +163,22 @@ def run_suites(
                 },
             )
             for expectation, r in zip(suite.expectations, result.results, strict=True):
-                out.append(_result(run_id, site, suite, expectation, r, checked_at))
+                out.append(_result(run_id, site, suite, expectation, r, checked_at, digest))
     return out
 
 
 def _result(
-    run_id: str, site: str | None, suite: Suite, e: dict[str, Any], r: Any, checked_at: str
+    run_id: str,
+    site: str | None,
+    suite: Suite,
+    e: dict[str, Any],
+    r: Any,
+    checked_at: str,
+    digest: str | None,
 ) -> CheckResult:
     message = _raised(r.exception_info)
     if message is not None:
-        return _failed(run_id, site, suite, e, message, checked_at)
+        return _failed(run_id, site, suite, e, message, checked_at, digest)
     details = r.result or {}
     # sorted: the sample is then the same whatever order DuckDB handed the rows over in
     keys = sorted(
@@ -165,6 +199,8 @@ def _result(
         unexpected_count=details.get("unexpected_count"),
         sample_keys=",".join(keys[:SAMPLE_KEYS]) or None,
         checked_at=checked_at,
+        check_id=e["id"],
+        suites_sha256=digest,
         failing_keys=tuple(keys) if not r.success else (),
     )
 
@@ -182,10 +218,16 @@ def _raised(info: Any) -> str | None:
 
 
 def _failed(
-    run_id: str, site: str | None, suite: Suite, e: dict[str, Any], message: str, checked_at: str
+    run_id: str,
+    site: str | None,
+    suite: Suite,
+    e: dict[str, Any],
+    message: str,
+    checked_at: str,
+    digest: str | None,
 ) -> CheckResult:
     return CheckResult(
         run_id, site, suite.layer, suite.table, e["type"], e.get("meta", {}).get("description", ""),
         e.get("meta", {}).get("severity", "warning"), False, message.splitlines()[0][:500], None,
-        None, checked_at,
+        None, checked_at, e["id"], digest,
     )  # fmt: skip
