@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from rescue_pipeline.config import Config
+from rescue_pipeline.quality import suites as suites_module
 
 # The libraries whose upgrade can change a result (parsing, rules' inputs, checks).
 _LIBRARIES = ("duckdb", "great-expectations", "fhir.resources", "pyarrow", "pandas")
@@ -74,6 +75,7 @@ def fingerprint(
         ],
         "raw": _raw_state(con),
         "code": code_fingerprint(),
+        "suites": suites_module.suites_sha256(),  # the gate in use, wherever it is read from
     }
     digest = hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode())
     digest.update(hashlib.sha256(b"rescue-derivation\0" + key).digest())  # never the key itself
