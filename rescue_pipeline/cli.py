@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 from rescue_pipeline.config import Config, ConfigError, config_path, load_config
+from rescue_pipeline.run_report import EXIT_FAILED, EXIT_OK
 from rescue_pipeline.stopping import (
     StopRequested,
     forget_stops,
     request_stop,
-    stop_signal,
     watch_signals,
 )
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_QUALITY, EXIT_BUSY, EXIT_ATTENTION = 0, 1, 2, 3, 4, 5
+EXIT_USAGE, EXIT_BUSY, EXIT_ATTENTION = 2, 4, 5
 
 DEMO_DIR = Path("rescue-demo")
 DEMO_PATIENTS = 240
@@ -85,135 +85,137 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- run / demo
-def _run_pipeline(config: Config, site_ids: list[str], *, dagster_home: Path | None) -> int:
+def _run_pipeline(
+    config: Config, site_ids: list[str], *, full: bool = False, dagster_home: Path | None
+) -> int:
     import duckdb
 
-    from rescue_pipeline.dagster_defs.in_process import (
-        instance_for,
-        run_core,
-        run_sites,
-        run_validation,
-    )
+    from rescue_pipeline.core.pseudonym import pseudonym_key
+    from rescue_pipeline.dagster_defs.runner import instance_for, run_pipeline
     from rescue_pipeline.progress import Stage
     from rescue_pipeline.site_load import work_db
     from rescue_pipeline.warehouse.no_space import no_space
 
-    instance = instance_for(dagster_home)
-    stages: dict[str, Stage] = {}
-
-    def on_site(site_id: str) -> None:
-        stages[site_id] = Stage(f"landing {site_id}").__enter__()
-
-    def on_done(run: Any) -> None:
-        stage = stages[run.site_id]
-        stage.note = "" if run.success else f"FAILED: {run.error}"
-        stage.__exit__(None if run.success else RuntimeError, None, None)
-
-    from rescue_pipeline.core.pseudonym import pseudonym_key
-
     pseudonym_key()  # fail before landing anything, not after
-    began = dt.datetime.now(dt.UTC)
-    result = run_sites(config, site_ids, instance=instance, on_site=on_site, on_done=on_done)
-    if result.stopped:
-        stopped = result.sites[-1].site_id
-        with work_db(config) as con:  # as the interrupted step opened it
-            loads = con.execute(  # this run's load of the site, if it began one
-                "SELECT EXISTS (SELECT 1 FROM raw.loads l WHERE l.load_id = r.load_id) "
-                "FROM ops.runs r WHERE r.site_id = ? AND r.started_at >= ? "
-                "ORDER BY r.started_at DESC LIMIT 1",
-                [stopped, began],
-            ).fetchall()
-        if not loads:
-            landed = "it had not begun landing"
-        elif loads[0][0]:
-            landed = "its landing had committed and is kept"
-        else:
-            landed = "its landing was rolled back (ops.runs: stopped)"
-        raise StopRequested(
-            f"stopped by {stop_signal()} at site {stopped}: {landed}; "
-            "the sites after it and the core build did not run"
-        )
-    with Stage("core, analysis, quality, publish, report") as stage:
-        core = run_core(config, instance=instance)
-        if not core.success:
-            stage.note = f"FAILED: {core.error}"
-        elif core.unchanged:
-            stage.note = "(nothing new: not run again)"
-    # Nothing published depends on it, so the warehouse and the report come first.
-    validating = dt.datetime.now(dt.UTC)
-    with Stage("validating new versions (FHIR R4B)") as stage:
-        validation = run_validation(config, instance=instance)
-        if not validation.success:
-            stage.note = f"FAILED: {validation.error}"
-    held: list[tuple[str, str]] = []
+    stages: list[Stage] = []
+
+    def begin(label: str) -> None:
+        stages.append(Stage(label).__enter__())
+
+    def end(ok: bool, note: str) -> None:
+        stage = stages.pop()
+        stage.note = note
+        stage.__exit__(None if ok else RuntimeError, None, None)
+
+    report = run_pipeline(
+        config, site_ids, full=full, instance=instance_for(dagster_home), begin=begin, end=end
+    )
     try:
-        # read-write, as the steps opened it: a failed step's connection may still be open
-        # here, and DuckDB refuses a second one with other settings (we hold the writer lock)
-        with work_db(config) as con:
-            _print_raw_summary(con, config, site_ids)
-            if core.unchanged:
-                _say()
-                _say(
-                    "Nothing new since the last publish (same raw layer, configuration, "
-                    "cut-off and code): the published warehouse and report stand as they were."
-                )
-            if core.success:
-                _print_core_summary(con, unchanged=core.unchanged)
-                _print_quality_summary(con)
-                held = _print_publication(con, not_loaded={f.site_id for f in result.failed})
-                _print_report(config)
-            if validation.success:
-                _print_validation(con, since=validating)
+        with work_db(config) as con:  # the landing tables and, when nothing was rebuilt, counts
+            _print_summary(con, config, site_ids, report)
     except duckdb.Error as exc:  # a full disk: the errors below still say what happened
         disk_full = no_space(exc)
         if not disk_full:
             raise
         print(f"(no summary: {disk_full})", file=sys.stderr)
-    for failed in result.failed:
-        print(f"error: {failed.error}", file=sys.stderr)
-    refused = not core.success and (core.error or "").startswith("publish refused")
-    if not core.success:
-        print(
-            f"error: {core.error}" if refused else f"error: core build: {core.error}",
-            file=sys.stderr,
+    for line in _error_lines(report):
+        print(f"error: {line}", file=sys.stderr)
+    return report.exit_code
+
+
+def _print_summary(con: Any, config: Config, site_ids: list[str], report: Any) -> None:
+    from rescue_pipeline.analysis.counts import eligibility_counts, pfs_counts
+    from rescue_pipeline.run_report import AnalysisPart
+
+    _print_raw_summary(con, config, site_ids)
+    core = report.core
+    if core is None or not core.ok:
+        return
+    analysis = report.analysis
+    if core.unchanged:
+        _say()
+        _say(
+            "Nothing new since the last publish (same raw layer, configuration, "
+            "cut-off and code): the published warehouse and report stand as they were."
         )
-    for site_id, reason in held:
-        print(
-            f"error: site {site_id} held back, its last published data kept: {reason}",
-            file=sys.stderr,
+        eligible, pfs = eligibility_counts(con), pfs_counts(con)  # as last derived
+        analysis = AnalysisPart(
+            ok=True, eligible=eligible.eligible, not_eligible=eligible.not_eligible,
+            eligibility_unknown=eligible.unknown, pfs_events=pfs.events,
+            pfs_censored=pfs.censored,
+        )  # fmt: skip
+    else:
+        _say()
+        _say(f"Core tables (built in {core.seconds:.1f}s):")
+        table = [("table", "rows"), *((f"core.{k}", v) for k, v in core.rows.items())]
+        _say(_format_table(table))
+        _say(f"Subjects: {core.rows.get('subjects', 0)}")
+    if analysis is not None and analysis.ok:
+        _say(
+            f"Eligibility: {analysis.eligible} eligible, {analysis.not_eligible} not eligible, "
+            f"{analysis.eligibility_unknown} unknown"
         )
-    if not validation.success:
-        print(f"error: validation: {validation.error}", file=sys.stderr)
-    if refused or held:
-        return EXIT_QUALITY
-    ok = not result.failed and core.success and validation.success
-    return EXIT_OK if ok else EXIT_FAILED
+        _say(
+            f"PFS: {analysis.pfs_events} events, {analysis.pfs_censored} censored (analysis.adtte)"
+        )
+    if report.quality is not None and report.quality.ok:
+        q = report.quality
+        _say(
+            f"Quality: {q.checks} checks; {len(q.critical_failures)} critical failures, "
+            f"{q.warnings} warnings (quality.results)"
+        )
+    if report.publication is not None and report.publication.ok:
+        _print_publication(report)
+        _print_report(config)
+    if report.validation is not None and report.validation.ok:
+        v = report.validation
+        counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(v.outcomes.items()))
+        _say(
+            f"Validated: {v.validated} new versions{': ' + counts if counts else ''} "
+            "(raw.version_validation)"
+        )
 
 
-def _print_quality_summary(con: Any) -> None:
-    rows = con.execute(
-        "SELECT severity, success, count(*) FROM quality.results WHERE run_id = "
-        "(SELECT arg_max(run_id, checked_at) FROM quality.results) GROUP BY ALL"
-    ).fetchall()
-    counts = {(sev, ok): n for sev, ok, n in rows}
-    _say(
-        f"Quality: {sum(counts.values())} checks; "
-        f"{counts.get(('critical', False), 0)} critical failures, "
-        f"{counts.get(('warning', False), 0)} warnings (quality.results)"
-    )
+def _print_publication(report: Any) -> None:
+    """Whose data the publish holds; the held sites. A site whose load failed this run is not
+    called published: what the warehouse holds of it is its last successful load."""
+    publication = report.publication
+    not_loaded = {load.site_id for load in report.failed_loads}
+    published = [s for s in publication.published if s not in not_loaded]
+    _say(f"Published: {', '.join(published) or 'no site'}")
+    if not_loaded:
+        _say(
+            f"Not loaded this run: {', '.join(sorted(not_loaded))} "
+            "(the warehouse keeps each one's data of its last successful load)"
+        )
+    for site in sorted(publication.held):
+        since = publication.held_since.get(site)
+        kept = (
+            f"data of {dt.datetime.fromisoformat(since):%Y-%m-%d %H:%M} UTC kept"
+            if since
+            else "never published"
+        )
+        _say(f"Held back: {site} ({kept})")
 
 
-def _print_validation(con: Any, *, since: dt.datetime) -> None:
-    rows = con.execute(
-        "SELECT outcome, count(*) FROM raw.version_validation WHERE validated_at >= ? "
-        "GROUP BY ALL ORDER BY 1",
-        [since],
-    ).fetchall()
-    counts = ", ".join(f"{n} {outcome.replace('_', ' ')}" for outcome, n in rows)
-    total = sum(n for _, n in rows)
-    _say(
-        f"Validated: {total} new versions{': ' + counts if counts else ''} (raw.version_validation)"
-    )
+def _error_lines(report: Any) -> list[str]:
+    """Each failure of the run report, one line each (printed after the summary)."""
+    lines = [load.error or f"site {load.site_id}: load failed" for load in report.failed_loads]
+    for name, part in (("core build", report.core), ("analysis", report.analysis),
+                       ("quality", report.quality)):  # fmt: skip
+        if part is not None and not part.ok:
+            lines.append(f"{name}: {part.error}")
+    publication = report.publication
+    if publication is not None and publication.refused:
+        lines.append(publication.refused)
+    elif publication is not None and not publication.ok:
+        lines.append(f"publish: {publication.error}")
+    for site, reason in sorted(publication.held.items()) if publication else ():
+        lines.append(f"site {site} held back, its last published data kept: {reason}")
+    lines += report.errors
+    if report.validation is not None and not report.validation.ok:
+        lines.append(f"validation: {report.validation.error}")
+    return lines
 
 
 def _print_report(config: Config) -> None:
@@ -221,66 +223,6 @@ def _print_report(config: Config) -> None:
     if report.exists():  # written by the run's last asset, report/sponsors
         _say(f"Sponsors' report: {report}")
         _say(f"Data queries per site: {config.report_dir / 'data-queries'}/<site-id>/index.html")
-
-
-def _print_publication(con: Any, *, not_loaded: set[str]) -> list[tuple[str, str]]:
-    """Whose data the last publish holds; the held sites and why (exit code 3). A site whose
-    load failed this run is not called published: what the warehouse holds of it is its last
-    successful load."""
-    rows = con.execute(
-        "SELECT site_id, status, data_as_of, reason FROM quality.publications "
-        "WHERE published_at = (SELECT max(published_at) FROM quality.publications) ORDER BY 1"
-    ).fetchall()
-    published = [s for s, status, _, _ in rows if status == "published" and s not in not_loaded]
-    _say(f"Published: {', '.join(published) or 'no site'}")
-    if not_loaded:
-        _say(
-            f"Not loaded this run: {', '.join(sorted(not_loaded))} "
-            "(the warehouse keeps each one's data of its last successful load)"
-        )
-    held = []
-    for site, status, since, reason in rows:
-        if status == "held":
-            kept = f"data of {since:%Y-%m-%d %H:%M} UTC kept" if since else "never published"
-            _say(f"Held back: {site} ({kept})")
-            held.append((site, reason))
-    return held
-
-
-def _print_core_summary(con: Any, *, unchanged: bool = False) -> None:
-    rows = con.execute(
-        'SELECT "rows", seconds FROM core.build_runs ORDER BY built_at DESC LIMIT 1'
-    ).fetchall()
-    if not rows:
-        return
-    import json
-
-    counts = json.loads(rows[0][0])
-    _say()
-    when = "as last built, in" if unchanged else "built in"
-    _say(f"Core tables ({when} {rows[0][1]:.1f}s):")
-    _say(_format_table([("table", "rows"), *((f"core.{k}", v) for k, v in counts.items())]))
-    subjects = con.execute(
-        "SELECT count(*), count(arm), count(*) FILTER (WHERE NOT consent_data_transfer) "
-        "FROM core.subjects"
-    ).fetchall()[0]
-    _say(f"Subjects: {subjects[0]} ({subjects[1]} randomised)")
-    eligible = dict(
-        con.execute(
-            "SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY 1"
-        ).fetchall()
-    )
-    pfs = dict(
-        con.execute(
-            "SELECT CASE CNSR WHEN 0 THEN 'events' ELSE 'censored' END, count(*) "
-            "FROM analysis.adtte WHERE PARAMCD = 'PFS' GROUP BY 1"
-        ).fetchall()
-    )
-    _say(
-        f"Eligibility: {eligible.get('yes', 0)} eligible, {eligible.get('no', 0)} not eligible, "
-        f"{eligible.get('unknown', 0)} unknown"
-    )
-    _say(f"PFS: {pfs.get('events', 0)} events, {pfs.get('censored', 0)} censored (analysis.adtte)")
 
 
 def _print_raw_summary(con: Any, config: Config, site_ids: list[str]) -> None:
@@ -332,12 +274,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     with writer_lock(config.work_db, command=command):
         _close_interrupted(config)
-        if args.full:
-            from rescue_pipeline.site_load import load_site
-
-            for site_id in site_ids:  # a full reload re-reads every file; Dagster runs the rest
-                load_site(config, config.site(site_id), full=True)
-        return _run_pipeline(config, site_ids, dagster_home=None)
+        return _run_pipeline(config, site_ids, full=args.full, dagster_home=None)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

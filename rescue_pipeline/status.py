@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 
 from rescue_pipeline.config import Config
+from rescue_pipeline.quality.latest import failures_by_site, latest_publication, latest_quality_run
 
 
 @dataclass
@@ -96,21 +97,13 @@ def site_statuses(
     ):
         if site in out:
             out[site].deleted = int(n)
-    for site, critical, warnings in rows(
-        "SELECT site_id, count(*) FILTER (severity = 'critical'), "
-        "count(*) FILTER (severity <> 'critical') FROM quality.results WHERE NOT success AND "
-        "run_id = (SELECT arg_max(run_id, checked_at) FROM quality.results) GROUP BY 1",
-        "quality.results",
-    ):
+    for site, (critical, warnings) in failures_by_site(latest_quality_run(con)).items():
         if site in out:
-            out[site].critical_failures, out[site].warnings = int(critical), int(warnings)
-    for site, status in rows(
-        "SELECT site_id, status FROM quality.publications "
-        "WHERE published_at = (SELECT max(published_at) FROM quality.publications)",
-        "quality.publications",
-    ):
-        if site in out:
-            out[site].publication = status
+            out[site].critical_failures, out[site].warnings = critical, warnings
+    publication = latest_publication(con)
+    for published in publication.sites if publication else ():
+        if published.site_id in out:
+            out[published.site_id].publication = published.status
     stale_after = dt.timedelta(hours=config.orchestration.stale_after_hours)
     for status in out.values():
         _judge(status, now, stale_after, writer_alive)

@@ -207,6 +207,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
     instance = dg.DagsterInstance.from_config(str(tmp_path / "demo" / "dagster_home"))
     runs = instance.get_runs()  # newest first
     assert len(runs) == 5  # one per site, then core to report, then the validation
+    # the named jobs the schedules and the UI run, never an ephemeral asset job
+    assert [r.job_name for r in reversed(runs)] == ["site_load"] * 3 + ["replay", "validate"]
+    assert len({r.tags["rescue/run"] for r in runs}) == 1  # one run report
     validated = instance.get_latest_materialization_event(RAW_VALIDATION)
     assert validated is not None and validated.run_id == runs[0].run_id
     assert "Validated: " in out and "new versions" in out
@@ -220,6 +223,32 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
     # rerun: idempotent, nothing new landed
     code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--patients", "90")
     assert code == 0 and "Unchanged since the last load" in out
+
+
+def test_a_full_reload_reports_the_one_full_load_it_ran(
+    synthesised: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = str(synthesised / "sites.yaml")
+    assert run(capsys, "run", "--config", config)[0] == 0
+    work = synthesised / "warehouse" / "rescue.work.duckdb"
+    with duckdb.connect(str(work), read_only=True) as con:
+        [(first,)] = con.execute(
+            "SELECT sum(received) FROM raw.loads WHERE site_id = 'site-a'"
+        ).fetchall()
+    code, out, err = run(capsys, "run", "--full", "--site", "site-a", "--config", config)
+    assert code == 0, err
+    assert "Unchanged since the last load" not in out  # the full load, not an empty one after it
+    totals = next(line.split() for line in out.splitlines() if line.startswith("  all "))
+    assert int(totals[1]) == first  # every line read again
+    with duckdb.connect(str(work), read_only=True) as con:
+        loads = con.execute(
+            "SELECT job, body->>'full', (body->>'received')::INT FROM ops.run_reports "
+            "WHERE part = 'load' AND report_id = (SELECT arg_max(report_id, recorded_at) "
+            "FROM ops.run_reports)"
+        ).fetchall()
+        runs = con.execute("SELECT count(*) FROM ops.runs WHERE site_id = 'site-a'").fetchall()
+    assert loads == [("site_full_reload", "true", first)]
+    assert runs == [(2,)]  # the first load and the full one, nothing after it
 
 
 def test_run_needs_the_pseudonym_key_and_lands_nothing_without_it(

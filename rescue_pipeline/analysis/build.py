@@ -17,6 +17,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from rescue_pipeline.analysis.counts import (
+    EligibilityCounts,
+    PfsCounts,
+    eligibility_counts,
+    pfs_counts,
+)
 from rescue_pipeline.config import AnalysisConfig, Config
 from rescue_pipeline.core.build import RECURRENCE_EVENTS_SQL, first_line_ends, recurrence_limits
 from rescue_pipeline.rules import eligibility as elig
@@ -47,8 +53,8 @@ ARM_TEXT = {
 @dataclass
 class AnalysisResult:
     rows: dict[str, int] = field(default_factory=dict)
-    eligible: dict[str, int] = field(default_factory=dict)
-    pfs: dict[str, int] = field(default_factory=dict)
+    eligible: EligibilityCounts = field(default_factory=EligibilityCounts)
+    pfs: PfsCounts = field(default_factory=PfsCounts)
     seconds: float = 0.0
 
 
@@ -126,15 +132,8 @@ def derive_analysis(
         result = AnalysisResult(
             rows=count_rows(con, ANALYSIS_TABLES, run_log=tables.derivation_runs)
         )
-        result.eligible = dict(
-            con.execute("SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY 1")
-            .fetchall()
-        )  # fmt: skip
-        pfs = con.execute(
-            "SELECT CASE CNSR WHEN 0 THEN 'events' ELSE 'censored' END, count(*) "
-            "FROM analysis.adtte WHERE PARAMCD = 'PFS' GROUP BY 1"
-        ).fetchall()
-        result.pfs = {k: int(v) for k, v in pfs}
+        result.eligible = eligibility_counts(con)
+        result.pfs = pfs_counts(con)
         result.seconds = round(time.perf_counter() - started, 3)
         recorded = {**asdict(a), "data_cutoff": cutoff.isoformat()}
         record_run(

@@ -11,6 +11,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from dagster._core.definitions.reconstruct import ReconstructableJob
 from pydantic import Field
 from sqlalchemy import Table
 
+from rescue_pipeline import run_report
 from rescue_pipeline.config import (
     CONFIG_ENV,
     Config,
@@ -28,7 +30,7 @@ from rescue_pipeline.config import (
     load_config,
 )
 from rescue_pipeline.dagster_defs.automation import build_automation, build_jobs
-from rescue_pipeline.dagster_defs.failures import fail, secrets_of
+from rescue_pipeline.dagster_defs.failures import fail, failure_line, secrets_of
 from rescue_pipeline.dagster_defs.keys import (
     FULL_TAG,
     PUBLISHED,
@@ -36,10 +38,20 @@ from rescue_pipeline.dagster_defs.keys import (
     RAW_RESOURCES,
     RAW_VALIDATION,
     REPORT,
+    REPORT_TAG,
     WAREHOUSE_POOL,
 )
-from rescue_pipeline.quality.gate import QualityResult
-from rescue_pipeline.quality.suites import CheckResult, load_suites
+from rescue_pipeline.quality.gate import PublishRefused
+from rescue_pipeline.quality.latest import latest_quality_run
+from rescue_pipeline.quality.suites import load_suites, suites_sha256
+from rescue_pipeline.run_report import (
+    AnalysisPart,
+    CorePart,
+    LoadPart,
+    PublicationPart,
+    QualityPart,
+    ValidationPart,
+)
 from rescue_pipeline.site_load import (
     build_core_layer,
     check_quality,
@@ -126,6 +138,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
         site_id = context.partition_key
         full = settings.full or context.run.tags.get(FULL_TAG) == "true"
         secrets: tuple[str, ...] = ()
+        cfg: Config | None = None
         try:
             cfg = rescue.load()
             secrets = secrets_of(cfg, dict(os.environ))
@@ -133,15 +146,25 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             if settings.drop:
                 site = _drop_site(site, Path(settings.drop))
             result = load_site(cfg, site, full=full)
+            total = result.total()
             with work_db(cfg) as con:
                 mismatched = con.execute(
                     "SELECT resource_type FROM raw.loads "
                     "WHERE load_id = ? AND received <> accepted + quarantined",
                     [result.load_id],
                 ).fetchall()
+                part = LoadPart(
+                    site_id, ok=True, full=full, load_id=result.load_id,
+                    received=total.received, accepted=total.accepted,
+                    quarantined=total.quarantined, new_versions=total.new_versions,
+                    files_read=result.files_read, files_unchanged=result.files_unchanged,
+                    seconds=round(result.seconds, 2),
+                )  # fmt: skip
+                _record(context, con, part)
         except Exception as exc:
+            error = failure_line(exc, secrets)
+            _record_apart(context, cfg, LoadPart(site_id, ok=False, full=full, error=error))
             fail(exc, site_id=site_id, secrets=secrets)
-        total = result.total()
         deleted = result.deletions.total() if result.deletions else None
         return dg.MaterializeResult(
             metadata={
@@ -184,8 +207,17 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             "nothing published depends on it, so it runs after the publish (job `validate`)."
         ),
     )
-    def raw_version_validation(rescue: RescueConfig) -> dg.MaterializeResult:
-        result = validate_site(rescue.load())
+    def raw_version_validation(
+        context: dg.AssetExecutionContext, rescue: RescueConfig
+    ) -> dg.MaterializeResult:
+        config = rescue.load()
+        with _reported(context, config, ValidationPart):
+            result = validate_site(config)
+        part = ValidationPart(
+            ok=True, validated=result.validated, outcomes=dict(result.outcomes),
+            seconds=round(result.seconds, 2),
+        )  # fmt: skip
+        _record_apart(context, config, part)
         return dg.MaterializeResult(
             metadata={
                 "validated": result.validated,
@@ -203,7 +235,14 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
     def core_tables(
         context: dg.AssetExecutionContext, rescue: RescueConfig
     ) -> Iterator[dg.MaterializeResult]:
-        result = build_core_layer(rescue.load())
+        config = rescue.load()
+        with _reported(context, config, CorePart):
+            result = build_core_layer(config)
+        part = CorePart(
+            ok=True, unchanged=result.unchanged, rows=dict(result.rows),
+            seconds=round(result.seconds, 2),
+        )  # fmt: skip
+        _record_apart(context, config, part)
         if result.unchanged:
             context.log.info(
                 "Nothing new since the last publish (same raw layer, configuration, cut-off, "
@@ -226,14 +265,23 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
     def analysis_tables(
         context: dg.AssetExecutionContext, rescue: RescueConfig
     ) -> Iterator[dg.MaterializeResult]:
-        result = derive_analysis_layer(rescue.load())
+        config = rescue.load()
+        with _reported(context, config, AnalysisPart):
+            result = derive_analysis_layer(config)
+        part = AnalysisPart(
+            ok=True, eligible=result.eligible.eligible,
+            not_eligible=result.eligible.not_eligible,
+            eligibility_unknown=result.eligible.unknown,
+            pfs_events=result.pfs.events, pfs_censored=result.pfs.censored,
+        )  # fmt: skip
+        _record_apart(context, config, part)
         for spec in analysis_specs:
             yield dg.MaterializeResult(
                 asset_key=spec.key,
                 metadata={
                     "dagster/row_count": result.rows.get(spec.key.path[-1], 0),
-                    "eligible": result.eligible,
-                    "pfs": result.pfs,
+                    "eligible": dataclasses.asdict(result.eligible),
+                    "pfs": dataclasses.asdict(result.pfs),
                 },
             )
 
@@ -246,8 +294,20 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
         description="Great Expectations suites (shipped in rescue_pipeline/quality/suites) over "
         "raw, core and analysis; each expectation is a check named by its id.",
     )
-    def quality_results(rescue: RescueConfig) -> dg.MaterializeResult:
-        result = check_quality(rescue.load())
+    def quality_results(
+        context: dg.AssetExecutionContext, rescue: RescueConfig
+    ) -> dg.MaterializeResult:
+        config = rescue.load()
+        with _reported(context, config, QualityPart):
+            result = check_quality(config)
+        part = QualityPart(
+            ok=True, run_id=result.run_id, suites_sha256=suites_sha256(),
+            checks=len(result.checks), warnings=len(result.warnings),
+            critical_failures=tuple(
+                f"{c.check_id} at {c.site_id or 'all sites'}" for c in result.critical_failures
+            ),
+        )  # fmt: skip
+        _record_apart(context, config, part)
         return dg.MaterializeResult(
             metadata={
                 "run_id": result.run_id,
@@ -275,8 +335,23 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
     ) -> dg.MaterializeResult:
         config = rescue.load()
         with work_db(config, read_only=True) as con:
-            latest = _latest_quality(con)
-        result = publish_warehouse(config, latest)
+            latest = latest_quality_run(con)
+        try:
+            with _reported(context, config, PublicationPart, expected=(PublishRefused,)):
+                result = publish_warehouse(config, latest)
+        except PublishRefused as exc:
+            _record_apart(context, config, PublicationPart(ok=False, refused=str(exc)))
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        part = PublicationPart(
+            ok=True, published_at=result.published_at,
+            published=tuple(s.id for s in config.sites if s.id not in result.held),
+            held=dict(result.held),
+            held_since={
+                site: since.isoformat() if since else None
+                for site, since in result.held_since.items()
+            },
+        )  # fmt: skip
+        _record_apart(context, config, part)
         for site, reason in result.held.items():
             context.log.warning(f"site {site} held back (its last published data kept): {reason}")
         return dg.MaterializeResult(
@@ -325,6 +400,48 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
         published_warehouse,
         sponsors_report,
     ]
+
+
+def _record(context: dg.AssetExecutionContext, con: Any, part: object) -> None:
+    """Add the step's part to its run's report (ops.run_reports)."""
+    run_report.record(
+        con,
+        report_id=context.run.tags.get(REPORT_TAG, context.run.run_id),
+        dagster_run_id=context.run.run_id,
+        job=context.run.job_name,
+        part=part,
+    )
+
+
+def _record_apart(context: dg.AssetExecutionContext, config: Config | None, part: object) -> None:
+    """`_record` on a connection of its own. A report that cannot be written (another writer,
+    a full disk) costs the report, never the run: the runner then reads the step's failure
+    from Dagster's events."""
+    if config is None:
+        return
+    try:
+        with work_db(config) as con:
+            _record(context, con, part)
+    except Exception as exc:
+        context.log.warning(f"run report: {type(part).__name__} not recorded: {failure_line(exc)}")
+
+
+@contextmanager
+def _reported(
+    context: dg.AssetExecutionContext,
+    config: Config,
+    kind: type,
+    *,
+    expected: tuple[type[BaseException], ...] = (),
+) -> Iterator[None]:
+    """A failure inside is recorded as the step's part (ok false, its one line), then raised."""
+    try:
+        yield
+    except expected:
+        raise
+    except Exception as exc:
+        _record_apart(context, config, kind(ok=False, error=failure_line(exc)))
+        raise
 
 
 def _drop_site(site: SiteConfig, drop: Path) -> SiteConfig:
@@ -405,7 +522,7 @@ def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDef
         context: dg.AssetCheckExecutionContext, rescue: RescueConfig
     ) -> Iterator[dg.AssetCheckResult]:
         with work_db(rescue.load(), read_only=True) as con:
-            latest = _latest_quality(con)
+            latest = latest_quality_run(con)
         checks = latest.checks if latest else []
         for check_key in context.selected_asset_check_keys:
             severity = severity_of[check_key.name]
@@ -427,18 +544,6 @@ def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDef
             )
 
     return [quality_checks]
-
-
-def _latest_quality(con: Any) -> QualityResult | None:
-    """The latest quality run's results, read back from quality.results."""
-    rows = con.execute(
-        "SELECT * FROM quality.results WHERE run_id = "
-        "(SELECT arg_max(run_id, checked_at) FROM quality.results)"
-    ).fetchall()
-    if not rows:
-        return None
-    checks = [CheckResult(*row) for row in rows]
-    return QualityResult(checks[0].run_id, checks)
 
 
 def _table_specs(
@@ -466,11 +571,12 @@ def _column_schema(table: Table) -> dg.TableSchema:
     )
 
 
-def build_definitions(config: Config) -> dg.Definitions:
+def build_definitions(config: Config, *, retries: bool = True) -> dg.Definitions:
     """Everything from one configuration: a new site brings its partition, nightly schedule and
     drop sensor. Runs use the multiprocess executor (a step a process); the warehouse pool keeps
-    the working database to one writer."""
-    assets = build_assets(config)
+    the working database to one writer. `retries=False`: the command line's runs, which report
+    a failed site at once."""
+    assets = build_assets(config, retries=retries)
     freshness = build_freshness_check(config)
     jobs = build_jobs(freshness)
     schedules, sensors = build_automation(config, jobs)

@@ -54,6 +54,18 @@ def secrets_of(config: Config, environ: dict[str, str]) -> tuple[str, ...]:
     return tuple(v for n in sorted(names) if len(v := environ.get(n, "")) >= 4)
 
 
+def failure_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """The one line a failure leaves in the run report: our errors' own message (they name
+    site and reason), a full disk said as such, else the error's type and first line."""
+    text = str(exc)
+    full = no_space_text(text)
+    if full:
+        return full
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    line = first if isinstance(exc, _KNOWN) else f"{type(exc).__name__}: {first}".rstrip(": ")
+    return scrub(line, secrets)
+
+
 def fail(exc: Exception, *, site_id: str, secrets: tuple[str, ...]) -> NoReturn:
     """Re-raise `exc` as a dg.Failure that the step's RetryPolicy retries only if transient."""
     transient = is_transient(exc)

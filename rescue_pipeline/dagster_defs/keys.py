@@ -20,6 +20,7 @@ SITE_TAG = "rescue/site"  # one run per site at a time (tag_concurrency_limits)
 TRIGGER_TAG = "rescue/trigger"  # schedule, sensor, ui
 DROP_TAG = "rescue/drop"  # the drop a sensor run lands
 FULL_TAG = "rescue/full"
+REPORT_TAG = "rescue/run"  # the run report a command's Dagster runs share
 PUBLISH_TAG = "rescue/publish"  # replay runs: one at a time (tag_concurrency_limits)
 
 

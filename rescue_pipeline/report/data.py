@@ -14,6 +14,8 @@ from typing import Any
 
 import duckdb
 
+from rescue_pipeline.quality.gate import QualityResult
+from rescue_pipeline.quality.latest import latest_publication, latest_quality_run, run_checked_at
 from rescue_pipeline.quality.suites import Suite, load_suites
 
 ELIGIBILITY_STATUSES = ("yes", "no", "unknown")
@@ -120,10 +122,8 @@ def read_report(
     con: duckdb.DuckDBPyConnection, *, study_id: str, site_ids: list[str]
 ) -> ReportData:
     """Everything the report shows, from the published warehouse `con`."""
-    run = con.execute(
-        "SELECT arg_max(run_id, checked_at), max(checked_at) FROM quality.results"
-    ).fetchall()[0]
-    run_id, checked_at = run
+    quality = latest_quality_run(con)
+    run_id = quality.run_id if quality else None
     known = set(site_ids)
     for table in ("quality.load_history", "quality.results", "core.subjects"):
         known |= {s for (s,) in con.execute(f"SELECT DISTINCT site_id FROM {table}").fetchall()}
@@ -134,25 +134,24 @@ def read_report(
     _accounting(con, sites)
     _completeness(con, sites, run_id)
     _codes(con, sites)
-    checks = _checks(con, sites, run_id)
+    checks = _checks(quality, sites)
     return ReportData(
         study_id=study_id,
         generated_at=dt.datetime.now(dt.UTC),
         quality_run=run_id,
-        checked_at=checked_at,
+        checked_at=run_checked_at(quality) if quality else None,
         sites=list(sites.values()),
         suites=_suites(checks),
     )
 
 
 def _publications(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
-    for site_id, status, since, reason in con.execute(
-        "SELECT site_id, status, data_as_of, reason FROM quality.publications "
-        "WHERE published_at = (SELECT max(published_at) FROM quality.publications)"
-    ).fetchall():
-        if site_id in sites:
-            site = sites[site_id]
-            site.status, site.data_as_of, site.held_reason = status, since, reason
+    publication = latest_publication(con)
+    for published in publication.sites if publication else ():
+        if published.site_id in sites:
+            site = sites[published.site_id]
+            site.status, site.data_as_of = published.status, published.data_as_of
+            site.held_reason = published.reason
 
 
 def _loads(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
@@ -245,19 +244,18 @@ def _codes(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None
 
 
 def _checks(
-    con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport], run_id: str | None
+    quality: QualityResult | None, sites: dict[str, SiteReport]
 ) -> list[tuple[str | None, CheckRow]]:
     out = []
-    for site_id, *values in con.execute(
-        "SELECT site_id, table_name, expectation, description, severity, success, "
-        "observed_value, unexpected_count, check_id FROM quality.results WHERE run_id = ? "
-        "ORDER BY severity, table_name",
-        [run_id],
-    ).fetchall():
-        row = CheckRow(*values)
-        out.append((site_id, row))
-        if site_id in sites:
-            sites[site_id].checks.append(row)
+    ordered = sorted(quality.checks if quality else [], key=lambda c: (c.severity, c.table_name))
+    for c in ordered:
+        row = CheckRow(
+            c.table_name, c.expectation, c.description, c.severity, c.success,
+            c.observed_value, c.unexpected_count, c.check_id,
+        )  # fmt: skip
+        out.append((c.site_id, row))
+        if c.site_id in sites:
+            sites[c.site_id].checks.append(row)
     return out
 
 

@@ -361,6 +361,27 @@ derivations = Table(
     "whose inputs are those of the last publish rebuilds nothing.",
 )
 
+run_reports = Table(
+    "run_reports",
+    metadata,
+    _c(
+        "report_id",
+        String,
+        "The run this part belongs to: the command's run (tag rescue/run) when the command line "
+        "started it, else the Dagster run id.",
+        nullable=False,
+    ),
+    _c("dagster_run_id", String, "The Dagster run whose step wrote the part.", nullable=False),
+    _c("job", String, "The Dagster job (site_load, site_full_reload, replay, validate)."),
+    _c("part", String, "load, core, analysis, quality, publication or validation.", nullable=False),
+    _c("site_id", String, "The site of a load part."),
+    _c("recorded_at", TS, "When the step recorded it (UTC).", nullable=False),
+    _c("body", JSON, "The part as JSON (rescue_pipeline.run_report's schema).", nullable=False),
+    schema="ops",
+    comment="What each step of each run did, as the typed run report reads it back: the "
+    "command line, rescue status and the Dagster metadata display these, never work them out.",
+)
+
 RAW_TABLES = (
     fhir_resource_versions,
     quarantine,
@@ -369,7 +390,7 @@ RAW_TABLES = (
     deletion_loads,
     version_validation,
 )
-OPS_TABLES = (landed_files, runs, watermarks, deletion_marks, bulk_jobs, derivations)
+OPS_TABLES = (landed_files, runs, watermarks, deletion_marks, bulk_jobs, derivations, run_reports)
 
 # A deleted resource leaves the view: its current version is hidden when the site's latest
 # deletion of it is at or after that version's meta.lastUpdated (a version without lastUpdated:

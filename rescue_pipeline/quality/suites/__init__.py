@@ -128,7 +128,12 @@ def run_suites(
 
     run_id = run_id or uuid.uuid4().hex[:12]
     checked_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    # No progress bars: they are not ours to print, and a closed stdout (a pipe to `head`)
+    # would turn every check into a "Broken pipe" failure.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     source = context.data_sources.add_pandas("rescue")
     out: list[CheckResult] = []
     for suite in suites:

@@ -1,0 +1,57 @@
+"""PFS and eligibility counts of the analysis tables, each read by one function.
+
+The analysis build's metadata, the command line's summary and the Dagster run report all show
+them; reading them here keeps the definition (CNSR 0 is an event) in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+def _has(con: Any, table: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'analysis' AND table_name = ?",
+            [table],
+        ).fetchall()
+    )
+
+
+@dataclass(frozen=True)
+class PfsCounts:
+    events: int = 0
+    censored: int = 0
+
+
+def pfs_counts(con: Any) -> PfsCounts:
+    """Progression-free survival events and censored subjects in analysis.adtte."""
+    if not _has(con, "adtte"):
+        return PfsCounts()
+    events, censored = con.execute(
+        "SELECT count(*) FILTER (CNSR = 0), count(*) FILTER (CNSR <> 0) "
+        "FROM analysis.adtte WHERE PARAMCD = 'PFS'"
+    ).fetchall()[0]
+    return PfsCounts(int(events), int(censored))
+
+
+@dataclass(frozen=True)
+class EligibilityCounts:
+    eligible: int = 0
+    not_eligible: int = 0
+    unknown: int = 0
+
+
+def eligibility_counts(con: Any) -> EligibilityCounts:
+    """Subjects by overall eligibility (yes / no / unknown) in analysis.eligibility_summary."""
+    if not _has(con, "eligibility_summary"):
+        return EligibilityCounts()
+    counts = dict(
+        con.execute(
+            "SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY 1"
+        ).fetchall()
+    )
+    return EligibilityCounts(
+        int(counts.get("yes", 0)), int(counts.get("no", 0)), int(counts.get("unknown", 0))
+    )

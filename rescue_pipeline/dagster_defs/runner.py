@@ -1,0 +1,239 @@
+"""Run the pipeline's named jobs in this process: `site_load` (or `site_full_reload`) per site,
+then `replay` (core, analysis, checks, publish, report), then `validate`.
+
+`rescue run` and `rescue demo` use this, so the command line runs the very jobs the schedules,
+sensors and the Dagster UI run, and they appear in the instance's history under their names.
+The runs share one report id (tag rescue/run): their steps record the parts of one run report,
+which this returns. A failed site is reported and the others go on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+
+from rescue_pipeline import run_report
+from rescue_pipeline.config import Config
+from rescue_pipeline.dagster_defs.automation import FULL_JOB, REPLAY_JOB, SITE_JOB, VALIDATE_JOB
+from rescue_pipeline.dagster_defs.definitions import build_definitions
+from rescue_pipeline.dagster_defs.failures import failure_reason
+from rescue_pipeline.dagster_defs.keys import (
+    FULL_TAG,
+    LOAD_OP,
+    PUBLISHED,
+    REPORT_TAG,
+    SITE_TAG,
+    TRIGGER_TAG,
+)
+from rescue_pipeline.raw.workers import shutdown_pools
+from rescue_pipeline.run_report import LoadPart, RunReport, ValidationPart
+from rescue_pipeline.site_load import work_db
+from rescue_pipeline.stopping import StopRequested, stop_requested, stop_signal
+from rescue_pipeline.warehouse.no_space import no_space
+
+# The command line prints its own one-line errors; Dagster's console logger would add tracebacks.
+_QUIET: dict[str, Any] = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+# A stage begins (its label) and ends (whether it went well, and a note to show).
+Begin = Callable[[str], None]
+End = Callable[[bool, str], None]
+
+
+def instance_for(home: Path | None) -> dg.DagsterInstance:
+    """The instance at `home` (or DAGSTER_HOME); an ephemeral one when neither is given."""
+    if home is not None:
+        home.mkdir(parents=True, exist_ok=True)
+        yaml = home / "dagster.yaml"
+        if not yaml.exists():
+            yaml.write_text("telemetry:\n  enabled: false\n")
+        return dg.DagsterInstance.from_config(str(home))
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def run_pipeline(
+    config: Config,
+    site_ids: list[str],
+    *,
+    full: bool = False,
+    instance: dg.DagsterInstance,
+    begin: Begin | None = None,
+    end: End | None = None,
+) -> RunReport:
+    """Load each of `site_ids` (every file re-read when `full`), then derive, check, publish,
+    report and validate; the run report of it all. A stop signal raises StopRequested with
+    what stands."""
+    defs = build_definitions(config, retries=False)  # a failed site is reported at once
+    report_id = uuid.uuid4().hex
+    tags = {REPORT_TAG: report_id, TRIGGER_TAG: "cli"}
+    began = dt.datetime.now(dt.UTC)
+    failed: dict[str, str] = {}  # what Dagster says of each failed run, should no part say it
+
+    load = defs.resolve_job_def(FULL_JOB if full else SITE_JOB)
+    load_config: dict[str, Any] = dict(_QUIET)
+    load_tags = dict(tags)
+    if full:
+        load_config["ops"] = {LOAD_OP: {"config": {"full": True}}}
+        load_tags[FULL_TAG] = "true"
+    for site_id in site_ids:
+        _begin(begin, f"landing {site_id}" + (" (full reload)" if full else ""))
+        result = load.execute_in_process(
+            partition_key=site_id,
+            instance=instance,
+            run_config=load_config,
+            tags={**load_tags, SITE_TAG: site_id},
+            raise_on_error=False,
+        )
+        if not result.success and _stopped(result):
+            shutdown_pools()
+            _end(end, False, "stopped")
+            raise StopRequested(_stopped_at(config, site_id, began))
+        if not result.success:
+            failed[f"load:{site_id}"] = _reason(result)
+        _end(end, result.success, "" if result.success else f"FAILED: {failed[f'load:{site_id}']}")
+    shutdown_pools()  # the landing's worker processes, and what they hold, go now
+
+    _begin(begin, "core, analysis, quality, publish, report")
+    replay = defs.resolve_job_def(REPLAY_JOB).execute_in_process(
+        instance=instance, run_config=_QUIET, tags=tags, raise_on_error=False
+    )
+    if not replay.success and _stopped(replay):
+        published = any(e.asset_key == PUBLISHED for e in replay.get_asset_materialization_events())
+        _end(end, False, "stopped")
+        raise StopRequested(
+            f"stopped by {stop_signal()} after the publish, while the report was written"
+            if published
+            else f"stopped by {stop_signal()} during core, analysis, quality or publish",
+            published=published,
+        )
+    if not replay.success:
+        failed["replay"] = _reason(replay)
+    report = _read(config, report_id, failed)
+    core = report.core
+    note = "(nothing new: not run again)" if core is not None and core.unchanged else ""
+    _end(end, replay.success, note if replay.success else f"FAILED: {failed['replay']}")
+
+    # Nothing published depends on it, so the warehouse and the report come first.
+    _begin(begin, "validating new versions (FHIR R4B)")
+    validation = defs.resolve_job_def(VALIDATE_JOB).execute_in_process(
+        instance=instance, run_config=_QUIET, tags=tags, raise_on_error=False
+    )
+    if not validation.success and _stopped(validation):
+        _end(end, False, "stopped")
+        raise StopRequested(
+            f"stopped by {stop_signal()} while validating, after the publish and the report",
+            published=True,
+        )
+    if not validation.success:
+        failed["validate"] = _reason(validation)
+    _end(end, validation.success, "" if validation.success else f"FAILED: {failed['validate']}")
+    return _read(config, report_id, failed)
+
+
+def _begin(begin: Begin | None, label: str) -> None:
+    if begin:
+        begin(label)
+
+
+def _end(end: End | None, ok: bool, note: str) -> None:
+    if end:
+        end(ok, note)
+
+
+def _reason(result: dg.ExecuteInProcessResult) -> str:
+    failures = result.get_step_failure_events()
+    if failures:
+        return failure_reason(failures[0])
+    return "the run failed outside its steps (see the Dagster run's log)"
+
+
+def _read(config: Config, report_id: str, failed: dict[str, str]) -> RunReport:
+    """The recorded report, completed with the failures no step could record."""
+    try:
+        # read-write, as the steps opened it: a failed step's connection may still be open
+        # here, and DuckDB refuses a second one with other settings (we hold the writer lock)
+        with work_db(config) as con:
+            report = run_report.read(con, report_id)
+    except duckdb.Error as exc:
+        disk_full = no_space(exc)
+        if not disk_full:
+            raise
+        report = RunReport(report_id, errors=[f"the run report was not read: {disk_full}"])
+    for key, reason in failed.items():
+        kind, _, site_id = key.partition(":")
+        if kind == "load":
+            recorded = next((p for p in report.loads if p.site_id == site_id), None)
+            if recorded is None:
+                report.loads.append(LoadPart(site_id, ok=False, error=reason))
+            elif recorded.ok:  # it landed; what failed after it (in the same run) is the reason
+                report.loads[report.loads.index(recorded)] = replace(
+                    recorded, ok=False, error=reason
+                )
+        elif kind == "validate":
+            if report.validation is None or report.validation.ok:
+                report.validation = ValidationPart(ok=False, error=reason)
+        elif reason not in _recorded_errors(report):
+            report.errors.append(reason)
+    return report
+
+
+def _recorded_errors(report: RunReport) -> set[str]:
+    parts = (report.core, report.analysis, report.quality, report.publication)
+    out = {p.error for p in parts if p is not None and p.error}
+    if report.publication is not None and report.publication.refused:
+        out.add(report.publication.refused)
+    return out
+
+
+def _stopped_at(config: Config, site_id: str, began: dt.datetime) -> str:
+    """What a stop during `site_id`'s landing left: nothing begun, a committed landing (kept)
+    or a rolled back one."""
+    with work_db(config) as con:  # as the interrupted step opened it
+        loads = con.execute(  # this run's load of the site, if it began one
+            "SELECT EXISTS (SELECT 1 FROM raw.loads l WHERE l.load_id = r.load_id) "
+            "FROM ops.runs r WHERE r.site_id = ? AND r.started_at >= ? "
+            "ORDER BY r.started_at DESC LIMIT 1",
+            [site_id, began],
+        ).fetchall()
+    if not loads:
+        landed = "it had not begun landing"
+    elif loads[0][0]:
+        landed = "its landing had committed and is kept"
+    else:
+        landed = "its landing was rolled back (ops.runs: stopped)"
+    return (
+        f"stopped by {stop_signal()} at site {site_id}: {landed}; "
+        "the sites after it and the core build did not run"
+    )
+
+
+def _stopped(result: dg.ExecuteInProcessResult) -> bool:
+    """Whether a failed run failed because a stop was asked for: our handler ran, or Dagster
+    raised its interrupt (in a step, or between steps, when the run itself records it), or
+    DuckDB turned either into "Query interrupted" (nothing in the pipeline interrupts a query
+    otherwise)."""
+    if stop_requested():
+        return True
+    for event in result.all_events:
+        data = event.event_specific_data
+        error = getattr(data, "error", None)
+        while error is not None:
+            if error.cls_name in _INTERRUPTS or (
+                error.cls_name in ("RuntimeError", "InterruptException")
+                and "Query interrupted" in error.message
+            ):
+                return True
+            error = error.cause or error.context
+    return False
+
+
+_INTERRUPTS = ("DagsterExecutionInterruptedError", "KeyboardInterrupt", "StopRequested")
