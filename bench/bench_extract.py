@@ -97,7 +97,7 @@ def _timed_load(load: Callable[..., Any], site: Any, work: Path) -> dict[str, An
 
 def rest_ours(base_url: str, page_size: int, work: Path) -> dict[str, Any]:
     from rescue_pipeline.config import FhirSource, SiteConfig
-    from rescue_pipeline.extract.rest import load_fhir_site
+    from rescue_pipeline.site_load import load_fhir_site
 
     site = SiteConfig(id=SITE, source=FhirSource(base_url=base_url, page_size=page_size))
     return _timed_load(load_fhir_site, site, work)
@@ -151,7 +151,7 @@ def bulk_bare(base_url: str, work: Path) -> dict[str, Any]:
 
 def bulk_ours(base_url: str, work: Path) -> dict[str, Any]:
     from rescue_pipeline.config import BulkSource, SiteConfig
-    from rescue_pipeline.extract.bulk import load_bulk_site
+    from rescue_pipeline.site_load import load_bulk_site
 
     site = SiteConfig(id=SITE, source=BulkSource(base_url=base_url))
     return _timed_load(load_bulk_site, site, work)
@@ -186,8 +186,8 @@ def files_bare(status_url: str, work: Path) -> dict[str, Any]:
 def files_ours(base_url: str, status_url: str, work: Path) -> dict[str, Any]:
     """Our source resuming a stored job whose export is complete: download + land only."""
     from rescue_pipeline.config import BulkSource, SiteConfig
-    from rescue_pipeline.extract.bulk import load_bulk_site
     from rescue_pipeline.extract.bulk_jobs import BulkJob, store_job
+    from rescue_pipeline.site_load import load_bulk_site
     from rescue_pipeline.warehouse.database import open_work_db
 
     shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -21,6 +22,7 @@ from rescue_pipeline.analysis.build import AnalysisResult, derive_analysis
 from rescue_pipeline.config import BulkSource, Config, FhirSource, NdjsonSource, SiteConfig
 from rescue_pipeline.core.build import CoreBuildResult, build_core
 from rescue_pipeline.core.pseudonym import pseudonym_key
+from rescue_pipeline.extract.fetched import Fetched
 from rescue_pipeline.extract.ndjson import SourceError, discover, discover_deletions
 from rescue_pipeline.quality.gate import (
     PublishRefused,
@@ -29,8 +31,8 @@ from rescue_pipeline.quality.gate import (
     refusal,
     run_quality,
 )
-from rescue_pipeline.raw.deletions import land_deletions
-from rescue_pipeline.raw.landing import LoadResult, land_files, new_load_id
+from rescue_pipeline.raw.landing import LoadResult, new_load_id
+from rescue_pipeline.raw.site_landing import land_fetched
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.stopping import StopRequested
 from rescue_pipeline.warehouse.database import open_work_db
@@ -215,22 +217,79 @@ def _extract_and_land(
     full: bool,
     progress: Callable[[int], None] | None,
 ) -> LoadResult:
+    """Extract fetches (every source kind the same way), then the raw layer lands."""
+    with fetch_site(con, site, load_id, work_dir=work_dir, full=full) as fetched:
+        return land_fetched(con, site.id, fetched, load_id=load_id, reread=full, progress=progress)
+
+
+@contextmanager
+def fetch_site(
+    con: duckdb.DuckDBPyConnection,
+    site: SiteConfig,
+    load_id: str,
+    *,
+    work_dir: Path,
+    full: bool,
+    client: Any = None,
+) -> Iterator[Fetched]:
+    """What the site's source kind fetches, staged until the landing is done."""
     source = site.source
     if isinstance(source, FhirSource):
-        from rescue_pipeline.extract.rest import load_fhir_site  # httpx only for live sites
+        from rescue_pipeline.extract.rest import fetch_fhir_site  # httpx only for live sites
 
-        return load_fhir_site(con, site, load_id, work_dir=work_dir, full=full, progress=progress)
-    if isinstance(source, BulkSource):
-        from rescue_pipeline.extract.bulk import load_bulk_site
+        with fetch_fhir_site(
+            con, site, load_id, work_dir=work_dir, full=full, client=client
+        ) as fetched:
+            yield fetched
+    elif isinstance(source, BulkSource):
+        from rescue_pipeline.extract.bulk import fetch_bulk_site
 
-        return load_bulk_site(con, site, load_id, work_dir=work_dir, full=full, progress=progress)
-    if not isinstance(source, NdjsonSource):
+        with fetch_bulk_site(
+            con, site, load_id, work_dir=work_dir, full=full, client=client
+        ) as fetched:
+            yield fetched
+    elif isinstance(source, NdjsonSource):
+        yield Fetched(discover(source.path, site.id), discover_deletions(source.path, site.id))
+    else:
         raise SiteLoadError(f"site {site.id}: source kind {source.kind!r} is not known")
-    files = discover(source.path, site.id)
-    deleted = discover_deletions(source.path, site.id)
-    result = land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
-    result.deletions = land_deletions(con, site.id, deleted, load_id=load_id, reread=full)
-    return result
+
+
+def load_fhir_site(
+    con: duckdb.DuckDBPyConnection,
+    site: SiteConfig,
+    load_id: str,
+    *,
+    work_dir: Path,
+    full: bool = False,
+    progress: Callable[[int], None] | None = None,
+    client: Any = None,
+) -> LoadResult:
+    """Fetch a kind: fhir site and land it (without the load's record in ops.runs: tests and
+    benchmarks of the REST path)."""
+    from rescue_pipeline.extract.rest import fetch_fhir_site
+
+    with fetch_fhir_site(con, site, load_id, work_dir=work_dir, full=full, client=client) as f:
+        return land_fetched(con, site.id, f, load_id=load_id, reread=full, progress=progress)
+
+
+def load_bulk_site(
+    con: duckdb.DuckDBPyConnection,
+    site: SiteConfig,
+    load_id: str,
+    *,
+    work_dir: Path,
+    full: bool = False,
+    progress: Callable[[int], None] | None = None,
+    client: Any = None,
+    **clocks: Any,
+) -> LoadResult:
+    """Fetch a kind: bulk site and land it (as load_fhir_site; `clocks`: sleep and now)."""
+    from rescue_pipeline.extract.bulk import fetch_bulk_site
+
+    with fetch_bulk_site(
+        con, site, load_id, work_dir=work_dir, full=full, client=client, **clocks
+    ) as f:
+        return land_fetched(con, site.id, f, load_id=load_id, reread=full, progress=progress)
 
 
 def _finish(

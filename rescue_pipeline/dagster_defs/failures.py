@@ -15,31 +15,30 @@ import re
 from typing import NoReturn
 
 import dagster as dg
-import httpx
 
 from rescue_pipeline.config import Config, ConfigError
 from rescue_pipeline.core.pseudonym import KEY_ENV
 from rescue_pipeline.exception_chain import exception_chain
 from rescue_pipeline.extract.http import HttpError, scrub
 from rescue_pipeline.extract.ndjson import SourceError
+from rescue_pipeline.extract.retry import transient_status, transient_transport
 from rescue_pipeline.quality.gate import PublishRefused
 from rescue_pipeline.site_load import SiteLoadError
 from rescue_pipeline.warehouse.lock import WarehouseBusy
 from rescue_pipeline.warehouse.no_space import no_space_text
 
-TRANSIENT_STATUS = frozenset({408, 425, 429})  # and every 5xx
 _KNOWN = (SiteLoadError, SourceError, ConfigError, WarehouseBusy, PublishRefused)
 
 
 def is_transient(exc: BaseException) -> bool:
+    """The HTTP layer's own rule (extract.retry), applied to the error that ended a step, and a
+    warehouse held by another writer."""
     for error in exception_chain(exc):
         if isinstance(error, WarehouseBusy):
             return True
         if isinstance(error, HttpError) and error.status is not None:
-            return error.status in TRANSIENT_STATUS or error.status >= 500
-        if isinstance(error, httpx.UnsupportedProtocol):
-            return False
-        if isinstance(error, httpx.TransportError | ConnectionError | TimeoutError):
+            return transient_status(error.status)
+        if transient_transport(error):
             return True
     return False
 

@@ -35,6 +35,7 @@ from rescue_pipeline.extract.retry import (
     is_tls_failure,
     retry_after_seconds,
     tls_context,
+    transient_status,
 )
 
 log = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ class SmartBackendAuth:
                 raise AuthError(f"{where}: {type(exc).__name__}") from None
             else:
                 status = response.status_code
-                if status != 429 and status < 500:
+                if not transient_status(status):
                     return response
                 reason = f"HTTP {status}{self._error_text(_json_or_none(response))}"
                 asked = retry_after_seconds(

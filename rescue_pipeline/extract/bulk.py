@@ -31,8 +31,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlencode, urljoin, urlsplit
@@ -50,16 +50,14 @@ from rescue_pipeline.extract.bulk_jobs import (
     store_job,
 )
 from rescue_pipeline.extract.bulk_manifest import BulkError, Manifest, ManifestFile, parse_manifest
+from rescue_pipeline.extract.fetched import Fetched
 from rescue_pipeline.extract.http import Download, FhirHttpClient, HttpError, client_for
 from rescue_pipeline.extract.ndjson import DELETED, DeletionFile, SourceError, SourceFile
 from rescue_pipeline.extract.paths import file_in
 from rescue_pipeline.extract.rest import DEFAULT_TYPES
 from rescue_pipeline.extract.retry import retry_after_seconds
 from rescue_pipeline.extract.staging import staging_folder
-from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
-from rescue_pipeline.raw.deletions import land_deletions
-from rescue_pipeline.raw.landing import LoadResult, land_files
-from rescue_pipeline.warehouse.database import transaction
+from rescue_pipeline.extract.watermarks import format_mark, read_marks
 
 log = logging.getLogger(__name__)
 
@@ -405,21 +403,21 @@ def _outcome_texts(path: Path) -> list[str]:
     return texts
 
 
-def load_bulk_site(
+@contextmanager
+def fetch_bulk_site(
     con: duckdb.DuckDBPyConnection,
     site: SiteConfig,
     load_id: str,
     *,
     work_dir: Path,
     full: bool = False,
-    progress: Callable[[int], None] | None = None,
     client: FhirHttpClient | None = None,
     sleep: Callable[[float], None] = time.sleep,
     now: Callable[[], dt.datetime] = _utcnow,
-) -> LoadResult:
-    """Export a kind: bulk site into <work_dir>/extract/<site>/<load_id>/, land the files, then
-    advance its watermarks to the manifest's transactionTime. `full` asks for everything (and
-    still advances the marks afterwards)."""
+) -> Iterator[Fetched]:
+    """Export a kind: bulk site into <work_dir>/extract/<site>/<load_id>/, proposing watermarks
+    at the manifest's transactionTime and the export job's completion for the landing to
+    record. `full` asks for everything (the landing still advances the marks)."""
     source = site.source
     if not isinstance(source, BulkSource):
         raise TypeError(f"site {site.id}: not a kind: bulk source")
@@ -437,18 +435,14 @@ def load_bulk_site(
         except SourceError as exc:
             export.give_up(job, "failed", str(exc), cancel=True)
             raise
-        result = land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
-        result.deletions = land_deletions(con, site.id, deleted, load_id=load_id, reread=full)
-        with transaction(con):  # the marks move only with the landing committed
-            advance_marks(
-                con, site.id, dict.fromkeys(job.types, manifest.transaction_time), load_id=load_id
-            )
+
+        def finished(con: duckdb.DuckDBPyConnection, landed_by: str) -> None:
             finish_job(
                 con,
                 job,
                 JobOutcome(
                     "complete",
-                    load_id,
+                    landed_by,
                     now(),
                     transaction_time=manifest.transaction_time,
                     output_files=len(manifest.output),
@@ -457,18 +451,19 @@ def load_bulk_site(
                     error_paths=errors.paths,
                 ),
             )
-        total = result.total()
-        log.info(
-            "site %s: export landed: %d files, %d resources (%d quarantined), %d error files, "
-            "%d deletion files (%d deletions, %d new)",
-            site.id,
-            len(files),
-            total.received,
-            total.quarantined,
-            errors.files,
-            len(deleted),
-            result.deletions.total().received,
-            result.deletions.total().recorded,
+
+        def forget(resources: int, deletions: int) -> None:
+            log.info(
+                "site %s: export landed: %d files, %d resources, %d error files, "
+                "%d deletion files (%d deletions)",
+                site.id, len(files), resources, errors.files, len(deleted), deletions,
+            )  # fmt: skip
+            export.forget(job)
+
+        yield Fetched(
+            files,
+            deleted,
+            marks=dict.fromkeys(job.types, manifest.transaction_time),
+            on_landed=finished,
+            after_landed=forget,
         )
-        export.forget(job)
-    return result

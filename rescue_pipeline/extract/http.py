@@ -4,7 +4,8 @@ where it does not.
 - 429 and 503 are the server asking us to come back later: wait what its Retry-After says
   (seconds or an HTTP date), capped by the site's maximum wait, so one odd header cannot stall a
   nightly run.
-- Other 5xx, timeouts and dropped connections are usually transient: exponential backoff with
+- 408, 425, other 5xx, timeouts and dropped connections are usually transient (one rule for data
+  requests, token requests and the run-failure sensor: extract/retry.py): exponential backoff with
   jitter (so sites recovering from an outage are not hit by every client at once), bounded by the
   number of attempts and by the total time spent on one request.
 - 401 once means the token may have expired or been rotated: refresh it and try once more.
@@ -44,6 +45,7 @@ from rescue_pipeline.extract.retry import (
     is_tls_failure,
     retry_after_seconds,
     tls_context,
+    transient_status,
 )
 
 __all__ = [
@@ -344,7 +346,7 @@ class FhirHttpClient:
                 asked = retry_after_seconds(response.headers.get("Retry-After"), self._now())
                 wait = self.backoff(attempt) if asked is None else asked
                 wait = min(wait, self._policy.max_retry_after_seconds)
-            elif status >= 500:
+            elif transient_status(status):
                 wait = self.backoff(attempt)
             else:
                 raise HttpError(f"{where}: {reason}", status=status)

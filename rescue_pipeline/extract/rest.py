@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -32,22 +32,20 @@ import orjson
 
 from rescue_pipeline.config import FhirSource, SiteConfig
 from rescue_pipeline.extract.exact_json import RepeatedKeys, dumps_exact, dumps_for_quarantine
+from rescue_pipeline.extract.fetched import Fetched
 from rescue_pipeline.extract.history import read_deletions
 from rescue_pipeline.extract.http import FhirHttpClient, client_for
 from rescue_pipeline.extract.ndjson import SourceFile
 from rescue_pipeline.extract.paging import PageError, pages
 from rescue_pipeline.extract.paths import file_in
 from rescue_pipeline.extract.staging import staging_folder
-from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
+from rescue_pipeline.extract.watermarks import format_mark, read_marks
 from rescue_pipeline.fhir_types import is_r4_resource_type
 from rescue_pipeline.instants import utc_instant
-from rescue_pipeline.raw.deletions import land_deletions
-from rescue_pipeline.raw.landing import LoadResult, land_files
-from rescue_pipeline.warehouse.database import transaction
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_TYPES", "PageError", "TypeExtract", "extract_site", "load_fhir_site"]
+__all__ = ["DEFAULT_TYPES", "PageError", "TypeExtract", "extract_site", "fetch_fhir_site"]
 
 DEFAULT_TYPES = (
     "Patient",
@@ -178,18 +176,19 @@ def extract_site(
     return written, results
 
 
-def load_fhir_site(
+@contextmanager
+def fetch_fhir_site(
     con: duckdb.DuckDBPyConnection,
     site: SiteConfig,
     load_id: str,
     *,
     work_dir: Path,
     full: bool = False,
-    progress: Callable[[int], None] | None = None,
     client: FhirHttpClient | None = None,
-) -> LoadResult:
-    """Extract a kind: fhir site into <work_dir>/extract/<site>/<load_id>/, land it, then advance
-    its watermarks. `full` ignores the watermarks (and still advances them afterwards)."""
+) -> Iterator[Fetched]:
+    """Search a kind: fhir site into <work_dir>/extract/<site>/<load_id>/ (and read its
+    deletions from history), proposing the watermarks the landing advances. `full` ignores the
+    watermarks (the landing still advances them)."""
     source = site.source
     if not isinstance(source, FhirSource):
         raise TypeError(f"site {site.id}: not a kind: fhir source")
@@ -215,9 +214,4 @@ def load_fhir_site(
             full=full,
             types=tuple(source.types or DEFAULT_TYPES),
         )
-        result = land_files(con, site.id, files, load_id=load_id, reread=full, progress=progress)
-        result.deletions = land_deletions(con, site.id, history.files, load_id=load_id, reread=full)
-        with transaction(con):  # the marks move only with the landing committed
-            advance_marks(con, site.id, new_marks, load_id=load_id)
-            advance_marks(con, site.id, history.marks, load_id=load_id, of="deletions")
-    return result
+        yield Fetched(files, history.files, marks=new_marks, deletion_marks=history.marks)

@@ -56,6 +56,23 @@ def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
 # Transport failures worth another attempt: the network or the server may recover.
 RETRYABLE = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
+# Answers that ask us to come back: request timeout, too early, too many requests; and every 5xx.
+TRANSIENT_STATUS = frozenset({408, 425, 429})
+
+
+def transient_status(status: int) -> bool:
+    """Whether an HTTP answer may be different a moment later (the one rule for data requests,
+    token requests and the run-failure sensor)."""
+    return status in TRANSIENT_STATUS or status >= 500
+
+
+def transient_transport(exc: BaseException) -> bool:
+    """Whether a failure to get any answer may be cured by asking again: a timeout, a dropped or
+    refused connection; never a certificate we do not trust."""
+    if isinstance(exc, httpx.TransportError):
+        return isinstance(exc, RETRYABLE) and not is_tls_failure(exc)
+    return isinstance(exc, ConnectionError | TimeoutError)
+
 
 def is_tls_failure(exc: httpx.TransportError) -> bool:
     """A certificate we do not trust: asking again will not change it, so it is not retried."""

@@ -46,7 +46,11 @@ def _transport_gave_up() -> HttpError:
         (_as_site_load_error(HttpError("site x: 503", status=503)), True),
         (_as_site_load_error(HttpError("site x: 429", status=429)), True),
         (_as_site_load_error(_transport_gave_up()), True),
+        (_as_site_load_error(HttpError("site x: 408", status=408)), True),
         (_as_site_load_error(HttpError("site x: 404", status=404)), False),
+        # a certificate we do not trust stays untrusted however often we ask
+        (httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"), False),
+        (TimeoutError("read timed out"), True),
         (_as_site_load_error(HttpError("site x: 401", status=401)), False),
         (_as_site_load_error(SourceError("site x: source folder missing")), False),
         (_as_site_load_error(AuthError("site x: SITE_X_TOKEN is not set")), False),

@@ -17,13 +17,16 @@ import pytest
 
 from rescue_pipeline.config import AuthConfig, BulkSource, SiteConfig
 from rescue_pipeline.extract.auth import make_auth
-from rescue_pipeline.extract.bulk import BulkError, load_bulk_site
+from rescue_pipeline.extract.bulk import BulkError
 from rescue_pipeline.extract.http import FhirHttpClient, RetryPolicy
 from rescue_pipeline.extract.watermarks import read_marks
 from rescue_pipeline.raw.landing import LoadResult
+from rescue_pipeline.site_load import load_bulk_site
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import FakeTime, Reply, ScriptedServer
 from tests.extract.test_bulk_faults import patient
+
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
 
 SITE = "site-x"
 TRANSACTION = "2026-11-20T01:00:00.000Z"

@@ -20,12 +20,12 @@ import yaml
 
 from rescue_pipeline.config import AuthConfig, BulkSource, SiteConfig, load_config
 from rescue_pipeline.extract.auth import make_auth
-from rescue_pipeline.extract.bulk import BulkError, load_bulk_site
+from rescue_pipeline.extract.bulk import BulkError
 from rescue_pipeline.extract.http import FhirHttpClient, RetryPolicy
 from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.extract.watermarks import advance_marks, read_marks
 from rescue_pipeline.raw.landing import LoadResult
-from rescue_pipeline.site_load import SiteLoadError, load_site, work_db
+from rescue_pipeline.site_load import SiteLoadError, load_bulk_site, load_site, work_db
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import FakeTime, Reply, ScriptedServer, Sekmet
 

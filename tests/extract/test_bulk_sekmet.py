@@ -21,11 +21,12 @@ import orjson
 import pytest
 
 from rescue_pipeline.config import AuthConfig, BulkSource, SiteConfig
-from rescue_pipeline.extract.bulk import BulkError, load_bulk_site
+from rescue_pipeline.extract.bulk import BulkError
 from rescue_pipeline.extract.bulk_jobs import polling_job
 from rescue_pipeline.extract.rest import DEFAULT_TYPES
 from rescue_pipeline.extract.watermarks import read_marks
 from rescue_pipeline.raw.landing import LoadResult
+from rescue_pipeline.site_load import load_bulk_site
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import SekmetSmart, cohort_folder, start_sekmet
 from tests.extract.sekmet_server import SekmetServer
@@ -134,7 +135,7 @@ CHILD = """
 import logging, sys
 from pathlib import Path
 from rescue_pipeline.config import BulkSource, SiteConfig
-from rescue_pipeline.extract.bulk import load_bulk_site
+from rescue_pipeline.site_load import load_bulk_site
 from rescue_pipeline.warehouse.database import open_work_db
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")

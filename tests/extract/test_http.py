@@ -18,6 +18,7 @@ from rescue_pipeline.extract.http import (
     redact_url,
     retry_after_seconds,
 )
+from rescue_pipeline.extract.retry import transient_status
 from tests.extract.conftest import FakeTime, Reply, ScriptedServer
 
 BUNDLE = {"resourceType": "Bundle", "type": "searchset", "entry": []}
@@ -68,6 +69,27 @@ def test_500_then_200_backs_off_exponentially(scripted_server: ScriptedServer, f
     assert len(fake_time.waits) == 3
     for n, wait in enumerate(fake_time.waits):  # jitter: 50-100 % of 2, 4, 8 s
         assert 2 * 2**n * 0.5 <= wait <= 2 * 2**n
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500, 502, 503, 504, 400, 403, 404, 410, 422])
+def test_the_client_retries_exactly_what_the_run_failure_sensor_calls_transient(
+    scripted_server: ScriptedServer, fake_time: FakeTime, status: int
+):
+    """One rule (extract.retry.transient_status) for the HTTP client, the token client and the
+    run-failure sensor: a status is retried here if and only if a step failing with it is."""
+    from rescue_pipeline.dagster_defs.failures import is_transient
+
+    scripted_server.on("/Patient", Reply(status), Reply(200, BUNDLE))
+    with client(fake_time) as c:
+        try:
+            c.get(f"{scripted_server.url}/Patient")
+            retried = True
+        except HttpError as exc:
+            retried = False
+            assert is_transient(exc) is False
+    assert retried is transient_status(status)
+    assert scripted_server.hits("/Patient") == (2 if retried else 1)
+    assert is_transient(HttpError("site site-x: gave up", status=status)) is retried
 
 
 def test_persistent_5xx_gives_up_after_max_attempts(

@@ -18,8 +18,8 @@ import pytest
 from rescue_pipeline.config import FhirSource, SiteConfig
 from rescue_pipeline.extract.auth import NoAuth
 from rescue_pipeline.extract.http import FhirHttpClient, RetryPolicy
-from rescue_pipeline.extract.rest import load_fhir_site
 from rescue_pipeline.extract.watermarks import advance_marks, read_marks
+from rescue_pipeline.site_load import load_fhir_site
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import FakeTime, Reply, ScriptedServer
 

@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from rescue_pipeline.config import FhirSource, SiteConfig
-from rescue_pipeline.extract.rest import load_fhir_site
 from rescue_pipeline.extract.watermarks import read_marks
 from rescue_pipeline.raw.landing import LoadResult
+from rescue_pipeline.site_load import load_fhir_site
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import Sekmet, cohort_folder, start_sekmet
 

@@ -17,9 +17,9 @@ from rescue_pipeline.config import FhirSource, SiteConfig
 from rescue_pipeline.extract.auth import NoAuth
 from rescue_pipeline.extract.http import FhirHttpClient, HttpError, RetryPolicy
 from rescue_pipeline.extract.ndjson import SourceError
-from rescue_pipeline.extract.rest import load_fhir_site
 from rescue_pipeline.extract.watermarks import read_marks
 from rescue_pipeline.raw.landing import LoadResult
+from rescue_pipeline.site_load import load_fhir_site
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import FakeTime, Sekmet
 

@@ -12,7 +12,7 @@ import pytest
 from rescue_pipeline.config import AuthConfig, FhirSource, SiteConfig
 from rescue_pipeline.extract.auth import AuthError, NoAuth, SmartBackendAuth, make_auth
 from rescue_pipeline.extract.http import FhirHttpClient, HttpError
-from rescue_pipeline.extract.rest import load_fhir_site
+from rescue_pipeline.site_load import load_fhir_site
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import SekmetSmart
 
