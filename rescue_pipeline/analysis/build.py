@@ -23,6 +23,7 @@ from rescue_pipeline.analysis.counts import (
     eligibility_counts,
     pfs_counts,
 )
+from rescue_pipeline.analysis.rows import Diagnosis, Subject, columns
 from rescue_pipeline.config import AnalysisConfig, Config
 from rescue_pipeline.core.build import RECURRENCE_EVENTS_SQL, first_line_ends, recurrence_limits
 from rescue_pipeline.rules import eligibility as elig
@@ -77,10 +78,7 @@ def derive_analysis(
     started = time.perf_counter()
     a = config.analysis
     cutoff = a.data_cutoff or today or dt.date.today()
-    subjects = con.execute(
-        "SELECT usubjid, site_id, arm, randomised_on, consented_on, consent_data_transfer, "
-        "age_at_consent, died_on, source_id FROM core.subjects ORDER BY usubjid"
-    ).fetchall()
+    subjects = Subject.read_all(con)
     ages = {
         u: ((low, high) if low is not None else None, basis)
         for u, low, high, basis in con.execute(
@@ -93,7 +91,7 @@ def derive_analysis(
         subjects[i : i + SUBJECTS_PER_BATCH] for i in range(0, len(subjects), SUBJECTS_PER_BATCH)
     ]
     _screening_windows(
-        con, recurrences, cutoff, {s[0]: n for n, batch in enumerate(batches) for s in batch}
+        con, recurrences, cutoff, {s.usubjid: n for n, batch in enumerate(batches) for s in batch}
     )
     with_status = {
         u for (u,) in con.execute(
@@ -170,21 +168,23 @@ def _eligibility(
     con: duckdb.DuckDBPyConnection,
     context: _Context,
     batch: int,
-    members: list[tuple[Any, ...]],
+    members: list[Subject],
     out: _Outputs,
 ) -> None:
     """Each subject of the batch against every criterion, under every reading of her partly
     dated records (rule book §1 "Dates")."""
     a = context.config.analysis
-    diagnoses = _grouped(
-        con,
-        # a qualifying primary decides before a recorded, non-qualifying one (primary_site other)
-        "SELECT d.usubjid, d.primary_site, d.behaviour, d.histology_class, d.histology_code, "
-        "d.source_id, d.primary_code FROM core.diagnoses d JOIN screen s USING (usubjid) "
-        "WHERE s.batch = $batch "
-        "ORDER BY d.usubjid, d.primary_site = 'other', d.diagnosed_on NULLS LAST, d.source_id",
-        batch=batch,
-    )
+    diagnoses = {
+        usubjid: [Diagnosis(*row) for row in rows]
+        for usubjid, rows in _grouped(
+            con,
+            # a qualifying primary decides before a recorded, non-qualifying one (site other)
+            f"SELECT d.usubjid, {columns(Diagnosis)} FROM core.diagnoses d "
+            "JOIN screen s USING (usubjid) WHERE s.batch = $batch "
+            "ORDER BY d.usubjid, d.primary_site = 'other', d.diagnosed_on NULLS LAST, d.source_id",
+            batch=batch,
+        ).items()
+    }
     platinum = _grouped(
         con,
         """
@@ -244,7 +244,8 @@ def _eligibility(
     partial = _partial_records(con, a.ca125_uln_u_per_ml, batch)
     redated = _Recurrences(con, partial, a.ca125_uln_u_per_ml, context.first_line, context.until)
 
-    for usubjid, site, _arm, _rand, consent_on, transfer, _age, _died, rs_id in members:
+    for subject in members:
+        usubjid, site = subject.usubjid, subject.site_id
         dated = _Dated(
             platinum=platinum.get(usubjid, []),
             worsenings=worsenings.get(usubjid, []),
@@ -260,10 +261,10 @@ def _eligibility(
             lists = dated.with_partial(records, days) if records else dated
             facts, extra = _facts(
                 usubjid=usubjid,
-                consent_on=consent_on,
-                transfer=transfer,
+                consent_on=subject.consented_on,
+                transfer=subject.consent_data_transfer,
                 age=context.ages.get(usubjid, (None, None)),
-                rs_id=rs_id,
+                rs_id=subject.source_id,
                 recurrences=(
                     redated.of(usubjid, records, days)
                     if usubjid in redated.subjects
@@ -507,7 +508,7 @@ def _facts(
     rs_id: str,
     recurrences: list[tuple[Any, ...]],
     has_status: bool,
-    diagnoses: list[tuple[Any, ...]],
+    diagnoses: list[Diagnosis],
     platinum: list[tuple[Any, ...]],
     worsenings: list[tuple[Any, ...]],
     assessments: list[tuple[Any, ...]],
@@ -535,12 +536,12 @@ def _facts(
     facts = elig.ScreeningFacts(
         recurrences=recs,
         has_disease_status_records=has_status,
-        primary_site=diagnosis[0] if diagnosis else None,
-        behaviour=diagnosis[1] if diagnosis else None,
-        histology_class=diagnosis[2] if diagnosis else None,
-        histology_code=diagnosis[3] if diagnosis else None,
-        diagnosis_source=diagnosis[4] if diagnosis else None,
-        primary_code=diagnosis[5] if diagnosis else None,
+        primary_site=diagnosis.primary_site if diagnosis else None,
+        behaviour=diagnosis.behaviour if diagnosis else None,
+        histology_class=diagnosis.histology_class if diagnosis else None,
+        histology_code=diagnosis.histology_code if diagnosis else None,
+        diagnosis_source=diagnosis.source_id if diagnosis else None,
+        primary_code=diagnosis.primary_code if diagnosis else None,
         platinum_doses=doses,
         first_line_platinum=tuple(elig.Dated(day, sid) for day, sid, line in platinum if line == 1),
         worsenings=tuple(elig.Dated(day, sid) for day, sid in worsenings),
@@ -576,7 +577,7 @@ def _adtte(
     con: duckdb.DuckDBPyConnection,
     study_id: str,
     batch: int,
-    subjects: Iterable[tuple[Any, ...]],
+    subjects: Iterable[Subject],
     settings: tte.Settings,
     rules: AnalysisConfig,
     out: ColumnSink,
@@ -643,9 +644,11 @@ def _adtte(
         """,
         cutoff=settings.data_cutoff,
     )
-    for usubjid, _site, _arm, rand, _consent, _transfer, _age, died, rs_id in subjects:
+    for subject in subjects:
+        usubjid, rand, died = subject.usubjid, subject.randomised_on, subject.died_on
         if rand is None:
             continue
+        rs_id = subject.source_id
         start = tte.Dated(rand, "ResearchSubject", rs_id, "period.start")
         last_alive = alive.get(usubjid, [])
         timeline = tte.Timeline(
@@ -675,12 +678,14 @@ def _adtte(
 
 def _adsl(
     study_id: str,
-    subjects: Iterable[tuple[Any, ...]],
+    subjects: Iterable[Subject],
     eligible_of: dict[str, str],
     ages: dict[str, tuple[tuple[int, int] | None, str | None]],
 ) -> ColumnSink:
     out = ColumnSink(tables.adsl)
-    for usubjid, site, arm, rand, _consent, _transfer, _age, _died, _rs in subjects:
+    for subject in subjects:
+        usubjid, site, arm = subject.usubjid, subject.site_id, subject.arm
+        rand = subject.randomised_on
         flag = "Y" if rand is not None and arm else "N"
         # AGE: completed years at consent (else randomisation), when the birth date decides it
         bounds = ages.get(usubjid, (None, None))[0]

@@ -26,7 +26,7 @@ documented event (its source is reported). AVAL = ADT - STARTDT + 1 days.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, timedelta
 
 
@@ -40,18 +40,29 @@ class Dated:
 
 @dataclass(frozen=True)
 class EventSource:
-    """An event kind a parameter counts (admiral: event_source)."""
+    """An event kind a parameter counts (admiral: event_source): the timeline field it reads,
+    and its EVNTDESC. SRCDOM / SRCVAR / SRCID come from the dated record chosen."""
 
-    code: str  # key into the subject's timeline
+    field: str  # a Timeline field holding Dated records
     description: str  # EVNTDESC
+
+    def __post_init__(self) -> None:
+        if self.field not in _DATED_FIELDS:
+            raise ValueError(f"event source {self.field!r} is not a dated Timeline field")
+
+    def dates(self, t: Timeline) -> tuple[Dated, ...]:
+        dated: tuple[Dated, ...] = getattr(t, self.field)
+        return dated
 
 
 @dataclass(frozen=True)
-class CensorRule:
-    """A censoring rule (admiral: censor_source); `rule` is its row in the table above."""
+class Rule:
+    """A row of the rule table above (admiral: event_source / censor_source): its number, CNSR
+    and the text that says it decided (EVNTDESC for the event, CNSDTDSC for a censoring)."""
 
-    rule: int
-    description: str  # CNSDTDSC
+    row: int
+    cnsr: int
+    description: str
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,10 @@ class Timeline:
     last_known_alive: Dated | None = None
 
 
+# The Timeline fields an EventSource may name: those holding dated records.
+_DATED_FIELDS = frozenset(f.name for f in fields(Timeline) if "tuple[Dated" in str(f.type))
+
+
 @dataclass(frozen=True)
 class TteRow:
     paramcd: str
@@ -105,87 +120,94 @@ class TteRow:
     rule: int
 
 
-NEW_THERAPY = CensorRule(2, "Last adequate assessment before new anticancer therapy")
-MISSED = CensorRule(3, "Last adequate assessment before two or more missed assessments")
-NO_EVENT = CensorRule(5, "Last adequate assessment")
-NO_EVENT_ALIVE = CensorRule(5, "Last date known alive")
+NEW_THERAPY = Rule(2, 1, "Last adequate assessment before new anticancer therapy")
+MISSED = Rule(3, 1, "Last adequate assessment before two or more missed assessments")
+EVENT = Rule(4, 0, "")  # the event source's own description is EVNTDESC
+NO_EVENT = Rule(5, 1, "Last adequate assessment")
+NO_EVENT_ALIVE = Rule(5, 1, "Last date known alive")
+# A censoring rule whose date does not exist (no adequate assessment) falls back to this.
 RANDOMISATION = "Randomisation (no adequate assessment)"
 
+PROGRESSION = EventSource("progression", "Documented progression")
+DEATH = EventSource("death", "Death")
+SUBSEQUENT_THERAPY = EventSource("subsequent_therapy", "First subsequent anticancer therapy")
+
 PFS = Parameter(
-    "PFS", "Progression-free survival (days)",
-    (EventSource("progression", "Documented progression"), EventSource("death", "Death")),
+    "PFS", "Progression-free survival (days)", (PROGRESSION, DEATH),
     censor_new_therapy=True, censor_missed_assessments=True, censor_at_last_alive=False,
 )  # fmt: skip
 OS = Parameter(
-    "OS", "Overall survival (days)", (EventSource("death", "Death"),),
+    "OS", "Overall survival (days)", (DEATH,),
     censor_new_therapy=False, censor_missed_assessments=False, censor_at_last_alive=True,
 )  # fmt: skip
 TFST = Parameter(
     "TFST", "Time to first subsequent anticancer therapy or death (days)",
-    (EventSource("subsequent_therapy", "First subsequent anticancer therapy"),
-     EventSource("death", "Death")),
+    (SUBSEQUENT_THERAPY, DEATH),
     censor_new_therapy=False, censor_missed_assessments=False, censor_at_last_alive=True,
 )  # fmt: skip
 
 
-def _row(p: Parameter, t: Timeline, at: Dated, cnsr: int, rule: int, text: str) -> TteRow:
+def _row(p: Parameter, t: Timeline, rule: Rule, at: Dated | None, text: str = "") -> TteRow:
+    """The row `rule` decides, dated by `at` (None: the rule's date does not exist, so
+    randomisation, and the text says so)."""
+    when = at or t.start_source
+    said = text or (rule.description if at is not None else RANDOMISATION)
     return TteRow(
         paramcd=p.paramcd,
         param=p.param,
         startdt=t.start,
-        adt=at.day,
-        aval=(at.day - t.start).days + 1,
-        cnsr=cnsr,
-        evntdesc=text if cnsr == 0 else None,
-        cnsdtdsc=text if cnsr == 1 else None,
-        srcdom=at.source_type,
-        srcvar=at.element,
-        srcid=at.source_id,
-        rule=rule,
+        adt=when.day,
+        aval=(when.day - t.start).days + 1,
+        cnsr=rule.cnsr,
+        evntdesc=said if rule.cnsr == 0 else None,
+        cnsdtdsc=said if rule.cnsr == 1 else None,
+        srcdom=when.source_type,
+        srcvar=when.element,
+        srcid=when.source_id,
+        rule=rule.row,
     )
+
+
+def _key(x: Dated) -> tuple[date, str, str, str]:
+    """A total order on records: what comes first never depends on the order rows arrived in."""
+    return (x.day, x.source_id, x.source_type, x.element)
+
+
+def _first(items: Sequence[Dated]) -> Dated | None:
+    return min(items, key=_key) if items else None
 
 
 def _last_before(items: Sequence[Dated], day: date) -> Dated | None:
     before = [x for x in items if x.day < day]
-    return max(before, key=lambda x: (x.day, x.source_id)) if before else None
+    return max(before, key=_key) if before else None
 
 
 def derive(p: Parameter, t: Timeline, s: Settings, *, censor_new_therapy: bool = True) -> TteRow:
-    """One ADTTE row for parameter `p` (rules 1-5 above, in order)."""
+    """One ADTTE row for parameter `p`: the rules of the table above, in order."""
     window_end = min(t.start + timedelta(days=s.window_days), s.data_cutoff)
     candidates: list[tuple[date, int, Dated, EventSource]] = []
-    for order, source in enumerate(p.events):
-        items = [x for x in getattr(t, source.code) if x.day > t.start or source.code == "death"]
-        first = min(items, key=lambda x: (x.day, x.source_id)) if items else None
+    for order, source in enumerate(p.events):  # rule 1
+        first = _first([x for x in source.dates(t) if x.day > t.start or source is DEATH])
         if first is not None and first.day <= window_end:
             candidates.append((first.day, order, first, source))
-    adequate = sorted(t.adequate_assessments, key=lambda x: (x.day, x.source_id))
-    therapy = [x for x in t.subsequent_therapy if x.day > t.start]
-    first_therapy = min(therapy, key=lambda x: (x.day, x.source_id)) if therapy else None
+    adequate = sorted(t.adequate_assessments, key=_key)
+    first_therapy = _first([x for x in t.subsequent_therapy if x.day > t.start])
     censors_therapy = p.censor_new_therapy and censor_new_therapy and first_therapy is not None
     if candidates:
         day, _order, event, source = min(candidates, key=lambda c: (c[0], c[1]))
-        if censors_therapy and first_therapy is not None and first_therapy.day < day:
-            last = _last_before(adequate, first_therapy.day)
-            return _row(p, t, last or t.start_source, 1, 2,
-                        NEW_THERAPY.description if last else RANDOMISATION)  # fmt: skip
+        if censors_therapy and first_therapy is not None and first_therapy.day < day:  # rule 2
+            return _row(p, t, NEW_THERAPY, _last_before(adequate, first_therapy.day))
         last = _last_before(adequate, day)
         since = (day - (last.day if last else t.start)).days
-        if p.censor_missed_assessments and since > s.missed_days:
-            return _row(p, t, last or t.start_source, 1, 3,
-                        MISSED.description if last else RANDOMISATION)  # fmt: skip
-        return _row(p, t, event, 0, 4, source.description)
+        if p.censor_missed_assessments and since > s.missed_days:  # rule 3
+            return _row(p, t, MISSED, last)
+        return _row(p, t, EVENT, event, source.description)  # rule 4
     if censors_therapy and first_therapy is not None and first_therapy.day <= window_end:
         # rule 2 also covers new therapy with no candidate in the window (rule book §7)
-        last = _last_before(adequate, first_therapy.day)
-        return _row(p, t, last or t.start_source, 1, 2,
-                    NEW_THERAPY.description if last else RANDOMISATION)  # fmt: skip
-    if p.censor_at_last_alive:
+        return _row(p, t, NEW_THERAPY, _last_before(adequate, first_therapy.day))
+    if p.censor_at_last_alive:  # rule 5
         alive = t.last_known_alive
-        if alive is not None and t.start < alive.day <= window_end:
-            return _row(p, t, alive, 1, 5, NO_EVENT_ALIVE.description)
-        return _row(p, t, t.start_source, 1, 5, RANDOMISATION)
+        inside_alive = alive is not None and t.start < alive.day <= window_end
+        return _row(p, t, NO_EVENT_ALIVE, alive if inside_alive else None)
     inside = [x for x in adequate if t.start < x.day <= window_end]
-    if inside:
-        return _row(p, t, inside[-1], 1, 5, NO_EVENT.description)
-    return _row(p, t, t.start_source, 1, 5, RANDOMISATION)
+    return _row(p, t, NO_EVENT, inside[-1] if inside else None)

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import random
+from dataclasses import replace
 from datetime import date, timedelta
 
-from rescue_pipeline.rules.tte import OS, PFS, TFST, Dated, Settings, Timeline, derive
+import pytest
+
+from rescue_pipeline.rules.tte import (
+    OS,
+    PFS,
+    TFST,
+    Dated,
+    EventSource,
+    Settings,
+    Timeline,
+    derive,
+)
 
 R = date(2024, 1, 1)  # randomisation
 S = Settings(data_cutoff=date(2026, 6, 30))
@@ -186,3 +199,58 @@ def test_an_ne_visit_is_a_missed_assessment_for_rule_3() -> None:
     assert row(t) == (84, 1, 3, "a84")
     t = timeline(progression=(at(266, "pd"),), adequate_assessments=(at(84, "a84"),))
     assert row(t) == (266, 0, 4, "pd")  # 182 days: not more than 182
+
+
+def _random_timeline(rng: random.Random) -> Timeline:
+    """A subject with a few of everything, ties on purpose (days drawn from a small range)."""
+
+    def some(prefix: str, kind: str, most: int) -> tuple[Dated, ...]:
+        days = [rng.choice((1, 30, 84, 84, 168, 200, 252, 400, 700, 731, 800)) for _ in range(most)]
+        return tuple(
+            at(d, f"{prefix}{rng.randrange(3)}", kind) for d in days[: rng.randrange(most + 1)]
+        )
+
+    return timeline(
+        progression=some("pd", "Observation", 3),
+        death=some("death", "Patient", 1),
+        subsequent_therapy=some("tx", "MedicationAdministration", 3),
+        adequate_assessments=some("a", "Observation", 6),
+        last_known_alive=at(rng.choice((100, 500, 900)), "alive", "Encounter"),
+    )
+
+
+def _shuffled(t: Timeline, rng: random.Random) -> Timeline:
+    def mix(items: tuple[Dated, ...]) -> tuple[Dated, ...]:
+        out = list(items)
+        rng.shuffle(out)
+        return tuple(out)
+
+    return replace(
+        t,
+        progression=mix(t.progression),
+        death=mix(t.death),
+        subsequent_therapy=mix(t.subsequent_therapy),
+        adequate_assessments=mix(t.adequate_assessments),
+    )
+
+
+def test_the_order_of_the_input_records_never_changes_a_row() -> None:
+    """Sites send records in any order, and SQL returns rows in any order: 2,000 random subjects,
+    each derived from five shuffles of its records, give one row per parameter."""
+    rng = random.Random(20261207)
+    decided = set()
+    for _ in range(2_000):
+        t = _random_timeline(rng)
+        for param in (PFS, OS, TFST):
+            rows = {derive(param, _shuffled(t, rng), S) for _ in range(5)}
+            assert len(rows) == 1, (param.paramcd, t)
+            decided.add((param.paramcd, next(iter(rows)).rule))
+    # every rule was reached, so the shuffles were tried where each one decides
+    assert {rule for code, rule in decided if code == "PFS"} == {2, 3, 4, 5}
+
+
+def test_an_event_source_must_name_a_dated_timeline_field() -> None:
+    with pytest.raises(ValueError, match="not a dated Timeline field"):
+        EventSource("progresion", "Documented progression")
+    with pytest.raises(ValueError, match="not a dated Timeline field"):
+        EventSource("last_known_alive", "Alive")
