@@ -1,7 +1,7 @@
 """The `rescue` command line: parses arguments, calls the layers, turns errors into one line.
 
-Exit codes (DESIGN.md): 0 success; 1 the job failed; 2 bad usage or configuration; 3 a critical
-data-quality check refused (part of) the publish; 4 another load holds the warehouse;
+Exit codes (docs/commands.md): 0 success; 1 the job failed; 2 bad usage or configuration;
+3 a critical data-quality check refused (part of) the publish; 4 another load holds the warehouse;
 5 `status`: something needs attention. Heavy imports (dagster, great_expectations) happen inside
 the commands that need them, so `rescue --help` stays instant.
 """
@@ -344,7 +344,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     config = _config(args)
     with _analysis_db(config) as con:
         try:
-            result = export(con, study_id=config.study_id, fmt=args.format, out=Path(args.out))
+            result = export(
+                con, study_id=config.study_id, nct_id=config.nct_id, fmt=args.format,
+                out=Path(args.out),
+            )  # fmt: skip
         except ExportError as exc:
             raise CommandError(f"export: {exc}") from None
     for name, path in result.files.items():

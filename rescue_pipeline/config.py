@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -195,6 +196,7 @@ class Config:
     report: Path | None = None
     orchestration: OrchestrationConfig = OrchestrationConfig()
     duckdb: DuckDBConfig = DuckDBConfig()
+    nct_id: str = "NCT07295132"  # sites.yaml `nct_id` (the schema's default, checked by a test)
 
     @property
     def report_dir(self) -> Path:
@@ -266,20 +268,23 @@ def parse_config(data: Any, path: Path) -> Config:
     _validate_schema(data, path)
     base = path.resolve().parent
     sites = tuple(_site(s, base, path) for s in data["sites"])
-    analysis = data.get("analysis") or {}
-    cutoff = analysis.get("data_cutoff")
+    analysis = dict(data.get("analysis") or {})
+    cutoff = analysis.pop("data_cutoff", None)
+    if "pfi_sensitive_days" not in analysis:  # 6 months of month_days, at least (rule book §4)
+        month = analysis.get("month_days", AnalysisConfig.month_days)
+        analysis["pfi_sensitive_days"] = math.ceil(6 * month)
     return Config(
         path=path,
         study_id=data["study_id"],
         warehouse=_resolve(base, data.get("warehouse", DEFAULT_WAREHOUSE)),
         analysis=AnalysisConfig(
-            **{k: v for k, v in analysis.items() if k != "data_cutoff"},
-            data_cutoff=dt.date.fromisoformat(cutoff) if cutoff else None,
+            **analysis, data_cutoff=dt.date.fromisoformat(cutoff) if cutoff else None
         ),
         sites=sites,
         report=_resolve(base, data["report"]) if data.get("report") else None,
         orchestration=OrchestrationConfig(**(data.get("orchestration") or {})),
         duckdb=_duckdb(data.get("duckdb") or {}, base),
+        nct_id=data.get("nct_id", schema()["properties"]["nct_id"]["default"]),
     )
 
 

@@ -69,7 +69,10 @@ def take_snapshot(config: Config, cutoff: dt.date) -> Snapshot:
                     f"{config.path} and run `rescue run` first"
                 )
             rows = _row_counts(con)
-            export(con, study_id=config.study_id, fmt="parquet", out=tmp / "exports")
+            export(
+                con, study_id=config.study_id, nct_id=config.nct_id, fmt="parquet",
+                out=tmp / "exports",
+            )  # fmt: skip
         files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         created_at = created.isoformat(timespec="seconds")
         manifest = {

@@ -388,3 +388,37 @@ def test_a_token_over_plain_http_is_refused_unless_the_site_allows_it(
 def test_plain_http_without_a_token_is_allowed(write_config: Callable[..., Path]) -> None:
     path = write_config(_base(source={"kind": "fhir", "base_url": "http://127.0.0.1:9/R4"}))
     assert load_config(path).sites[0].source.auth.kind == "none"  # type: ignore[union-attr]
+
+
+def test_the_trial_number_defaults_to_the_schemas_and_can_be_set(tmp_path: Path) -> None:
+    from rescue_pipeline.config import Config, schema
+
+    default = schema()["properties"]["nct_id"]["default"]
+    assert Config.nct_id == default  # one value, two readers
+    (tmp_path / "a").mkdir()
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("study_id: S\nsites: [{id: a, source: {kind: ndjson, path: a}}]\n")
+    assert load_config(plain).nct_id == default
+    other = tmp_path / "other.yaml"
+    other.write_text("study_id: S\nnct_id: NCT01234567\n" + plain.read_text().split("\n", 1)[1])
+    assert load_config(other).nct_id == "NCT01234567"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study_id: S\nnct_id: 1234\n" + plain.read_text().split("\n", 1)[1])
+    with pytest.raises(ConfigError, match="nct_id"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("analysis", "days"),
+    [("{}", 183), ("{month_days: 30}", 180), ("{month_days: 30, pfi_sensitive_days: 200}", 200)],
+)
+def test_six_months_of_pfi_follow_month_days_unless_set(
+    tmp_path: Path, analysis: str, days: int
+) -> None:
+    """Rule book §4: 6 x 30.4375 = 182.625 days, so at least 183."""
+    (tmp_path / "a").mkdir()
+    path = tmp_path / "sites.yaml"
+    path.write_text(
+        f"study_id: S\nanalysis: {analysis}\nsites: [{{id: a, source: {{kind: ndjson, path: a}}}}]\n"
+    )
+    assert load_config(path).analysis.pfi_sensitive_days == days

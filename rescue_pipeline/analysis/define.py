@@ -84,7 +84,7 @@ METHODS: dict[str, tuple[str, Any]] = {
     "MT.ELIGSUM": ("Overall eligibility (rescue_pipeline.rules.eligibility.summary)", elig.summary),
 }
 
-# Never exported, whatever a table grows (DESIGN.md: nothing published identifies a person).
+# Never exported, whatever a table grows (docs/warehouse.md: nothing published identifies a person).
 DIRECT_IDENTIFIERS = frozenset(
     {"patient_id", "name", "given", "family", "birth_date", "birthdate", "dob", "address",
      "phone", "email", "mrn", "ssn", "telecom", "identifier"}
@@ -257,6 +257,7 @@ def define_document(
     specs: Sequence[DatasetSpec],
     *,
     study_id: str,
+    nct_id: str | None,
     fmt: str,
     lengths: Mapping[str, Mapping[str, int]],
     files: Mapping[str, Mapping[str, Any]],
@@ -295,7 +296,7 @@ def define_document(
         datasets.append(entry)
     return {
         "define_version": "rescue-define/1 (in the spirit of CDISC Define-XML 2.1)",
-        "study": {"studyid": study_id, "protocol": "NCT07295132"},
+        "study": {"studyid": study_id, "protocol": nct_id},
         "format": fmt,
         "dates": {
             "xpt": "SAS dates (days since 1960-01-01) with format DATE9.",

@@ -59,7 +59,12 @@ class ExportResult:
 
 
 def export(
-    con: duckdb.DuckDBPyConnection, *, study_id: str, fmt: Format, out: Path
+    con: duckdb.DuckDBPyConnection,
+    *,
+    study_id: str,
+    fmt: Format,
+    out: Path,
+    nct_id: str | None = None,
 ) -> ExportResult:
     """Write every analysis dataset in `fmt` and define.json into `out`."""
     if fmt not in _EXT:
@@ -83,7 +88,8 @@ def export(
         files[spec.name] = {"file": path.name, "rows": tables[spec.name].num_rows,
                             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}  # fmt: skip
     lengths = {spec.name: text_lengths(tables[spec.name]) for spec in specs}
-    document = define_document(specs, study_id=study_id, fmt=fmt, lengths=lengths, files=files,
+    document = define_document(specs, study_id=study_id, nct_id=nct_id, fmt=fmt,
+                               lengths=lengths, files=files,
                                provenance=_provenance(con))  # fmt: skip
     result.define = out / "define.json"
     with _atomic(result.define) as tmp:

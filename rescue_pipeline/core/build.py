@@ -43,8 +43,6 @@ from rescue_pipeline.warehouse.database import (
 from rescue_pipeline.warehouse.statements import ScriptError, run_script
 from rescue_pipeline.warehouse.streams import ColumnSink, by_subject, insert_arrow
 
-STUDY_NCT = "NCT07295132"
-
 
 @dataclass
 class CoreBuildResult:
@@ -121,7 +119,7 @@ def build_core(
         low, high = terminology.epithelial_range()
         con.execute(f"SET VARIABLE epithelial_low = {int(low)}")
         con.execute(f"SET VARIABLE epithelial_high = {int(high)}")
-        con.execute("SET VARIABLE study_nct = ?", [STUDY_NCT])
+        con.execute("SET VARIABLE study_nct = ?", [config.nct_id])
         stage("subject ids", lambda: _usubjids(con, key))
         scripts("00_stage", "01_subjects")
         stage("ages", lambda: _ages(con))

@@ -65,7 +65,6 @@ from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
 from rescue_pipeline.warehouse.core_tables import CORE_TABLES
 
 RUN_LOGS = frozenset({"build_runs", "derivation_runs"})  # a layer's own log, not an asset
-DEMO_CONFIG = Path("rescue-demo") / "sites.yaml"
 
 
 class RescueConfig(dg.ConfigurableResource):
@@ -609,13 +608,14 @@ def reconstructable_job(config_path: str | Path, name: str) -> ReconstructableJo
 
 
 def configured_path() -> Path:
+    """The code location's sites.yaml: RESCUE_CONFIG, never a guess (a UI showing another
+    study's configuration is worse than one that says what is missing)."""
     value = os.environ.get(CONFIG_ENV)
     if value:
         return Path(value)
-    if DEMO_CONFIG.exists():
-        return DEMO_CONFIG
     raise ConfigError(
-        f"set {CONFIG_ENV} to a sites.yaml (or run `rescue demo` here to create {DEMO_CONFIG})"
+        f"set {CONFIG_ENV} to the sites.yaml this code location runs "
+        "(`rescue demo` writes rescue-demo/sites.yaml)"
     )
 
 

@@ -16,6 +16,7 @@ from typing import IO, Any
 import orjson
 
 from rescue_pipeline.synth.flavours import TIMEZONES, Site, concept_map
+from rescue_pipeline.synth.ids import STUDY_ID
 
 BUFFER = 1 << 20
 DELETED_FILE = "deleted/Bundle.ndjson"
@@ -159,6 +160,7 @@ def sites_yaml(sites: list[Site], reference_date: str, command: str) -> str:
         "# Paths are relative to this file. Regenerating with the same arguments gives the same",
         "# bytes. The data are synthetic: no real person is described.",
         "study_id: RESCUE",
+        f"nct_id: {STUDY_ID}",
         "warehouse: warehouse/rescue.duckdb",
         "report: report",
         f"analysis: {{data_cutoff: {reference_date}, assessment_interval_days: 84, "

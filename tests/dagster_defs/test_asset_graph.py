@@ -62,6 +62,7 @@ def test_a_new_site_is_a_configuration_change_only(write_config: Callable[..., P
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # starts `dagster definitions validate`
 def test_dagster_definitions_validate_passes(write_config: Callable[..., Path]) -> None:
     """A site added to sites.yaml: the code location validates and lists its schedule and
     sensor, with no code change."""
@@ -89,6 +90,7 @@ def test_dagster_definitions_validate_passes(write_config: Callable[..., Path]) 
 
 
 @pytest.mark.slow
+@pytest.mark.integration  # starts `dagster definitions validate`
 def test_dagster_definitions_validate_fails_clearly_without_a_config(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "RESCUE_CONFIG"}
     env["DAGSTER_HOME"] = str(tmp_path)
@@ -111,4 +113,4 @@ def test_dagster_definitions_validate_fails_clearly_without_a_config(tmp_path: P
         check=False,
     )
     assert done.returncode != 0
-    assert "set RESCUE_CONFIG to a sites.yaml" in done.stderr + done.stdout
+    assert "set RESCUE_CONFIG to the sites.yaml" in done.stderr + done.stdout
