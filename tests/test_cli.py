@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -12,6 +13,8 @@ import yaml
 import rescue_pipeline.quality.suites as suites_module
 from rescue_pipeline.cli import main
 from rescue_pipeline.dagster_defs.keys import RAW_VALIDATION
+
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
 
 
 @pytest.fixture(autouse=True)
@@ -25,25 +28,29 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.fixture(scope="module")
+def synthesised_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One synthesised cohort per module (60 patients, 2 sites), never run: tests copy it."""
+    root = tmp_path_factory.mktemp("cli") / "c"
+    argv = ["synth", "--patients", "60", "--sites", "2", "--seed", "3", "--out", str(root)]
+    assert main(argv) == 0
+    return root
+
+
 @pytest.fixture
-def synthesised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    code, out, _ = run(
-        capsys,
-        "synth",
-        "--patients",
-        "60",
-        "--sites",
-        "2",
-        "--seed",
-        "3",
-        "--out",
-        str(tmp_path / "c"),
-    )
-    assert code == 0 and "for 60 patients at 2 sites" in out
+def synthesised(synthesised_once: Path, tmp_path: Path) -> Path:
+    """A copy of the module's cohort for this test alone (its paths are relative)."""
+    shutil.copytree(synthesised_once, tmp_path / "c")
     return tmp_path / "c"
 
 
-def test_synth_writes_the_contracted_layout(synthesised: Path) -> None:
+def test_synth_writes_the_contracted_layout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    synthesised = tmp_path / "c"
+    argv = ["synth", "--patients", "60", "--sites", "2", "--seed", "3", "--out", str(synthesised)]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "for 60 patients at 2 sites" in out
     assert (synthesised / "ground_truth.json").exists()
     assert (synthesised / "sites.yaml").exists()
     for site in ("site-a", "site-b"):

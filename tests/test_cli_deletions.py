@@ -10,6 +10,8 @@ import pytest
 
 from rescue_pipeline.cli import main
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 
 @pytest.fixture(autouse=True)
 def pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,8 @@ from rescue_pipeline.site_load import SiteLoadError, load_site
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.conftest import obs
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 
 def _config(write_site: Callable[..., Path], write_config: Callable[..., Path], warehouse: Path,
             lines: int) -> Path:  # fmt: skip

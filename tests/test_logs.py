@@ -11,6 +11,8 @@ import pytest
 
 from rescue_pipeline.cli import main
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 PSEUDONYM_KEY = "logs-test-pseudonym-key-8f3a1c"
 TOKEN = "tok-logs-test-5be2d1f09c"
 

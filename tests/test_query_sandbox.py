@@ -13,6 +13,8 @@ import pytest
 
 from rescue_pipeline.cli import main
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 KEY = "sandbox-test-key-0123456789"
 
 

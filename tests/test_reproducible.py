@@ -16,6 +16,8 @@ from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
 from rescue_pipeline.warehouse.core_tables import CORE_TABLES
 from tests.cohort import build_cohort
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 RUN_LOGS = {"build_runs", "derivation_runs"}
 
 

@@ -15,6 +15,8 @@ from rescue_pipeline.config import load_config
 from rescue_pipeline.site_load import work_db
 from rescue_pipeline.status import site_statuses
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 
 @pytest.fixture
 def cohort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -27,6 +27,8 @@ from rescue_pipeline.site_load import (
 from rescue_pipeline.synth import generate
 from tests.conftest import line, obs
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 KEY = "unchanged-test-key-0123456789"
 CUTOFF = dt.date(2026, 6, 30)
 

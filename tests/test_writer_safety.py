@@ -17,6 +17,8 @@ from rescue_pipeline.cli import main
 from rescue_pipeline.warehouse.lock import WarehouseBusy, holder, writer_lock
 from rescue_pipeline.warehouse.publish import next_path
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 RESCUE = str(Path(sys.executable).parent / "rescue")
 ENV = {**os.environ, "RESCUE_PSEUDONYM_KEY": "writer-safety-key-0123456789"}
 

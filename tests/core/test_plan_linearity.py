@@ -34,7 +34,7 @@ MAX_FANOUT = 2.0
 MAX_GROWTH = 1.3
 SIZES = {"small": 120, "large": 480}
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def _profile(folder: Path, patients: int, fault_rate: float) -> list[StatementPlan]:

@@ -24,6 +24,8 @@ from rescue_pipeline.dagster_defs.keys import (
 )
 from tests.dagster_defs.conftest import add_drop
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 
 def _defs(path: Path) -> dg.RepositoryDefinition:
     """The definitions as the code location loads them (schedules and sensors resolved)."""

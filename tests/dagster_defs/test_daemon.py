@@ -23,6 +23,8 @@ from rescue_pipeline.config import load_config
 from tests.dagster_defs.conftest import KEY, add_drop
 from tests.postgres import Postgres, run_postgres
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_SECONDS = 150  # a minute for the cron tick at most, then the runs
 

@@ -27,6 +27,8 @@ import sys
 import dagster as dg
 from rescue_pipeline.dagster_defs.definitions import reconstructable_job
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 home, config, site = sys.argv[1:]
 instance = dg.DagsterInstance.from_config(home)
 job = reconstructable_job(config, "site_load")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 CHROMIUM = Path(os.environ.get("RESCUE_CHROMIUM", "/usr/bin/chromium"))
 ARTEFACTS = Path(os.environ.get("RESCUE_ARTEFACTS", Path(__file__).parents[2] / "test-artefacts"))
 # The machine's network is closed: keep Chromium from trying to reach Google at start.

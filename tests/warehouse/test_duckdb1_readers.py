@@ -26,6 +26,8 @@ HINT = (
 
 READ = """
 import duckdb, json, sys
+
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
 con = duckdb.connect(sys.argv[1], read_only=True)
 tables = con.execute(
     "SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY 1"

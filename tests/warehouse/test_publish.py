@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,14 +11,25 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from rescue_pipeline.config import load_config
 from rescue_pipeline.site_load import publish_warehouse, work_db
 from rescue_pipeline.warehouse import publish as publish_module
 from tests.cohort import build_cohort
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cohort landed and derived per module; tests copy it."""
+    config = build_cohort(tmp_path_factory.mktemp("publish") / "c", patients=40, sites=2, seed=9)
+    return config[0].path.parent
+
 
 @pytest.fixture
-def config(tmp_path: Path):
-    return build_cohort(tmp_path / "c", patients=40, sites=2, seed=9)[0]
+def config(built: Path, tmp_path: Path):
+    shutil.copytree(built, tmp_path / "c")
+    return load_config(tmp_path / "c" / "sites.yaml")
 
 
 def test_published_warehouse_has_core_analysis_and_quality_and_never_raw(config) -> None:
