@@ -1,6 +1,7 @@
 """Pseudonymous subject ids (usubjid) for core and everything after it.
 
-DESIGN.md: usubjid = RESCUE-<SITE>-<NNNN> from the ResearchSubject identifier RSC-<SITE>-<NNNN>;
+docs/warehouse.md: usubjid = RESCUE-<SITE>-<NNNN> from the ResearchSubject identifier
+RSC-<SITE>-<NNNN>;
 without one, RESCUE-<site_id>-X<first 10 hex digits of HMAC-SHA256(key, "<site_id>/<Patient id>")>.
 The key comes from RESCUE_PSEUDONYM_KEY, so ids are stable across reruns and cannot be
 recomputed from the Patient id without the key.

@@ -1,4 +1,4 @@
-"""Analysis tables (DESIGN.md, `analysis` schema): eligibility, ADSL and ADTTE.
+"""Analysis tables (docs/warehouse.md, `analysis` schema): eligibility, ADSL and ADTTE.
 
 Same MetaData as tables.py (one data dictionary). ADaM variable names are upper case, as
 analysts and SAS programs expect; nothing here identifies a person.

@@ -1,4 +1,4 @@
-"""Core tables: what analysts query and the derivations read (DESIGN.md, `core` schema).
+"""Core tables: what analysts query and the derivations read (docs/warehouse.md, `core` schema).
 
 Same MetaData as tables.py, so the data dictionary covers both. Every row carries site_id and
 the FHIR resource type and id it came from; nothing here identifies a person (no names,
@@ -65,7 +65,7 @@ subjects = Table(
     _c("subject_status", String, "ResearchSubject.status as sent."),
     *_source(),
     schema="core",
-    comment="One row per trial subject (ResearchSubject of NCT07295132).",
+    comment="One row per trial subject (a ResearchSubject of the trial, nct_id in sites.yaml).",
 )
 
 diagnoses = Table(

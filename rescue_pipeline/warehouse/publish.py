@@ -1,6 +1,6 @@
 """Publishing: the next warehouse is built beside the published one, then renamed over it.
 
-DESIGN.md: the published warehouse (`warehouse:` in sites.yaml) holds `core`, `analysis` and
+docs/warehouse.md: the published warehouse (`warehouse:` in sites.yaml) holds `core`, `analysis` and
 `quality`, never `raw`, so it carries no direct identifiers by construction. A publish writes
 `<name>.next.duckdb` from the working database, checkpoints and closes it, then renames it over
 the published file: on POSIX the rename is atomic, so an analyst's query sees the old file or

@@ -1,5 +1,5 @@
-"""Quality tables (DESIGN.md, `quality` schema): what every check found, per run and site, and
-what the sponsors' report and the sites' data queries are made from.
+"""Quality tables (docs/warehouse.md, `quality` schema): what every check found, per run and
+site, and what the sponsors' report and the sites' data queries are made from.
 
 All of them are published, so none holds PHI: counts, codes, resource ids and pseudonymous
 subject ids only, never values or the bytes received.

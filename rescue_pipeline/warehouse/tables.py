@@ -2,8 +2,9 @@
 
 Comments on tables and columns are the documentation analysts and data engineers read
 (`rescue dictionary`, Dagster metadata, DuckDB's own `COMMENT ON`), so they say what a value means,
-not how it is computed. Table names are contracts (DESIGN.md): columns may grow, never change
-meaning. No integer surrogate keys: duckdb-engine turns them into SERIAL, which DuckDB rejects.
+not how it is computed. Table names are contracts (docs/warehouse.md): columns may grow, never
+change meaning. No integer surrogate keys: duckdb-engine turns them into SERIAL, which DuckDB
+rejects.
 """
 
 from __future__ import annotations
