@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rescue_pipeline.config import Config, ConfigError, config_path, load_config
+from rescue_pipeline.config import Config, ConfigError, Environment, config_path, load_config
 from rescue_pipeline.run_report import EXIT_FAILED, EXIT_OK
 from rescue_pipeline.stopping import (
     StopRequested,
@@ -293,9 +293,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     cmd_synth(synth_args)
     config = load_config(out / "sites.yaml")
-    from rescue_pipeline.core.pseudonym import DEMO_KEY, KEY_ENV
+    from rescue_pipeline.config import KEY_ENV
+    from rescue_pipeline.core.pseudonym import DEMO_KEY
 
-    if not os.environ.get(KEY_ENV):
+    if not Environment.current().pseudonym_key:
         os.environ[KEY_ENV] = DEMO_KEY  # the demo's documented key; real runs must set their own
         _say(f"(demo: {KEY_ENV} set to the documented demo key)")
     from rescue_pipeline.warehouse.lock import writer_lock
@@ -395,6 +396,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- status
 def cmd_status(args: argparse.Namespace) -> int:
+    from rescue_pipeline import run_report
     from rescue_pipeline.site_load import work_db
     from rescue_pipeline.status import site_statuses
 
@@ -406,6 +408,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     writer = holder(config.work_db)  # read before opening: a live load holds this lock
     with work_db(config, read_only=True) as con:
         statuses = site_statuses(con, config, writer_alive=writer is not None)
+        report_id = run_report.latest_report_id(con)
+        last_run = run_report.read(con, report_id) if report_id else None
     from rescue_pipeline.snapshot import list_snapshots
 
     snapshots = list_snapshots(config)
@@ -417,6 +421,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             "sites": [{**vars(s), "stale": s.stale} for s in statuses],
             "snapshots": [{k: v for k, v in snap.items() if k != "configuration"}
                           for snap in snapshots],
+            "last_run": last_run.to_json() if last_run else None,
         }  # fmt: skip
         sys.stdout.write(orjson.dumps(records, default=str, option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")
@@ -434,6 +439,8 @@ def cmd_status(args: argparse.Namespace) -> int:
              s.publication or "never")
             for s in statuses
         )]))  # fmt: skip
+        if last_run is not None:
+            _say(f"Last run: {run_report.summary(last_run)} (ops.run_reports)")
         for snap in snapshots:
             state = "intact" if snap["intact"] else "CHANGED SINCE IT WAS TAKEN"
             _say(f"Snapshot {snap['data_cutoff']} taken {snap['created_at']}: {snap['path']} "
@@ -719,10 +726,10 @@ def _setup_logs(args: argparse.Namespace) -> None:
     """JSON logs when asked; the configuration (if any) names the secrets to mask."""
     from rescue_pipeline import logs
 
-    if not (args.log_json or os.environ.get(logs.LOG_ENV)):
+    if not (args.log_json or Environment.current().log_target):
         return
     config = None
-    if getattr(args, "config", None) or os.environ.get("RESCUE_CONFIG"):
+    if getattr(args, "config", None) or Environment.current().config_path:
         try:
             config = _config(args)
         except (ConfigError, OSError):

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -221,6 +222,57 @@ class Config:
         raise ConfigError(f"{self.path}: no site {site_id!r} (sites: {known})")
 
 
+KEY_ENV = "RESCUE_PSEUDONYM_KEY"
+LOG_ENV = "RESCUE_LOG_JSON"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the pipeline reads from the process environment, read in this one place: the
+    configuration's path, the pseudonym key, where JSON logs go, the Dagster instance, and the
+    secrets `sites.yaml` names by their variables (it never holds a secret itself)."""
+
+    values: Mapping[str, str]
+
+    @classmethod
+    def current(cls) -> Environment:
+        return cls(dict(os.environ))
+
+    def _get(self, name: str) -> str | None:
+        return self.values.get(name) or None
+
+    @property
+    def config_path(self) -> str | None:
+        return self._get(CONFIG_ENV)
+
+    @property
+    def pseudonym_key(self) -> str | None:
+        return self._get(KEY_ENV)
+
+    @property
+    def log_target(self) -> str | None:
+        return self._get(LOG_ENV)
+
+    @property
+    def dagster_home(self) -> str | None:
+        return self._get("DAGSTER_HOME")
+
+    def secret_names(self, config: Config | None) -> set[str]:
+        """The pseudonym key's variable and every site's token and client-secret variables."""
+        names = {KEY_ENV}
+        for site in config.sites if config else ():
+            auth = getattr(site.source, "auth", None)
+            if auth is not None:
+                names.update(n for n in (auth.token_env, auth.client_secret_env) if n)
+        return names
+
+    def secret_values(self, config: Config | None, *, shortest: int = 1) -> tuple[str, ...]:
+        """The values of those variables that are set (at least `shortest` characters), to
+        mask wherever text leaves the process."""
+        values = (self._get(n) or "" for n in sorted(self.secret_names(config)))
+        return tuple(v for v in values if len(v) >= shortest)
+
+
 @cache
 def schema() -> dict[str, Any]:
     text = resources.files("rescue_pipeline").joinpath("config_schema.json").read_text("utf-8")
@@ -230,7 +282,7 @@ def schema() -> dict[str, Any]:
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
     """--config wins, then RESCUE_CONFIG; there is no silent default."""
-    value = explicit or os.environ.get(CONFIG_ENV)
+    value = explicit or Environment.current().config_path
     if not value:
         raise ConfigError(
             f"no configuration: pass --config sites.yaml or set {CONFIG_ENV} "

@@ -12,15 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
-from rescue_pipeline.config import Config
+from rescue_pipeline.config import Config, Environment
 
-LOG_ENV = "RESCUE_LOG_JSON"
 MASK = "[redacted]"
 HANDLER_NAME = "rescue-json"
 # LogRecord's own attributes: anything else on a record came from `extra=` and is logged.
@@ -67,18 +65,12 @@ class RedactSecrets(logging.Filter):
 
 def secret_values(config: Config | None) -> list[str]:
     """The values of the environment variables that hold secrets."""
-    names = {"RESCUE_PSEUDONYM_KEY"}
-    for site in config.sites if config else ():
-        auth = getattr(site.source, "auth", None)
-        for attr in ("token_env", "client_secret_env"):
-            if auth is not None and getattr(auth, attr, None):
-                names.add(getattr(auth, attr))
-    return [os.environ[n] for n in names if os.environ.get(n)]
+    return list(Environment.current().secret_values(config))
 
 
 def configure(target: str | None, config: Config | None = None) -> None:
     """Send the pipeline's logs as JSON lines to `target` (a path, or `-` for stderr)."""
-    target = target or os.environ.get(LOG_ENV)
+    target = target or Environment.current().log_target
     if not target:
         return
     stream: TextIO = sys.stderr if target == "-" else Path(target).open("a", encoding="utf-8")

@@ -214,11 +214,33 @@ def read(con: duckdb.DuckDBPyConnection, report_id: str) -> RunReport:
 
 
 def latest_report_id(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The report id of the run that recorded the latest part."""
+    """The report id of the run that recorded the latest part (None before the first run, or
+    in a working database older than the run reports)."""
+    present = con.execute(
+        "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'ops' AND table_name = 'run_reports'"
+    ).fetchall()
+    if not present:
+        return None
     rows = con.execute(
         "SELECT report_id FROM ops.run_reports ORDER BY recorded_at DESC LIMIT 1"
     ).fetchall()
     return str(rows[0][0]) if rows else None
+
+
+def summary(report: RunReport) -> str:
+    """The report in one line, for `rescue status`."""
+    loads = ", ".join(f"{p.site_id} {'ok' if p.ok else 'FAILED'}" for p in report.loads)
+    parts = [f"exit code {report.exit_code}", f"loads: {loads or 'none'}"]
+    if report.core is not None and report.core.unchanged:
+        parts.append("nothing new, nothing rebuilt")
+    publication = report.publication
+    if publication is not None and publication.refused:
+        parts.append("publish refused")
+    elif publication is not None:
+        parts.append(f"published: {', '.join(publication.published) or 'no site'}")
+        if publication.held:
+            parts.append(f"held: {', '.join(sorted(publication.held))}")
+    return "; ".join(parts)
 
 
 def report_shape() -> dict[str, Any]:

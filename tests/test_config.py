@@ -422,3 +422,37 @@ def test_six_months_of_pfi_follow_month_days_unless_set(
         f"study_id: S\nanalysis: {analysis}\nsites: [{{id: a, source: {{kind: ndjson, path: a}}}}]\n"
     )
     assert load_config(path).analysis.pfi_sensitive_days == days
+
+
+def test_the_environment_is_read_in_config_alone() -> None:
+    """Every setting that comes from the environment goes through config.Environment (the demo
+    may still set its documented key for the runs it starts)."""
+    package = Path(__file__).resolve().parents[1] / "rescue_pipeline"
+    readers = sorted(
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if ("os.environ" in (text := p.read_text()) or "getenv(" in text)
+        and p.name != "config.py"
+        and "os.environ[KEY_ENV] = DEMO_KEY" not in text
+    )
+    assert readers == []
+
+
+def test_the_environment_names_its_secrets_without_holding_them_in_sites_yaml(
+    tmp_path: Path,
+) -> None:
+    from rescue_pipeline.config import Environment
+
+    (tmp_path / "a").mkdir()
+    path = tmp_path / "sites.yaml"
+    path.write_text(
+        "study_id: S\nsites:\n  - {id: a, source: {kind: ndjson, path: a}}\n"
+        "  - {id: b, source: {kind: fhir, base_url: 'https://b.example/fhir', "
+        "auth: {kind: bearer, token_env: B_TOKEN}}}\n"
+    )
+    config = load_config(path)
+    env = Environment({"RESCUE_PSEUDONYM_KEY": "k" * 20, "B_TOKEN": "tok", "OTHER": "x" * 9})
+    assert env.secret_names(config) == {"RESCUE_PSEUDONYM_KEY", "B_TOKEN"}
+    assert set(env.secret_values(config)) == {"k" * 20, "tok"}
+    assert env.secret_values(config, shortest=4) == ("k" * 20,)
+    assert Environment({"RESCUE_CONFIG": ""}).config_path is None  # empty is unset

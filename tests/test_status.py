@@ -39,8 +39,15 @@ def test_status_after_a_good_run_needs_no_attention(
     assert main(["status", "--config", config]) == 0
     out = capsys.readouterr().out
     assert "All sites loaded within 36 h, checks pass." in out and "ATTENTION" not in out
+    assert "Last run: exit code 0; loads: site-a ok, site-b ok; published: site-a, site-b" in out
     assert main(["status", "--config", config, "--format", "json"]) == 0
-    records = json.loads(capsys.readouterr().out)["sites"]
+    document = json.loads(capsys.readouterr().out)
+    records = document["sites"]
+    last = document["last_run"]
+    assert last["exit_code"] == 0 and [p["site_id"] for p in last["loads"]] == ["site-a", "site-b"]
+    assert last["quality"]["suites_sha256"] and last["publication"]["published"] == [
+        "site-a", "site-b",
+    ]  # fmt: skip
     assert [r["site_id"] for r in records] == ["site-a", "site-b"]
     with work_db(load_config(cohort / "sites.yaml"), read_only=True) as con:
         resources = dict(

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 
-KEY_ENV = "RESCUE_PSEUDONYM_KEY"
+from rescue_pipeline.config import KEY_ENV, Environment
+
 # The demo's own key, documented so that its outputs are reproducible; never used elsewhere.
 DEMO_KEY = "rescue-demo-pseudonym-key-not-for-real-data"
 _SUBJECT_ID = re.compile(r"RSC-([A-Z0-9]{1,8})-(\d{4,})")
@@ -25,7 +25,7 @@ class PseudonymKeyMissing(RuntimeError):
 
 
 def pseudonym_key() -> bytes:
-    value = os.environ.get(KEY_ENV)
+    value = Environment.current().pseudonym_key
     if not value:
         raise PseudonymKeyMissing(
             f"{KEY_ENV} is not set: it keys the pseudonymous subject ids (set a secret of at "

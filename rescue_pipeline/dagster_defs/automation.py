@@ -17,14 +17,13 @@ the next replay publishes whatever has landed.
 """
 
 import json
-import os
 from collections.abc import Sequence
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from dagster._core.events import EngineEventData
 
-from rescue_pipeline.config import Config, SiteConfig
+from rescue_pipeline.config import Config, Environment, SiteConfig
 from rescue_pipeline.dagster_defs.failures import failure_reason, secrets_of
 from rescue_pipeline.dagster_defs.keys import (
     DROP_TAG,
@@ -241,7 +240,7 @@ def failure_sensor(config: Config) -> dg.SensorDefinition:
     )
     def record_failure(context: dg.RunFailureSensorContext) -> None:
         run = context.dagster_run
-        secrets = secrets_of(config, dict(os.environ))
+        secrets = secrets_of(config, Environment.current().values)
         site = run.tags.get(SITE_TAG) or run.tags.get("dagster/partition") or "all sites"
         steps: dict[str, str] = {}
         faults: dict[str, str] = {}

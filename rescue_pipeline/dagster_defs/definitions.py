@@ -8,7 +8,6 @@ RESCUE_CONFIG when the code location loads, never at import.
 
 import dataclasses
 import datetime as dt
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from rescue_pipeline.config import (
     CONFIG_ENV,
     Config,
     ConfigError,
+    Environment,
     NdjsonSource,
     SiteConfig,
     load_config,
@@ -140,7 +140,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
         cfg: Config | None = None
         try:
             cfg = rescue.load()
-            secrets = secrets_of(cfg, dict(os.environ))
+            secrets = secrets_of(cfg, Environment.current().values)
             site = cfg.site(site_id)
             if settings.drop:
                 site = _drop_site(site, Path(settings.drop))
@@ -610,7 +610,7 @@ def reconstructable_job(config_path: str | Path, name: str) -> ReconstructableJo
 def configured_path() -> Path:
     """The code location's sites.yaml: RESCUE_CONFIG, never a guess (a UI showing another
     study's configuration is worse than one that says what is missing)."""
-    value = os.environ.get(CONFIG_ENV)
+    value = Environment.current().config_path
     if value:
         return Path(value)
     raise ConfigError(

@@ -12,12 +12,12 @@ here and site_load.py needs no change.
 """
 
 import re
+from collections.abc import Mapping
 from typing import NoReturn
 
 import dagster as dg
 
-from rescue_pipeline.config import Config, ConfigError
-from rescue_pipeline.core.pseudonym import KEY_ENV
+from rescue_pipeline.config import Config, ConfigError, Environment
 from rescue_pipeline.exception_chain import exception_chain
 from rescue_pipeline.extract.http import HttpError, scrub
 from rescue_pipeline.extract.ndjson import SourceError
@@ -43,14 +43,9 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def secrets_of(config: Config, environ: dict[str, str]) -> tuple[str, ...]:
+def secrets_of(config: Config, environ: Mapping[str, str]) -> tuple[str, ...]:
     """The values of every secret the configuration names (and the pseudonym key)."""
-    names = {KEY_ENV}
-    for site in config.sites:
-        auth = getattr(site.source, "auth", None)
-        if auth is not None:
-            names.update(n for n in (auth.token_env, auth.client_secret_env) if n)
-    return tuple(v for n in sorted(names) if len(v := environ.get(n, "")) >= 4)
+    return Environment(environ).secret_values(config, shortest=4)
 
 
 def failure_line(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:

@@ -10,7 +10,6 @@ which this returns. A failed site is reported and the others go on.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,7 +20,7 @@ import dagster as dg
 import duckdb
 
 from rescue_pipeline import run_report
-from rescue_pipeline.config import Config
+from rescue_pipeline.config import Config, Environment
 from rescue_pipeline.dagster_defs.automation import FULL_JOB, REPLAY_JOB, SITE_JOB, VALIDATE_JOB
 from rescue_pipeline.dagster_defs.definitions import build_definitions
 from rescue_pipeline.dagster_defs.failures import failure_reason
@@ -55,7 +54,7 @@ def instance_for(home: Path | None) -> dg.DagsterInstance:
         if not yaml.exists():
             yaml.write_text("telemetry:\n  enabled: false\n")
         return dg.DagsterInstance.from_config(str(home))
-    if os.environ.get("DAGSTER_HOME"):
+    if Environment.current().dagster_home:
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import random
 import time
 import uuid
@@ -25,7 +24,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from rescue_pipeline.config import AuthConfig
+from rescue_pipeline.config import AuthConfig, Environment
 from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.extract.retry import (
     RETRYABLE,
@@ -386,7 +385,7 @@ def make_auth(
     ca_bundle and max_attempts are the site's, so token requests trust and retry as data does;
     a discovered token endpoint must be https unless allow_insecure_http (a test server).
     """
-    env = os.environ if environ is None else environ
+    env = Environment.current().values if environ is None else environ
     if config.kind == "none":
         return NoAuth()
     if config.kind == "bearer":
