@@ -212,6 +212,8 @@ def _error_lines(report: Any) -> list[str]:
         lines.append(f"publish: {publication.error}")
     for site, reason in sorted(publication.held.items()) if publication else ():
         lines.append(f"site {site} held back, its last published data kept: {reason}")
+    if report.sponsors_report is not None and not report.sponsors_report.ok:
+        lines.append(f"sponsors' report: {report.sponsors_report.error}")
     lines += report.errors
     if report.validation is not None and not report.validation.ok:
         lines.append(f"validation: {report.validation.error}")
@@ -688,11 +690,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StopRequested as exc:  # rolled back where it landed; say what stands
         tail = ""
         if args.command in ("run", "demo"):
-            tail = (
-                "; the new warehouse had been published, its report was not written"
-                if exc.published
-                else "; nothing was published"
-            )
+            if exc.published and exc.report_written:
+                tail = "; the new warehouse and its report had been published"
+            elif exc.published:
+                tail = "; the new warehouse had been published, its report was not written"
+            else:
+                tail = "; nothing was published"
         print(f"error: {exc}{tail}", file=sys.stderr)
         return 130 if exc.signum == signal.SIGINT else EXIT_FAILED
     except KeyboardInterrupt:

@@ -67,6 +67,7 @@ def fingerprint(
     """The inputs of a derivation from the working database `con`, as a sha256."""
     shaping = {
         "study_id": config.study_id,
+        "nct_id": config.nct_id,
         "analysis": {k: str(v) for k, v in dataclasses.asdict(config.analysis).items()},
         "cutoff": cutoff.isoformat(),
         "sites": [

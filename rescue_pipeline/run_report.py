@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_QUALITY = 0, 1, 3
 
-Part = Literal["load", "core", "analysis", "quality", "publication", "validation"]
+Part = Literal[
+    "load", "core", "analysis", "quality", "publication", "sponsors_report", "validation", "error"
+]
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,23 @@ class PublicationPart:
 
 
 @dataclass(frozen=True)
+class ReportPart:
+    """The sponsors' report and the sites' data queries."""
+
+    ok: bool
+    pages: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ErrorPart:
+    """A failure no step recorded, as the runner saw it (the step's process died, the working
+    database was not writable, a part went missing)."""
+
+    error: str
+
+
+@dataclass(frozen=True)
 class ValidationPart:
     ok: bool
     validated: int = 0
@@ -99,7 +118,9 @@ PARTS: dict[str, type] = {
     "analysis": AnalysisPart,
     "quality": QualityPart,
     "publication": PublicationPart,
+    "sponsors_report": ReportPart,
     "validation": ValidationPart,
+    "error": ErrorPart,
 }
 
 
@@ -111,9 +132,10 @@ class RunReport:
     analysis: AnalysisPart | None = None
     quality: QualityPart | None = None
     publication: PublicationPart | None = None
+    sponsors_report: ReportPart | None = None
     validation: ValidationPart | None = None
     # Failures no step could record (the working database was not writable, the step process
-    # died): the Dagster run's own failure, one line each.
+    # died, a part went missing): the runner's reading, one line each.
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -131,7 +153,10 @@ class RunReport:
         failed; else 0 (the command line's contract)."""
         if self.held_or_refused:
             return EXIT_QUALITY
-        parts = [self.core, self.analysis, self.quality, self.publication, self.validation]
+        parts = [
+            self.core, self.analysis, self.quality, self.publication, self.sponsors_report,
+            self.validation,
+        ]  # fmt: skip
         if self.failed_loads or self.errors or any(p is not None and not p.ok for p in parts):
             return EXIT_FAILED
         return EXIT_OK
@@ -207,6 +232,9 @@ def read(con: duckdb.DuckDBPyConnection, report_id: str) -> RunReport:
         if kind == "load":
             loads.pop(site_id, None)
             loads[site_id] = part
+        elif kind == "error":
+            if part.error not in report.errors:
+                report.errors.append(part.error)
         else:
             setattr(report, kind, part)
     report.loads = list(loads.values())
@@ -214,15 +242,18 @@ def read(con: duckdb.DuckDBPyConnection, report_id: str) -> RunReport:
 
 
 def latest_report_id(con: duckdb.DuckDBPyConnection) -> str | None:
-    """The report id of the run that recorded the latest part (None before the first run, or
-    in a working database older than the run reports)."""
+    """The report id of the latest run that loaded, derived or published (None before the first
+    run, or in a working database older than the run reports)."""
     present = con.execute(
         "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'ops' AND table_name = 'run_reports'"
     ).fetchall()
     if not present:
         return None
+    # A validation on its own (the daemon's job after a replay) is not a run to report on.
     rows = con.execute(
-        "SELECT report_id FROM ops.run_reports ORDER BY recorded_at DESC LIMIT 1"
+        "SELECT report_id FROM ops.run_reports GROUP BY report_id "
+        "HAVING bool_or(part NOT IN ('validation', 'error')) "
+        "ORDER BY max(recorded_at) DESC LIMIT 1"
     ).fetchall()
     return str(rows[0][0]) if rows else None
 

@@ -20,11 +20,15 @@ _wakeup: list[int] = []  # the read end of the wakeup pipe, once watched
 class StopRequested(KeyboardInterrupt):
     """A signal asked the run to stop: the step in progress rolled back, nothing after it ran.
 
-    `published` says whether the publish had completed before the stop (the report had not)."""
+    `published` says whether the publish had completed before the stop, `report_written`
+    whether the sponsors' report of it had too."""
 
-    def __init__(self, message: str, *, published: bool = False) -> None:
+    def __init__(
+        self, message: str, *, published: bool = False, report_written: bool = False
+    ) -> None:
         super().__init__(message)
         self.published = published
+        self.report_written = report_written
 
     @property
     def signum(self) -> int | None:

@@ -422,3 +422,42 @@ def test_a_critical_check_failing_for_no_one_site_refuses_the_publish_with_exit_
     )
     assert "all sites" in err
     assert not (synthesised / "warehouse" / "rescue.duckdb").exists()
+
+
+def test_a_part_the_run_report_could_not_record_is_said_and_fails_the_run(
+    synthesised: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The publish succeeded but its part of the report was not written (a full disk, say):
+    the run says so, exits 1, and still says whose data were published."""
+    from rescue_pipeline import run_report
+
+    real = run_report.record
+
+    def record(con, *, part, **kw):  # type: ignore[no-untyped-def]
+        if isinstance(part, run_report.PublicationPart):
+            raise OSError("No space left on device")
+        return real(con, part=part, **kw)
+
+    monkeypatch.setattr(run_report, "record", record)
+    code, out, err = run(capsys, "run", "--config", str(synthesised / "sites.yaml"))
+    assert code == 1
+    assert "error: publication: done, but its part of the run report is missing" in err
+    assert "Published: site-a, site-b" in out  # read from quality.publications instead
+
+
+def test_a_failing_step_is_said_once_and_the_stored_report_agrees(
+    synthesised: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rescue_pipeline.report.render as render
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the plotting library failed")
+
+    monkeypatch.setattr(render, "write_report", broken)
+    config = str(synthesised / "sites.yaml")
+    code, out, err = run(capsys, "run", "--config", config)
+    assert code == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == ["error: sponsors' report: RuntimeError: the plotting library failed"]
+    assert "Published: site-a, site-b" in out
+    assert run(capsys, "status", "--config", config)[1].count("Last run: exit code 1") == 1

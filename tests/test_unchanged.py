@@ -128,8 +128,10 @@ def test_every_input_that_shapes_a_result_changes_the_fingerprint(
         concept_map=(*config.sites[0].concept_map, ConceptMapping("s", "c", "t", "c2")),
     )
     remapped = dataclasses.replace(config, sites=(mapped, *config.sites[1:]))
+    other_trial = dataclasses.replace(config, nct_id="NCT00000001")  # who is a trial subject
     with work_db(config, read_only=True) as con:
         assert inputs.fingerprint(con, remapped, key=KEY.encode(), cutoff=CUTOFF) != base
+        assert inputs.fingerprint(con, other_trial, key=KEY.encode(), cutoff=CUTOFF) != base
 
 
 def test_any_change_to_the_code_or_the_suites_changes_the_code_fingerprint(

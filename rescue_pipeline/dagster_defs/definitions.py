@@ -50,6 +50,7 @@ from rescue_pipeline.run_report import (
     LoadPart,
     PublicationPart,
     QualityPart,
+    ReportPart,
     ValidationPart,
 )
 from rescue_pipeline.site_load import (
@@ -145,24 +146,26 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             if settings.drop:
                 site = _drop_site(site, Path(settings.drop))
             result = load_site(cfg, site, full=full)
-            total = result.total()
+        except Exception as exc:
+            error = failure_line(exc, secrets)
+            _record_apart(context, cfg, LoadPart(site_id, ok=False, full=full, error=error))
+            fail(exc, site_id=site_id, secrets=secrets)
+        total = result.total()
+        part = LoadPart(
+            site_id, ok=True, full=full, load_id=result.load_id, received=total.received,
+            accepted=total.accepted, quarantined=total.quarantined,
+            new_versions=total.new_versions, files_read=result.files_read,
+            files_unchanged=result.files_unchanged, seconds=round(result.seconds, 2),
+        )  # fmt: skip
+        _record_apart(context, cfg, part)  # the load committed: it is reported as landed
+        try:
             with work_db(cfg) as con:
                 mismatched = con.execute(
                     "SELECT resource_type FROM raw.loads "
                     "WHERE load_id = ? AND received <> accepted + quarantined",
                     [result.load_id],
                 ).fetchall()
-                part = LoadPart(
-                    site_id, ok=True, full=full, load_id=result.load_id,
-                    received=total.received, accepted=total.accepted,
-                    quarantined=total.quarantined, new_versions=total.new_versions,
-                    files_read=result.files_read, files_unchanged=result.files_unchanged,
-                    seconds=round(result.seconds, 2),
-                )  # fmt: skip
-                _record(context, con, part)
         except Exception as exc:
-            error = failure_line(exc, secrets)
-            _record_apart(context, cfg, LoadPart(site_id, ok=False, full=full, error=error))
             fail(exc, site_id=site_id, secrets=secrets)
         deleted = result.deletions.total() if result.deletions else None
         return dg.MaterializeResult(
@@ -372,15 +375,19 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             "from the published warehouse: `report:` in sites.yaml, default report/ beside it."
         ),
     )
-    def sponsors_report(rescue: RescueConfig) -> dg.MaterializeResult:
+    def sponsors_report(
+        context: dg.AssetExecutionContext, rescue: RescueConfig
+    ) -> dg.MaterializeResult:
         # matplotlib is 0.3 s to import: only a run that writes the report pays for it
         from rescue_pipeline.report.render import write_report as write_sponsors_report
 
         config = rescue.load()
-        files = write_sponsors_report(
-            config.warehouse, config.report_dir, study_id=config.study_id,
-            site_ids=[s.id for s in config.sites],
-        )  # fmt: skip
+        with _reported(context, config, ReportPart):
+            files = write_sponsors_report(
+                config.warehouse, config.report_dir, study_id=config.study_id,
+                site_ids=[s.id for s in config.sites],
+            )  # fmt: skip
+        _record_apart(context, config, ReportPart(ok=True, pages=len(files.pages)))
         return dg.MaterializeResult(
             metadata={
                 "index": dg.MetadataValue.path(str(files.sponsors / "index.html")),
@@ -439,7 +446,8 @@ def _reported(
     except expected:
         raise
     except Exception as exc:
-        _record_apart(context, config, kind(ok=False, error=failure_line(exc)))
+        secrets = secrets_of(config, Environment.current().values)
+        _record_apart(context, config, kind(ok=False, error=failure_line(exc, secrets)))
         raise
 
 

@@ -19,6 +19,7 @@ import dagster as dg
 
 from rescue_pipeline.config import Config, ConfigError, Environment
 from rescue_pipeline.exception_chain import exception_chain
+from rescue_pipeline.extract.auth import AuthError
 from rescue_pipeline.extract.http import HttpError, scrub
 from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.extract.retry import transient_status, transient_transport
@@ -38,6 +39,8 @@ def is_transient(exc: BaseException) -> bool:
             return True
         if isinstance(error, HttpError) and error.status is not None:
             return transient_status(error.status)
+        if isinstance(error, AuthError):  # the token server's own retries gave up, or not
+            return error.transient
         if transient_transport(error):
             return True
     return False

@@ -32,8 +32,16 @@ from rescue_pipeline.dagster_defs.keys import (
     SITE_TAG,
     TRIGGER_TAG,
 )
+from rescue_pipeline.extract.http import scrub
+from rescue_pipeline.quality.latest import latest_publication
 from rescue_pipeline.raw.workers import shutdown_pools
-from rescue_pipeline.run_report import LoadPart, RunReport, ValidationPart
+from rescue_pipeline.run_report import (
+    ErrorPart,
+    LoadPart,
+    PublicationPart,
+    RunReport,
+    ValidationPart,
+)
 from rescue_pipeline.site_load import work_db
 from rescue_pipeline.stopping import StopRequested, stop_requested, stop_signal
 from rescue_pipeline.warehouse.no_space import no_space
@@ -75,7 +83,7 @@ def run_pipeline(
     report_id = uuid.uuid4().hex
     tags = {REPORT_TAG: report_id, TRIGGER_TAG: "cli"}
     began = dt.datetime.now(dt.UTC)
-    failed: dict[str, str] = {}  # what Dagster says of each failed run, should no part say it
+    runs = _Runs(config)
 
     load = defs.resolve_job_def(FULL_JOB if full else SITE_JOB)
     load_config: dict[str, Any] = dict(_QUIET)
@@ -96,9 +104,8 @@ def run_pipeline(
             shutdown_pools()
             _end(end, False, "stopped")
             raise StopRequested(_stopped_at(config, site_id, began))
-        if not result.success:
-            failed[f"load:{site_id}"] = _reason(result)
-        _end(end, result.success, "" if result.success else f"FAILED: {failed[f'load:{site_id}']}")
+        runs.ended(f"load:{site_id}", result)
+        _end(end, result.success, runs.note(f"load:{site_id}"))
     shutdown_pools()  # the landing's worker processes, and what they hold, go now
 
     _begin(begin, "core, analysis, quality, publish, report")
@@ -114,12 +121,11 @@ def run_pipeline(
             else f"stopped by {stop_signal()} during core, analysis, quality or publish",
             published=published,
         )
-    if not replay.success:
-        failed["replay"] = _reason(replay)
-    report = _read(config, report_id, failed)
+    runs.ended("replay", replay)
+    report = runs.report(report_id, began)
     core = report.core
-    note = "(nothing new: not run again)" if core is not None and core.unchanged else ""
-    _end(end, replay.success, note if replay.success else f"FAILED: {failed['replay']}")
+    unchanged = replay.success and core is not None and core.unchanged
+    _end(end, replay.success, "(nothing new: not run again)" if unchanged else runs.note("replay"))
 
     # Nothing published depends on it, so the warehouse and the report come first.
     _begin(begin, "validating new versions (FHIR R4B)")
@@ -128,14 +134,15 @@ def run_pipeline(
     )
     if not validation.success and _stopped(validation):
         _end(end, False, "stopped")
+        publication, written = report.publication, report.sponsors_report
         raise StopRequested(
-            f"stopped by {stop_signal()} while validating, after the publish and the report",
-            published=True,
+            f"stopped by {stop_signal()} while validating",
+            published=publication is not None and publication.ok,
+            report_written=written is not None and written.ok,
         )
-    if not validation.success:
-        failed["validate"] = _reason(validation)
-    _end(end, validation.success, "" if validation.success else f"FAILED: {failed['validate']}")
-    return _read(config, report_id, failed)
+    runs.ended("validate", validation)
+    _end(end, validation.success, runs.note("validate"))
+    return runs.report(report_id, began, store=True)
 
 
 def _begin(begin: Begin | None, label: str) -> None:
@@ -148,49 +155,116 @@ def _end(end: End | None, ok: bool, note: str) -> None:
         end(ok, note)
 
 
+class _Runs:
+    """The Dagster runs of one command, and what each should have recorded: the report read
+    back is completed with what no step could record, so nothing that failed goes unsaid."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.secrets = Environment.current().secret_values(config, shortest=4)
+        self.outcomes: dict[str, str | None] = {}  # run key → None (succeeded) or its reason
+
+    def ended(self, key: str, result: dg.ExecuteInProcessResult) -> None:
+        self.outcomes[key] = None if result.success else scrub(_reason(result), self.secrets)
+
+    def note(self, key: str) -> str:
+        reason = self.outcomes.get(key)
+        return "" if reason is None else f"FAILED: {reason}"
+
+    def report(self, report_id: str, began: dt.datetime, *, store: bool = False) -> RunReport:
+        """The recorded report, completed; `store` records what was added to it, so the
+        report `rescue status` reads says what this one says."""
+        try:
+            # read-write, as the steps opened it: a failed step's connection may still be
+            # open here, and DuckDB refuses a second one with other settings (we hold the
+            # writer lock)
+            with work_db(self.config) as con:
+                report = run_report.read(con, report_id)
+                added = self._complete(report, con, began)
+                if store:
+                    for error in added:
+                        run_report.record(
+                            con, report_id=report_id, dagster_run_id="", job=None,
+                            part=ErrorPart(error),
+                        )  # fmt: skip
+        except duckdb.Error as exc:
+            disk_full = no_space(exc)
+            if not disk_full:
+                raise
+            report = RunReport(report_id, errors=[f"the run report was not read: {disk_full}"])
+            self._complete(report, None, began)
+        return report
+
+    def _complete(
+        self, report: RunReport, con: duckdb.DuckDBPyConnection | None, began: dt.datetime
+    ) -> list[str]:
+        """Add what the runs' outcomes say and no part does; the errors added."""
+        added: list[str] = []
+
+        def error(text: str) -> None:
+            if text not in report.errors:
+                report.errors.append(text)
+                added.append(text)
+
+        for key, reason in self.outcomes.items():
+            kind, _, site_id = key.partition(":")
+            if kind == "load":
+                recorded = next((p for p in report.loads if p.site_id == site_id), None)
+                if reason is not None and recorded is None:
+                    report.loads.append(LoadPart(site_id, ok=False, error=reason))
+                elif reason is not None and recorded is not None and recorded.ok:
+                    # it landed; what failed after it, in the same run, is the reason
+                    index = report.loads.index(recorded)
+                    report.loads[index] = replace(recorded, ok=False, error=reason)
+                elif reason is None and recorded is None:
+                    error(f"site {site_id}: landed, but its part of the run report is missing")
+            elif kind == "validate":
+                if reason is not None and (report.validation is None or report.validation.ok):
+                    report.validation = ValidationPart(ok=False, error=reason)
+                elif reason is None and report.validation is None:
+                    error("validation: done, but its part of the run report is missing")
+            elif reason is not None:
+                parts = (report.core, report.analysis, report.quality, report.publication,
+                         report.sponsors_report)  # fmt: skip
+                if not any(p is not None and not p.ok for p in parts):  # no step said why
+                    error(reason)
+            else:
+                self._replay_parts(report, con, began, error)
+        return added
+
+    def _replay_parts(
+        self,
+        report: RunReport,
+        con: duckdb.DuckDBPyConnection | None,
+        began: dt.datetime,
+        error: Callable[[str], None],
+    ) -> None:
+        """A replay that succeeded built core (or found nothing new) and, when it built,
+        derived, checked, published and reported: each of those says so."""
+        if report.core is None:
+            error("core build: done, but its part of the run report is missing")
+            return
+        if report.core.unchanged:
+            return
+        for name in ("analysis", "quality", "publication", "sponsors_report"):
+            if getattr(report, name) is None:
+                error(f"{name.replace('_', ' ')}: done, but its part of the run report is missing")
+        if report.publication is None and con is not None:  # who was held: as published
+            latest = latest_publication(con)
+            if latest is not None and latest.published_at >= began:
+                report.publication = PublicationPart(
+                    ok=True,
+                    published_at=latest.published_at,
+                    published=tuple(s.site_id for s in latest.sites if s.status == "published"),
+                    held={s.site_id: s.reason or "" for s in latest.held},
+                )
+
+
 def _reason(result: dg.ExecuteInProcessResult) -> str:
     failures = result.get_step_failure_events()
     if failures:
         return failure_reason(failures[0])
     return "the run failed outside its steps (see the Dagster run's log)"
-
-
-def _read(config: Config, report_id: str, failed: dict[str, str]) -> RunReport:
-    """The recorded report, completed with the failures no step could record."""
-    try:
-        # read-write, as the steps opened it: a failed step's connection may still be open
-        # here, and DuckDB refuses a second one with other settings (we hold the writer lock)
-        with work_db(config) as con:
-            report = run_report.read(con, report_id)
-    except duckdb.Error as exc:
-        disk_full = no_space(exc)
-        if not disk_full:
-            raise
-        report = RunReport(report_id, errors=[f"the run report was not read: {disk_full}"])
-    for key, reason in failed.items():
-        kind, _, site_id = key.partition(":")
-        if kind == "load":
-            recorded = next((p for p in report.loads if p.site_id == site_id), None)
-            if recorded is None:
-                report.loads.append(LoadPart(site_id, ok=False, error=reason))
-            elif recorded.ok:  # it landed; what failed after it (in the same run) is the reason
-                report.loads[report.loads.index(recorded)] = replace(
-                    recorded, ok=False, error=reason
-                )
-        elif kind == "validate":
-            if report.validation is None or report.validation.ok:
-                report.validation = ValidationPart(ok=False, error=reason)
-        elif reason not in _recorded_errors(report):
-            report.errors.append(reason)
-    return report
-
-
-def _recorded_errors(report: RunReport) -> set[str]:
-    parts = (report.core, report.analysis, report.quality, report.publication)
-    out = {p.error for p in parts if p is not None and p.error}
-    if report.publication is not None and report.publication.refused:
-        out.add(report.publication.refused)
-    return out
 
 
 def _stopped_at(config: Config, site_id: str, began: dt.datetime) -> str:

@@ -41,7 +41,13 @@ log = logging.getLogger(__name__)
 
 
 class AuthError(SourceError):
-    """The site's credentials are missing or not usable: that site's load fails."""
+    """The site's credentials are missing or not usable: that site's load fails. `transient`:
+    the token server kept answering what a retry may cure (429/5xx, timeouts) until the
+    attempts ran out, so a later run of the step may succeed."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class Auth(Protocol):
@@ -252,7 +258,9 @@ class SmartBackendAuth:
                 wait = backoff_seconds(self._policy, attempt, self._rng) if asked is None else asked
                 wait = min(wait, self._policy.max_retry_after_seconds)
             if attempt >= self._policy.max_attempts:
-                raise AuthError(f"{where}: {reason} (gave up after {attempt} attempts)")
+                raise AuthError(
+                    f"{where}: {reason} (gave up after {attempt} attempts)", transient=True
+                )
             log.warning(
                 "%s: %s; attempt %d of %d, retrying in %.1f s",
                 where,

@@ -3,8 +3,9 @@ they are landed.
 
 Extract fetches, the site's load lands: every source kind (an NDJSON folder, a FHIR REST search,
 a Bulk Data export) yields a `Fetched` from a context manager that keeps its staged files until
-the landing is done. The watermarks it proposes move only in the transaction that records the
-landing, so a load that fails to land fetches the same data again next time.
+the landing is done. The watermarks it proposes (and a Bulk export's completion) are recorded
+only after the landing and the deletions have committed, so a load that fails to land fetches
+the same data again next time.
 """
 
 from __future__ import annotations

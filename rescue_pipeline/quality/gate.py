@@ -19,7 +19,7 @@ import duckdb
 from rescue_pipeline.config import Config
 from rescue_pipeline.quality.completeness import write_completeness
 from rescue_pipeline.quality.suites import CheckResult, load_suites, run_suites, suites_sha256
-from rescue_pipeline.warehouse.database import add_new_columns, ddl, insert_columns, transaction
+from rescue_pipeline.warehouse.database import create_or_upgrade, insert_columns, transaction
 from rescue_pipeline.warehouse.quality_tables import (
     QUALITY_TABLES,
     findings,
@@ -62,9 +62,7 @@ def run_quality(
     result = QualityResult(checks[0].run_id if checks else "none", checks)
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS quality")
-        for statement in ddl(QUALITY_TABLES):
-            con.execute(statement)
-        add_new_columns(con, QUALITY_TABLES)  # a quality schema of an earlier version
+        create_or_upgrade(con, QUALITY_TABLES)  # a quality schema of an earlier version too
         columns: dict[str, list[Any]] = defaultdict(list)
         for check in checks:
             for key, value in asdict(check).items():

@@ -21,7 +21,8 @@ from rescue_pipeline.quality.suites import CheckResult
 def _has(con: Any, schema: str, table: str) -> bool:
     return bool(
         con.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ?",
             [schema, table],
         ).fetchall()
     )
@@ -31,11 +32,20 @@ def latest_quality_run(con: Any) -> QualityResult | None:
     """Every check of the latest quality run (by time checked), as quality.results holds it."""
     if not _has(con, "quality", "results"):
         return None
-    columns = [f.name for f in dataclasses.fields(CheckResult) if f.name != "failing_keys"]
+    present = {
+        name
+        for (name,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() "
+            "WHERE database_name = current_database() AND schema_name = 'quality' "
+            "AND table_name = 'results'"
+        ).fetchall()
+    }  # a warehouse of an earlier version lacks the newer columns: they read as None
+    columns = [f.name for f in dataclasses.fields(CheckResult) if f.name in present]
+    order = "check_id, " if "check_id" in present else "table_name, expectation, "
     rows = con.execute(
         f"SELECT {', '.join(columns)} FROM quality.results WHERE run_id = "
         "(SELECT arg_max(run_id, checked_at) FROM quality.results) "
-        "ORDER BY check_id, site_id NULLS FIRST"
+        f"ORDER BY {order}site_id NULLS FIRST"
     ).fetchall()
     if not rows:
         return None

@@ -145,18 +145,25 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS raw")
         con.execute("CREATE SCHEMA IF NOT EXISTS ops")
-        statements = ddl((*tables.RAW_TABLES, *tables.OPS_TABLES))
-        creates = [s for s in statements if s.startswith("CREATE")]
-        for statement in creates:
-            con.execute(statement)
-        add_new_columns(con, (*tables.RAW_TABLES, *tables.OPS_TABLES))
-        for statement in statements:  # the comments, on every column there is now
-            if not statement.startswith("CREATE"):
-                con.execute(statement)
+        create_or_upgrade(con, (*tables.RAW_TABLES, *tables.OPS_TABLES))
         con.execute(tables.CURRENT_VIEW_SQL)
         comment = _literal(tables.CURRENT_VIEW_COMMENT)
         con.execute(f"COMMENT ON VIEW raw.fhir_resources IS {comment}")
         con.execute("CREATE OR REPLACE TABLE ops.schema_state AS SELECT ? AS ddl_sha256", [wanted])
+
+
+def create_or_upgrade(con: duckdb.DuckDBPyConnection, tables_: Iterable[Table]) -> None:
+    """Create the tables that are missing, add the columns an earlier version did not have,
+    then comment every table and column (a comment needs its column to exist)."""
+    tables_ = list(tables_)
+    statements = ddl(tables_)
+    for statement in statements:
+        if statement.startswith("CREATE"):
+            con.execute(statement)
+    add_new_columns(con, tables_)
+    for statement in statements:
+        if not statement.startswith("CREATE"):
+            con.execute(statement)
 
 
 def add_new_columns(con: duckdb.DuckDBPyConnection, tables_: Iterable[Table]) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy import Table
 
 from rescue_pipeline.warehouse.analysis_tables import ANALYSIS_TABLES
 from rescue_pipeline.warehouse.core_tables import CORE_TABLES
-from rescue_pipeline.warehouse.database import ddl, insert_columns
+from rescue_pipeline.warehouse.database import create_or_upgrade, ddl, insert_columns
 from rescue_pipeline.warehouse.quality_tables import QUALITY_TABLES, publications
 
 PUBLISHED_TABLES: tuple[Table, ...] = (*CORE_TABLES, *ANALYSIS_TABLES, *QUALITY_TABLES)
@@ -83,8 +83,7 @@ def publish(
     published.parent.mkdir(parents=True, exist_ok=True)
     work = con.execute("SELECT current_database()").fetchall()[0][0]
     con.execute("CREATE SCHEMA IF NOT EXISTS quality")
-    for statement in ddl([publications]):  # the log of publishes starts with the first one
-        con.execute(statement)
+    create_or_upgrade(con, [publications])  # the log of publishes starts with the first one
     tables = [t for t in PUBLISHED_TABLES if (t.schema, t.name) in _present(con, work)]
     result = PublishResult(published, held=held)
     previous = held and published.exists()

@@ -54,6 +54,7 @@ def _transport_gave_up() -> HttpError:
         (_as_site_load_error(HttpError("site x: 401", status=401)), False),
         (_as_site_load_error(SourceError("site x: source folder missing")), False),
         (_as_site_load_error(AuthError("site x: SITE_X_TOKEN is not set")), False),
+        (_as_site_load_error(AuthError("site x: HTTP 503 (gave up)", transient=True)), True),
         (ConfigError("sites.yaml: site 'x': no such site"), False),
         (PublishRefused("critical check failed"), False),
         (KeyError("a bug"), False),

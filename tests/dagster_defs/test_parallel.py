@@ -17,6 +17,8 @@ import pytest
 from rescue_pipeline.config import load_config
 from rescue_pipeline.dagster_defs.keys import LOAD_OP, WAREHOUSE_POOL
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 ROOT = Path(__file__).resolve().parents[2]
 POOL_STEPS = {LOAD_OP, "raw__version_validation"}
 
@@ -26,8 +28,6 @@ RUN_ONE_SITE = """
 import sys
 import dagster as dg
 from rescue_pipeline.dagster_defs.definitions import reconstructable_job
-
-pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
 
 home, config, site = sys.argv[1:]
 instance = dg.DagsterInstance.from_config(home)

@@ -101,14 +101,16 @@ def test_token_endpoint_down_gives_up_naming_site_url_and_attempts(
     assert "HTTP 502" in text and "gave up after 3 attempts" in text
     assert SECRET not in text
     assert scripted_server.hits("/auth/token") == 3
+    assert err.value.transient  # a later run of the step may get a token: Dagster retries it
 
 
 def test_token_endpoint_4xx_is_not_retried(scripted_server: ScriptedServer, fake_time: FakeTime):
     scripted_server.on("/auth/token", Reply(401, {"error": "invalid_client"}))
     auth = secret_auth(f"{scripted_server.url}/auth/token", fake_time)
-    with pytest.raises(AuthError, match="HTTP 401: invalid_client"):
+    with pytest.raises(AuthError, match="HTTP 401: invalid_client") as err:
         auth.headers()
     assert scripted_server.hits("/auth/token") == 1 and fake_time.waits == []
+    assert not err.value.transient
 
 
 def test_ca_bundle_is_trusted_for_token_and_data_requests(

@@ -17,6 +17,8 @@ import pytest
 from rescue_pipeline.site_load import publish_warehouse
 from tests.cohort import build_cohort
 
+pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
+
 READERS = [p for p in os.environ.get("RESCUE_DUCKDB1_PYTHONS", "").split(os.pathsep) if p]
 HINT = (
     "no DuckDB 1.x reader: python3 -m venv .venv-duckdb1 && .venv-duckdb1/bin/pip install "
@@ -26,8 +28,6 @@ HINT = (
 
 READ = """
 import duckdb, json, sys
-
-pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
 con = duckdb.connect(sys.argv[1], read_only=True)
 tables = con.execute(
     "SELECT schema_name || '.' || table_name FROM duckdb_tables() ORDER BY 1"
