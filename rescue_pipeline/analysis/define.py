@@ -47,11 +47,15 @@ SHORT_NAMES: dict[str, str] = {
 # Labels where the comment, shortened by rule (see short_label), would lose its meaning.
 LABELS: dict[str, str] = {
     "AVALC": "Status (exclusion met = it applies)",
-    "PARAMCD": "Criterion code (IN01-IN06, EX01-EX08)",
     "FAILCRIT": "Criteria making the subject ineligible",
     "PFIDAYS": "Platinum-free interval (days)",
     "PRPLCYCN": "Platinum cycles after the recurrence",
     "ELIGFL": "Eligible per derived criteria (Y/N/U)",
+}
+
+# Labels of one table's column only (the same name means something else in another dataset).
+TABLE_LABELS: dict[tuple[str, str], str] = {
+    ("eligibility", "PARAMCD"): "Criterion code (IN01-IN06, EX01-EX08)",
 }
 
 # PARAM of ADELIG: the protocol's criteria in a few words, keyed by elig.CRITERIA.
@@ -151,7 +155,7 @@ def _column_vars(
             continue
         name = SHORT_NAMES.get(column.name, column.name.upper())
         comment = shared.get(name, str(column.comment or ""))
-        label = LABELS.get(name) or short_label(comment)
+        label = TABLE_LABELS.get((table.name, name)) or LABELS.get(name) or short_label(comment)
         origin: Origin = "Assigned" if name in ("STUDYID", "AVALU", "AGEU", "PARAM") else "Derived"
         out.append(
             Variable(name, label, _kind(column.type), origin, comment, f'"{column.name}"', method)

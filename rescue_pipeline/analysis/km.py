@@ -2,15 +2,15 @@
 
 For analysts only: it shows efficacy by arm, so it is never written into the sponsors'
 data-quality report. It reads ADTTE (AVAL in days, CNSR 0 = event) exactly as exported, so its
-numbers can be checked against the rows. A small numpy implementation rather than lifelines:
-lifelines 0.30 requires pandas < 3, which would downgrade the pandas the pipeline runs on.
-
-Conventions (as lifelines; R and SAS take a midpoint when S(t) is exactly 0.5 on an interval):
-- S(t) = prod over event times t_j <= t of (1 - d_j / n_j), n_j = subjects with AVAL >= t_j.
-- Median = the smallest event time with S(t) <= 0.5 (none if the curve stays above 0.5).
-- 95% CI of S(t): log(-log) transform of the Greenwood variance. The median's CI is the set of
-  times whose band contains 0.5: from the first time the lower band is <= 0.5 to the first time
-  the upper band is <= 0.5 (not estimable if it never is).
+numbers can be checked against the rows. The estimate is statsmodels' `SurvfuncRight` (a
+well-kept library a statistician can check our numbers against; lifelines 0.30 requires
+pandas < 3):
+- S(t) = prod over event times t_j <= t of (1 - d_j / n_j), n_j = subjects with AVAL >= t_j,
+  with its Greenwood standard error.
+- Median = the smallest event time with S(t) < 0.5, strictly, as statsmodels and SAS (none if
+  the curve never falls below 0.5), and its
+  95% CI by the library's complementary log-log method (an end that is not estimable is none).
+- 95% CI of S(t) at each event time: the log(-log) transform of the library's Greenwood error.
 - Number at risk at month m: subjects with AVAL >= m x 30.4375 days (the ADaM month).
 """
 
@@ -20,6 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -62,45 +63,53 @@ class KmResult:
     files: dict[str, Path] = field(default_factory=dict)  # png, csv, md, curve
 
 
+def _survfunc(aval: Sequence[int], cnsr: Sequence[int]) -> Any:
+    from statsmodels.duration.survfunc import SurvfuncRight  # 1 s to import: rescue km only
+
+    return SurvfuncRight(np.asarray(aval, dtype=float), (np.asarray(cnsr) == 0).astype(int))
+
+
 def estimate(aval: Sequence[int], cnsr: Sequence[int]) -> KmCurve:
-    """Product-limit estimate with Greenwood / log(-log) 95% bands."""
-    t = np.asarray(aval, dtype=float)
-    event = np.asarray(cnsr) == 0
-    times = np.unique(t[event])
-    n_risk = np.array([(t >= x).sum() for x in times], dtype=float)
-    d = np.array([(event & (t == x)).sum() for x in times], dtype=float)
-    survival = np.cumprod(1.0 - d / n_risk)
+    """Product-limit estimate with log(-log) 95% bands, at each event time."""
+    sf = _survfunc(aval, cnsr)
+    survival = np.asarray(sf.surv_prob, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        greenwood = np.cumsum(d / (n_risk * (n_risk - d)))
-        log_s = np.log(survival)
-        se = np.sqrt(greenwood) / np.abs(log_s)
+        se = np.asarray(sf.surv_prob_se, dtype=float) / (survival * np.abs(np.log(survival)))
         lower = survival ** np.exp(Z95 * se)
         upper = survival ** np.exp(-Z95 * se)
     lower = np.where(survival > 0, np.nan_to_num(lower, nan=0.0), 0.0)
     upper = np.where(survival > 0, np.nan_to_num(upper, nan=1.0), 0.0)
     return KmCurve(
-        tuple(int(x) for x in times), tuple(int(x) for x in n_risk), tuple(int(x) for x in d),
-        tuple(float(x) for x in survival), tuple(float(x) for x in lower),
-        tuple(float(x) for x in upper),
+        tuple(int(x) for x in sf.surv_times), tuple(int(x) for x in sf.n_risk),
+        tuple(int(x) for x in sf.n_events), tuple(float(x) for x in survival),
+        tuple(float(x) for x in lower), tuple(float(x) for x in upper),
     )  # fmt: skip
 
 
-def _first_at_or_below(times: Sequence[int], values: Sequence[float]) -> float | None:
-    for time, value in zip(times, values, strict=True):
-        if value <= 0.5:
-            return float(time)
-    return None
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def median(aval: Sequence[int], cnsr: Sequence[int]) -> tuple[float | None, ...]:
+    """The median and its 95% CI (statsmodels: quantile, quantile_ci with cloglog)."""
+    if not any(c == 0 for c in cnsr):
+        return (None, None, None)
+    sf = _survfunc(aval, cnsr)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low, high = sf.quantile_ci(0.5, alpha=0.05, method="cloglog")
+    return (_finite(sf.quantile(0.5)), _finite(low), _finite(high))
 
 
 def group(name: str, aval: Sequence[int], cnsr: Sequence[int]) -> KmGroup:
     curve = estimate(aval, cnsr)
+    middle, low, high = median(aval, cnsr)
     return KmGroup(
         name=name,
         n=len(aval),
         events=sum(1 for c in cnsr if c == 0),
-        median_days=_first_at_or_below(curve.times, curve.survival),
-        median_lower_days=_first_at_or_below(curve.times, curve.lower),
-        median_upper_days=_first_at_or_below(curve.times, curve.upper),
+        median_days=middle,
+        median_lower_days=low,
+        median_upper_days=high,
         at_risk={m: sum(1 for a in aval if a >= m * MONTH_DAYS) for m in AT_RISK_MONTHS},
         curve=curve,
         aval=tuple(aval),
@@ -171,8 +180,9 @@ def summary_markdown(paramcd: str, groups: Sequence[KmGroup]) -> str:
              f"{_num(g.median_upper_days, MONTH_DAYS) or 'NE'})"  # fmt: skip
         risk = " | ".join(str(g.at_risk[m]) for m in AT_RISK_MONTHS)
         lines.append(f"| {g.name} | {g.n} | {g.events} | {median} {ci} | {risk} |")
-    lines += ["", f"Month = {MONTH_DAYS} days. Median = first time S(t) <= 0.5; CI by the "
-              "log(-log) Greenwood method; NE = not estimable.", ""]  # fmt: skip
+    lines += ["", f"Month = {MONTH_DAYS} days. Estimates by statsmodels' SurvfuncRight: "
+              "median = first time S(t) < 0.5, its CI by the complementary log-log method; "
+              "NE = not estimable.", ""]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -198,6 +198,25 @@ def test_xpt_round_trip_gives_same_values_dates_and_labels(con, tmp_path):
                     assert a == b, (spec.name, v.name)  # dates come back as datetime.date
 
 
+def test_each_dataset_labels_paramcd_for_what_it_holds(con, tmp_path):
+    """The same name means a criterion in ADELIG and a time-to-event parameter in ADTTE."""
+    result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt")
+    labels = {
+        name: pyreadstat.read_xport(str(result.files[name]), metadataonly=True)[
+            1
+        ].column_names_to_labels["PARAMCD"]
+        for name in ("ADTTE", "ADELIG")
+    }
+    assert labels == {
+        "ADTTE": "Parameter code: PFS, OS, TFST",
+        "ADELIG": "Criterion code (IN01-IN06, EX01-EX08)",
+    }
+    adtte = next(
+        d for d in json.loads(result.define.read_text())["datasets"] if d["name"] == "ADTTE"
+    )
+    assert {v["name"]: v["label"] for v in adtte["variables"]}["PARAMCD"] == labels["ADTTE"]
+
+
 def test_evidence_is_split_one_source_id_per_row(con, tmp_path):
     result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt")
     frame, _ = pyreadstat.read_xport(str(result.files["ADELIGEV"]))

@@ -58,7 +58,7 @@ def test_overall_curve_and_median_by_hand(con, tmp_path):
     #   t=15: n=6 (15,15,20,30,40,200), d=1 (the censoring at 15 is still at risk)
     #                         S = 0.75 * 5/6          = 0.625
     #   t=20: censored only: the curve does not step
-    #   t=30: n=3 (30,40,200), d=1  S = 0.625 * 2/3   = 0.416667  <- first S <= 0.5: median 30
+    #   t=30: n=3 (30,40,200), d=1  S = 0.625 * 2/3   = 0.416667  <- first S < 0.5: median 30
     #   t=40: n=2 (40,200),    d=1  S = 0.416667 * 1/2 = 0.208333
     result = kaplan_meier(con, out=tmp_path / "km")
     overall = result.groups[0]
@@ -74,27 +74,35 @@ def test_overall_curve_and_median_by_hand(con, tmp_path):
     se = math.sqrt(1 / 56) / abs(math.log(7 / 8))
     assert c.lower[0] == pytest.approx((7 / 8) ** math.exp(Z95 * se))
     assert c.upper[0] == pytest.approx((7 / 8) ** math.exp(-Z95 * se))
-    # Median CI = times whose band contains 0.5: from the first time the lower band <= 0.5 to
-    # the first time the upper band <= 0.5.
-    first_lower = next(t for t, lo in zip(c.times, c.lower, strict=True) if lo <= 0.5)
-    first_upper = next((t for t, u in zip(c.times, c.upper, strict=True) if u <= 0.5), None)
-    assert overall.median_lower_days == first_lower <= overall.median_days
-    assert overall.median_upper_days == first_upper
-    assert first_upper is None or first_upper >= overall.median_days
+    # Median CI (Brookmeyer-Crowley, complementary log-log): the event times whose
+    # |log(-log S) - log(-log 0.5)| / se(log(-log S)) <= 1.96, from the first of them to the
+    # event time after the last (not estimable when the last is the last event time).
+    greenwood, inside = 0.0, []
+    for _t, n, s in zip(c.times, c.n_at_risk, c.survival, strict=True):
+        greenwood += 1 / (n * (n - 1)) if n > 1 else math.inf
+        if 0 < s < 1 and math.isfinite(greenwood):
+            r = (math.log(-math.log(s)) - math.log(-math.log(0.5))) * abs(math.log(s))
+            inside.append(abs(r / math.sqrt(greenwood)) <= Z95)
+        else:
+            inside.append(False)
+    chosen = [i for i, ok in enumerate(inside) if ok]
+    assert overall.median_lower_days == c.times[chosen[0]] <= overall.median_days
+    last = chosen[-1] + 1
+    assert overall.median_upper_days == (c.times[last] if last < len(c.times) else None)
 
 
 def test_by_arm_by_hand(con, tmp_path):
     # Arm A: 10E 20C 30E 40E.  t=10: 3/4 = 0.75; t=30: n=2, 0.75 * 1/2 = 0.375 -> median 30;
     #        t=40: n=1 -> 0.
-    # Arm B: 5E 15E 15C 200C.  t=5: 3/4; t=15: n=3, 0.75 * 2/3 = 0.5 -> S <= 0.5: median 15
-    #        (convention: first time S(t) <= 0.5, as lifelines).
+    # Arm B: 5E 15E 15C 200C.  t=5: 3/4; t=15: n=3, 0.75 * 2/3 = 0.5 -> S never < 0.5: no
+    #        median (convention: the first time S(t) < 0.5, strictly, as statsmodels and SAS).
     result = kaplan_meier(con, out=tmp_path / "km")
     a, b = result.groups[1:]
     assert a.name == "Arm A: Surgery + chemotherapy" and b.name == "Arm B: Chemotherapy alone"
     assert a.curve.survival == pytest.approx((0.75, 0.375, 0.0))
     assert (a.n, a.events, a.median_days) == (4, 3, 30)
     assert b.curve.survival == pytest.approx((0.75, 0.5))
-    assert (b.n, b.events, b.median_days) == (4, 2, 15)
+    assert (b.n, b.events, b.median_days) == (4, 2, None)
     # With n=4 the bands are wide: the lower band is already <= 0.5 at t=5 (lower limit 5), the
     # upper band never falls to 0.5 (upper limit not estimable).
     assert b.curve.lower[0] < 0.5 < min(b.curve.upper)
@@ -146,3 +154,44 @@ def test_other_parameter_and_missing_parameter(con, tmp_path):
 def test_no_events_gives_a_flat_curve_and_no_median():
     curve = estimate([10, 20], [1, 1])
     assert curve.times == () and curve.survival == ()
+
+
+def test_the_published_numbers_are_the_librarys_on_a_cohort(tmp_path: Path) -> None:
+    """On a synthesised cohort, every median, its CI and the curve written to km_pfs.csv and
+    km_pfs_curve.csv equal statsmodels' SurvfuncRight on the ADTTE rows, read here directly."""
+    import csv
+
+    import numpy as np
+    from statsmodels.duration.survfunc import SurvfuncRight
+
+    from rescue_pipeline.site_load import work_db
+    from tests.cohort import build_cohort
+
+    config, _ = build_cohort(tmp_path / "c", patients=300, seed=11)
+    with work_db(config) as con:
+        result = kaplan_meier(con, out=tmp_path / "km")
+        rows = con.execute(
+            "SELECT coalesce(s.ARM, ''), t.AVAL, t.CNSR FROM analysis.adtte t "
+            "LEFT JOIN analysis.adsl s USING (USUBJID) WHERE t.PARAMCD = 'PFS'"
+        ).fetchall()
+    written = {r["group"]: r for r in csv.DictReader(result.files["csv"].open())}
+    curve = list(csv.DictReader(result.files["curve"].open()))
+    assert len(result.groups) == 3  # overall and both arms
+    for g in result.groups:
+        arm = "" if g.name == "Overall" else g.name[4]
+        picked = [(a, c) for k, a, c in rows if g.name == "Overall" or k == arm]
+        sf = SurvfuncRight(np.array([a for a, _ in picked], float),
+                           np.array([1 if c == 0 else 0 for _, c in picked]))  # fmt: skip
+        median = sf.quantile(0.5)
+        with np.errstate(divide="ignore", invalid="ignore"):  # log(0) at S = 0: left out
+            low, high = sf.quantile_ci(0.5, method="cloglog")
+        expected = [None if not np.isfinite(x) else float(x) for x in (median, low, high)]
+        assert [g.median_days, g.median_lower_days, g.median_upper_days] == expected
+        row = written[g.name]
+        assert [row["median_days"], row["median_lcl_days"], row["median_ucl_days"]] == [
+            "" if x is None else f"{x:g}" for x in expected
+        ]
+        mine = [r for r in curve if r["group"] == g.name]
+        assert [int(r["time_days"]) for r in mine] == [int(t) for t in sf.surv_times]
+        # written with 6 decimals
+        assert [float(r["survival"]) for r in mine] == pytest.approx(list(sf.surv_prob), abs=5e-7)
