@@ -362,3 +362,54 @@ def test_labels_are_shortened_from_comments_sensibly():
     assert labels["USUBJID"] == "Unique subject identifier"  # ADSL's label in every dataset
     assert all(len(x) <= 40 for x in labels.values())
     assert set(define.CRITERION_TEXT) == set(CRITERIA)
+
+
+R_READ = r"""
+args <- commandArgs(trailingOnly = TRUE)
+suppressPackageStartupMessages(library(haven))
+frame <- read_xpt(args[1])
+labels <- vapply(names(frame), function(n) {
+  l <- attr(frame[[n]], "label"); if (is.null(l)) "" else l
+}, "")
+for (n in names(frame)) if (inherits(frame[[n]], "Date")) frame[[n]] <- format(frame[[n]])
+write.csv(as.data.frame(frame), args[2], row.names = FALSE, na = "")
+write.csv(data.frame(name = names(labels), label = unname(labels)), args[3], row.names = FALSE)
+"""
+
+
+@pytest.mark.integration  # starts R
+def test_r_haven_reads_every_xpt_as_python_does(con, tmp_path):
+    """What a statistician opens in R: every dataset, value for value and label for label,
+    equal to what pyreadstat reads (dates as dates, missing as missing)."""
+    import csv
+    import shutil
+    import subprocess
+
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        pytest.skip("R is not installed: sudo apt-get install r-base-core r-cran-haven")
+    result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt")
+    script = tmp_path / "read.R"
+    script.write_text(R_READ)
+    for name, path in result.files.items():
+        values, labels = tmp_path / f"{name}.csv", tmp_path / f"{name}.labels.csv"
+        done = subprocess.run([rscript, str(script), str(path), str(values), str(labels)],
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        frame, meta = pyreadstat.read_xport(str(path))
+        with labels.open() as f:
+            assert {r["name"]: r["label"] for r in csv.DictReader(f)} == (
+                meta.column_names_to_labels
+            )
+        with values.open() as f:
+            from_r = list(csv.DictReader(f))
+        assert len(from_r) == len(frame) == result.rows[name]
+        for got, want in zip(from_r, frame.to_dict("records"), strict=True):
+            for column, value in want.items():
+                seen = got[column]
+                if isinstance(value, dt.date):
+                    assert seen == value.isoformat(), (name, column)
+                elif isinstance(value, float):
+                    assert (seen == "") if math.isnan(value) else float(seen) == value, column
+                else:
+                    assert seen == (value or ""), (name, column)
