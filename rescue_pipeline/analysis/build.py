@@ -676,6 +676,19 @@ def _adtte(
             )  # fmt: skip
 
 
+def subject_id(usubjid: str) -> str:
+    """SUBJID: the subject's id within the study, USUBJID without its study prefix
+    (RESCUE-A-0001 → A-0001)."""
+    return usubjid.split("-", 1)[1] if "-" in usubjid else usubjid
+
+
+def cdisc_sex(gender: str | None) -> str:
+    """CDISC SEX (codelist C66731) from FHIR administrative gender: female F, male M; other,
+    unknown and missing U (administrative gender says nothing of a sex of development, so
+    UNDIFFERENTIATED is never inferred)."""
+    return {"female": "F", "male": "M"}.get((gender or "").strip().lower(), "U")
+
+
 def _adsl(
     study_id: str,
     subjects: Iterable[Subject],
@@ -690,12 +703,16 @@ def _adsl(
         # AGE: completed years at consent (else randomisation), when the birth date decides it
         bounds = ages.get(usubjid, (None, None))[0]
         age = bounds[0] if bounds is not None and bounds[0] == bounds[1] else None
+        planned = ARM_TEXT.get(arm) if arm else None
         out.add(
             {
-                "STUDYID": study_id, "USUBJID": usubjid, "SITEID": site, "ARM": arm,
-                "TRT01P": ARM_TEXT.get(arm) if arm else None, "RANDDT": rand, "RANDFL": flag,
-                "ITTFL": flag, "AGE": age, "AGEU": "YEARS" if age is not None else None,
+                "STUDYID": study_id, "USUBJID": usubjid, "SUBJID": subject_id(usubjid),
+                "SITEID": site, "AGE": age, "AGEU": "YEARS" if age is not None else None,
+                "SEX": cdisc_sex(subject.sex), "ARMCD": arm, "ARM": planned,
+                "ARMNRS": None if arm else "SCREEN FAILURE", "TRT01P": planned,
+                "RANDDT": rand, "RANDFL": flag, "ITTFL": flag,
                 "ELIGFL": {"yes": "Y", "no": "N"}.get(eligible_of.get(usubjid, ""), "U"),
+                "DTHFL": "Y" if subject.died_on else None, "DTHDT": subject.died_on,
             }
         )  # fmt: skip
     return out

@@ -51,6 +51,14 @@ LABELS: dict[str, str] = {
     "PFIDAYS": "Platinum-free interval (days)",
     "PRPLCYCN": "Platinum cycles after the recurrence",
     "ELIGFL": "Eligible per derived criteria (Y/N/U)",
+    # ADSL's standard variables carry the ADaMIG labels.
+    "SUBJID": "Subject Identifier for the Study",
+    "SEX": "Sex",
+    "ARMCD": "Planned Arm Code",
+    "ARM": "Description of Planned Arm",
+    "ARMNRS": "Reason Arm and/or Actual Arm is Null",
+    "DTHFL": "Subject Death Flag",
+    "DTHDT": "Date of Death",
 }
 
 # Labels of one table's column only (the same name means something else in another dataset).

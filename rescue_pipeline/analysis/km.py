@@ -120,7 +120,7 @@ def group(name: str, aval: Sequence[int], cnsr: Sequence[int]) -> KmGroup:
 def kaplan_meier(con: duckdb.DuckDBPyConnection, *, out: Path, paramcd: str = "PFS") -> KmResult:
     """Overall and by-arm estimate of `paramcd`; writes km_<param>.png/.csv/.md and the curve."""
     rows = con.execute(
-        "SELECT t.AVAL, t.CNSR, s.ARM, s.TRT01P FROM analysis.adtte t "
+        "SELECT t.AVAL, t.CNSR, s.ARMCD, s.ARM FROM analysis.adtte t "
         "LEFT JOIN analysis.adsl s USING (USUBJID) WHERE t.PARAMCD = $p ORDER BY t.USUBJID",
         {"p": paramcd},
     ).fetchall()

@@ -23,6 +23,7 @@ class Subject:
     age_at_consent: int | None
     died_on: dt.date | None
     source_id: str  # the ResearchSubject's id
+    sex: str | None  # FHIR administrative gender as sent
 
     @classmethod
     def read_all(cls, con: duckdb.DuckDBPyConnection) -> list[Self]:

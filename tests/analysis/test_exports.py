@@ -35,37 +35,20 @@ def make_db(path: Path) -> duckdb.DuckDBPyConnection:
     for statement in ddl(ANALYSIS_TABLES):
         con.execute(statement)
     con.executemany(
-        "INSERT INTO analysis.adsl VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO analysis.adsl (STUDYID, USUBJID, SUBJID, SITEID, ARMCD, ARM, ARMNRS, "
+        "TRT01P, RANDDT, RANDFL, ITTFL, AGE, AGEU, ELIGFL, SEX, DTHFL, DTHDT) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (
-                STUDY,
-                "RESCUE-A-0001",
-                "site-a",
-                "A",
-                "Secondary cytoreductive surgery + chemotherapy",
-                D(2024, 3, 1),
-                "Y",
-                "Y",
-                61,
-                "YEARS",
-                "Y",
-            ),
-            (
-                STUDY,
-                "RESCUE-A-0002",
-                "site-a",
-                "B",
-                "Chemotherapy alone",
-                D(2024, 4, 15),
-                "Y",
-                "Y",
-                70,
-                "YEARS",
-                "N",
-            ),
-            (STUDY, "RESCUE-B-0001", "site-b", None, None, None, "N", "N", None, None, "U"),
+            (STUDY, "RESCUE-A-0001", "A-0001", "site-a", "A",
+             "Secondary cytoreductive surgery + chemotherapy", None,
+             "Secondary cytoreductive surgery + chemotherapy", D(2024, 3, 1), "Y", "Y", 61,
+             "YEARS", "Y", "F", "Y", D(2025, 2, 1)),
+            (STUDY, "RESCUE-A-0002", "A-0002", "site-a", "B", "Chemotherapy alone", None,
+             "Chemotherapy alone", D(2024, 4, 15), "Y", "Y", 70, "YEARS", "N", "F", None, None),
+            (STUDY, "RESCUE-B-0001", "B-0001", "site-b", None, None, "SCREEN FAILURE", None,
+             None, "N", "N", None, None, "U", "U", None, None),
         ],
-    )
+    )  # fmt: skip
     con.executemany(
         "INSERT INTO analysis.adtte VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
@@ -247,7 +230,7 @@ def test_parquet_and_csv_read_back_equal(con, tmp_path, fmt):
         assert got == expected(con, dataset["name"]), dataset["name"]
     if fmt == "csv":
         header, first = result.files["ADSL"].read_text().splitlines()[:2]
-        assert header.startswith("STUDYID,USUBJID,SITEID,ARM,TRT01P,RANDDT")
+        assert header.startswith("STUDYID,USUBJID,SUBJID,SITEID,AGE,AGEU,SEX,ARMCD,ARM,ARMNRS")
         assert ",2024-03-01," in first  # ISO dates
     else:
         schema = pq.read_schema(result.files["ADTTE"])

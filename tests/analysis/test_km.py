@@ -30,9 +30,9 @@ def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     start = dt.date(2024, 1, 1)
     for usubjid, arm, aval, cnsr in ROWS:
         con.execute(
-            "INSERT INTO analysis.adsl (STUDYID, USUBJID, SITEID, ARM, TRT01P, RANDDT, RANDFL, "
-            "ITTFL) VALUES ('RESCUE', ?, 'site-a', ?, ?, ?, 'Y', 'Y')",
-            [usubjid, arm, ARM_TEXT[arm], start],
+            "INSERT INTO analysis.adsl (STUDYID, USUBJID, SUBJID, SITEID, ARMCD, ARM, TRT01P, "
+            "RANDDT, RANDFL, ITTFL) VALUES ('RESCUE', ?, ?, 'site-a', ?, ?, ?, ?, 'Y', 'Y')",
+            [usubjid, usubjid, arm, ARM_TEXT[arm], ARM_TEXT[arm], start],
         )
         for paramcd in ("PFS", "OS"):
             con.execute(
@@ -116,13 +116,13 @@ def test_numbers_at_risk_equal_a_direct_count_of_the_rows(con, tmp_path):
         for month, n in g.at_risk.items():
             (direct,) = con.execute(
                 "SELECT count(*) FROM analysis.adtte t JOIN analysis.adsl s USING (USUBJID) "
-                "WHERE PARAMCD = 'PFS' AND AVAL >= ? AND (? IS NULL OR ARM = ?)",
+                "WHERE PARAMCD = 'PFS' AND AVAL >= ? AND (? IS NULL OR ARMCD = ?)",
                 [month * MONTH_DAYS, arm, arm],
             ).fetchall()[0]
             assert n == direct, (g.name, month)
         (n, events) = con.execute(
             "SELECT count(*), count(*) FILTER (CNSR = 0) FROM analysis.adtte t "
-            "JOIN analysis.adsl s USING (USUBJID) WHERE PARAMCD = 'PFS' AND (? IS NULL OR ARM = ?)",
+            "JOIN analysis.adsl s USING (USUBJID) WHERE PARAMCD = 'PFS' AND (? IS NULL OR ARMCD = ?)",
             [arm, arm],
         ).fetchall()[0]
         assert (g.n, g.events) == (n, events)
@@ -171,7 +171,7 @@ def test_the_published_numbers_are_the_librarys_on_a_cohort(tmp_path: Path) -> N
     with work_db(config) as con:
         result = kaplan_meier(con, out=tmp_path / "km")
         rows = con.execute(
-            "SELECT coalesce(s.ARM, ''), t.AVAL, t.CNSR FROM analysis.adtte t "
+            "SELECT coalesce(s.ARMCD, ''), t.AVAL, t.CNSR FROM analysis.adtte t "
             "LEFT JOIN analysis.adsl s USING (USUBJID) WHERE t.PARAMCD = 'PFS'"
         ).fetchall()
     written = {r["group"]: r for r in csv.DictReader(result.files["csv"].open())}

@@ -1,0 +1,50 @@
+"""ADSL's standard subject-level variables: sex coded, arm coded and decoded, death flagged,
+the subject's id within the study, on worked examples and on a synthesised cohort."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rescue_pipeline.analysis.build import ARM_TEXT, cdisc_sex, subject_id
+from rescue_pipeline.site_load import work_db
+from tests.cohort import build_cohort
+
+
+@pytest.mark.parametrize(
+    ("gender", "sex"),
+    [
+        ("female", "F"),
+        ("male", "M"),
+        ("Female ", "F"),
+        ("other", "U"),
+        ("unknown", "U"),
+        (None, "U"),
+    ],
+)
+def test_sex_is_coded_from_administrative_gender(gender: str | None, sex: str) -> None:
+    assert cdisc_sex(gender) == sex
+
+
+def test_subjid_is_usubjid_without_the_study_prefix() -> None:
+    assert subject_id("RESCUE-A-0001") == "A-0001"
+    assert subject_id("RESCUE-site-b-X0a1b2c3d4e") == "site-b-X0a1b2c3d4e"
+
+
+def test_adsl_on_a_cohort_follows_core(tmp_path: Path) -> None:
+    config, _ = build_cohort(tmp_path / "c", patients=120, seed=5)
+    with work_db(config) as con:
+        rows = con.execute(
+            "SELECT a.USUBJID, a.SUBJID, a.SEX, a.ARMCD, a.ARM, a.ARMNRS, a.TRT01P, a.DTHFL, "
+            "a.DTHDT, s.sex, s.arm, s.died_on FROM analysis.adsl a "
+            "JOIN core.subjects s ON s.usubjid = a.USUBJID"
+        ).fetchall()
+    assert len(rows) > 100
+    for usubjid, subjid, sex, armcd, arm, armnrs, trt01p, dthfl, dthdt, gender, a, died in rows:
+        assert subjid == usubjid.removeprefix("RESCUE-")
+        assert sex == cdisc_sex(gender)
+        assert armcd == a and arm == trt01p == (ARM_TEXT[a] if a else None)
+        assert armnrs == (None if a else "SCREEN FAILURE")
+        assert (dthfl, dthdt) == (("Y", died) if died else (None, None))
+    assert {r[3] for r in rows} == {"A", "B", None}  # both arms and screen failures occur
