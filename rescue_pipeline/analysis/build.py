@@ -590,23 +590,23 @@ def _adtte(
             f"SELECT q.* FROM ({sql}) q JOIN screen b USING (usubjid) WHERE b.batch = $batch",
             {**params, "batch": batch},
         ).fetchall()
-        for usubjid, day, stype, sid, element in rows:
-            found[usubjid].append(tte.Dated(day, stype, sid, element))
+        for usubjid, day, stype, sid, element, domain, variable in rows:
+            found[usubjid].append(tte.Dated(day, stype, sid, element, domain, variable))
         return found
 
     progression = dated(
         # RECIST (or imaging) PD by default; GCIG CA-125 progression only when configured.
-        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'valueCodeableConcept' "
-        "FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
+        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'valueCodeableConcept', "
+        "'RS', 'RSDTC' FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
         "WHERE t.response = 'PD' AND t.assessed_on > s.randomised_on "
         "UNION ALL "
-        "SELECT usubjid, progressed_on, source_type, source_id, 'valueQuantity' "
+        "SELECT usubjid, progressed_on, source_type, source_id, 'valueQuantity', 'LB', 'LBDTC' "
         "FROM core.progression_events WHERE basis = 'gcig' AND $gcig",
         gcig=rules.pfs_gcig_progression,
     )
     adequate = dated(
-        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effectiveDateTime' "
-        "FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
+        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effectiveDateTime', "
+        "'RS', 'RSDTC' FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
         "WHERE t.response <> 'NE' AND t.assessed_on > s.randomised_on"
     )
     therapy = dated(
@@ -621,7 +621,7 @@ def _adtte(
         )
         SELECT d.usubjid, d.started_on, d.source_type, d.source_id,
                CASE d.kind WHEN 'administration' THEN 'effectiveDateTime'
-                           ELSE 'effectivePeriod.start' END
+                           ELSE 'effectivePeriod.start' END, 'CM', 'CMSTDTC'
         FROM core.drug_administrations d JOIN core.subjects s USING (usubjid)
         LEFT JOIN at_rand a USING (usubjid)
         WHERE d.started_on > s.randomised_on AND NOT d.maintenance_capable
@@ -632,14 +632,19 @@ def _adtte(
         """
         SELECT usubjid, max(day), arg_max(source_type, (day, source_type, source_id)),
                arg_max(source_id, (day, source_type, source_id)),
-               'effectiveDateTime'
+               'effectiveDateTime',
+               arg_max(domain, (day, source_type, source_id)),
+               arg_max(domain || 'DTC', (day, source_type, source_id))
         FROM (
-            SELECT usubjid, assessed_on AS day, source_type, source_id FROM core.tumour_assessments
+            SELECT usubjid, assessed_on AS day, source_type, source_id, 'RS' AS domain
+            FROM core.tumour_assessments
             UNION ALL
-            SELECT usubjid, measured_on, source_type, source_id FROM core.ca125_measurements
+            SELECT usubjid, measured_on, source_type, source_id, 'LB' FROM core.ca125_measurements
             UNION ALL
-            SELECT usubjid, started_on, source_type, source_id FROM core.drug_administrations
-            UNION ALL SELECT usubjid, assessed_on, source_type, source_id FROM core.disease_statuses
+            SELECT usubjid, started_on, source_type, source_id, 'CM'
+            FROM core.drug_administrations
+            UNION ALL
+            SELECT usubjid, assessed_on, source_type, source_id, 'RS' FROM core.disease_statuses
         ) WHERE day <= $cutoff GROUP BY usubjid
         """,
         cutoff=settings.data_cutoff,
@@ -649,14 +654,18 @@ def _adtte(
         if rand is None:
             continue
         rs_id = subject.source_id
-        start = tte.Dated(rand, "ResearchSubject", rs_id, "period.start")
+        start = tte.Dated(rand, "ResearchSubject", rs_id, "period.start", "ADSL", "RANDDT")
         last_alive = alive.get(usubjid, [])
         timeline = tte.Timeline(
             start=rand,
             start_source=start,
             progression=tuple(progression.get(usubjid, [])),
             # The Patient id is not exported (it can be the site's MRN): SRCID stays empty.
-            death=(tte.Dated(died, "Patient", "", "deceasedDateTime"),) if died else (),
+            death=(
+                (tte.Dated(died, "Patient", "", "deceasedDateTime", "ADSL", "DTHDT"),)
+                if died
+                else ()
+            ),
             subsequent_therapy=tuple(therapy.get(usubjid, [])),
             adequate_assessments=tuple(adequate.get(usubjid, [])),
             last_known_alive=last_alive[0] if last_alive else None,
@@ -671,6 +680,7 @@ def _adtte(
                     "PARAM": row.param, "STARTDT": row.startdt, "ADT": row.adt, "AVAL": row.aval,
                     "AVALU": "DAYS", "CNSR": row.cnsr, "EVNTDESC": row.evntdesc,
                     "CNSDTDSC": row.cnsdtdsc, "SRCDOM": row.srcdom, "SRCVAR": row.srcvar,
+                    "SRCFTYP": row.fhir_type, "SRCFELM": row.fhir_element,
                     "SRCSEQ": None, "SRCID": row.srcid or None, "RULE": row.rule,
                 }
             )  # fmt: skip

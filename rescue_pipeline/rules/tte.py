@@ -33,15 +33,18 @@ from datetime import date, timedelta
 @dataclass(frozen=True)
 class Dated:
     day: date
-    source_type: str  # SRCDOM: FHIR resource type
+    source_type: str  # the FHIR resource type (SRCFTYP)
     source_id: str  # SRCID
-    element: str  # SRCVAR: the FHIR element dated
+    element: str  # the FHIR element dated (SRCFELM)
+    domain: str = ""  # SRCDOM: the ADaM dataset or SDTM domain the record belongs in (ADSL, RS)
+    variable: str = ""  # SRCVAR: its variable there (RANDDT, RSDTC)
 
 
 @dataclass(frozen=True)
 class EventSource:
     """An event kind a parameter counts (admiral: event_source): the timeline field it reads,
-    and its EVNTDESC. SRCDOM / SRCVAR / SRCID come from the dated record chosen."""
+    and its EVNTDESC. SRCDOM / SRCVAR / SRCID (and the FHIR provenance) come from the dated
+    record chosen: one field draws on several kinds of record."""
 
     field: str  # a Timeline field holding Dated records
     description: str  # EVNTDESC
@@ -118,6 +121,8 @@ class TteRow:
     srcvar: str
     srcid: str
     rule: int
+    fhir_type: str = ""
+    fhir_element: str = ""
 
 
 NEW_THERAPY = Rule(2, 1, "Last adequate assessment before new anticancer therapy")
@@ -161,10 +166,12 @@ def _row(p: Parameter, t: Timeline, rule: Rule, at: Dated | None, text: str = ""
         cnsr=rule.cnsr,
         evntdesc=said if rule.cnsr == 0 else None,
         cnsdtdsc=said if rule.cnsr == 1 else None,
-        srcdom=when.source_type,
-        srcvar=when.element,
+        srcdom=when.domain,
+        srcvar=when.variable,
         srcid=when.source_id,
         rule=rule.row,
+        fhir_type=when.source_type,
+        fhir_element=when.element,
     )
 
 

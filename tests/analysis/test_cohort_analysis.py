@@ -106,7 +106,7 @@ def test_adtte_is_well_formed(cohort) -> None:
         """
         SELECT count(*) FROM analysis.adtte
         WHERE AVAL <> date_diff('day', STARTDT, ADT) + 1 OR AVAL < 1 OR CNSR NOT IN (0, 1)
-           OR (CNSR = 0 AND EVNTDESC IS NULL) OR (CNSR = 1 AND CNSDTDSC IS NULL) OR (SRCID IS NULL AND SRCDOM <> 'Patient')
+           OR (CNSR = 0 AND EVNTDESC IS NULL) OR (CNSR = 1 AND CNSDTDSC IS NULL) OR (SRCID IS NULL AND SRCFTYP <> 'Patient')
         """
     ).fetchall()[0][0]
     assert bad == 0

@@ -50,7 +50,7 @@ def make_db(path: Path) -> duckdb.DuckDBPyConnection:
         ],
     )  # fmt: skip
     con.executemany(
-        "INSERT INTO analysis.adtte VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO analysis.adtte VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 STUDY,
@@ -64,11 +64,13 @@ def make_db(path: Path) -> duckdb.DuckDBPyConnection:
                 0,
                 "Documented progression",
                 None,
-                "Observation",
-                "valueCodeableConcept",
+                "RS",
+                "RSDTC",
                 None,
                 "obs-1",
                 4,
+                "Observation",
+                "valueCodeableConcept",
             ),
             (
                 STUDY,
@@ -82,11 +84,13 @@ def make_db(path: Path) -> duckdb.DuckDBPyConnection:
                 1,
                 None,
                 "Randomisation (no adequate assessment)",
-                "ResearchSubject",
-                "period.start",
+                "ADSL",
+                "RANDDT",
                 None,
                 "rs-2",
                 5,
+                "ResearchSubject",
+                "period.start",
             ),
         ],
     )
@@ -272,7 +276,9 @@ def test_define_lists_every_dataset_and_variable_exported(con, tmp_path):
     adt = next(v for v in adtte["variables"] if v["name"] == "ADT")
     assert adt["format"] == "DATE9."
     srcvar = next(v for v in adtte["variables"] if v["name"] == "SRCVAR")
-    assert srcvar["length"] == len("valueCodeableConcept")
+    assert srcvar["length"] == len("RANDDT")  # the longest value, as ADaM asks
+    srcfelm = next(v for v in adtte["variables"] if v["name"] == "SRCFELM")
+    assert srcfelm["length"] == len("valueCodeableConcept")
     methods = {m["id"]: m["description"] for m in meta["methods"]}
     assert "missed assessments" in methods["MT.TTE"]  # the rules' docstring, verbatim
     levels = {x["where"]: x for x in meta["datasets"][2]["value_level"]}

@@ -24,11 +24,13 @@ S = Settings(data_cutoff=date(2026, 6, 30))
 
 
 def at(day: int, sid: str, kind: str = "Observation") -> Dated:
-    return Dated(R + timedelta(days=day), kind, sid, "effectiveDateTime")
+    domain = {"Observation": "RS", "Patient": "ADSL"}.get(kind, "CM")
+    return Dated(R + timedelta(days=day), kind, sid, "effectiveDateTime", domain, domain + "DTC")
 
 
 def timeline(**kw: object) -> Timeline:
-    return Timeline(start=R, start_source=Dated(R, "ResearchSubject", "rs", "period.start"), **kw)  # type: ignore[arg-type]
+    start = Dated(R, "ResearchSubject", "rs", "period.start", "ADSL", "RANDDT")
+    return Timeline(start=R, start_source=start, **kw)  # type: ignore[arg-type]
 
 
 def row(t: Timeline, settings: Settings = S, param=PFS):
@@ -43,12 +45,14 @@ def test_rule_4_documented_progression_is_the_event() -> None:
     t = timeline(progression=(at(252, "pd"),), adequate_assessments=ASSESS)
     assert row(t) == (252, 0, 4, "pd")
     r = derive(PFS, t, S)
-    assert (r.aval, r.evntdesc, r.cnsdtdsc, r.srcdom) == (
+    assert (r.aval, r.evntdesc, r.cnsdtdsc, r.srcdom, r.srcvar) == (
         253,
         "Documented progression",
         None,
-        "Observation",
+        "RS",
+        "RSDTC",
     )
+    assert (r.fhir_type, r.fhir_element, r.srcid) == ("Observation", "effectiveDateTime", "pd")
 
 
 def test_rule_4_death_before_the_first_scheduled_assessment_is_an_event() -> None:
@@ -134,7 +138,8 @@ def test_rule_5_window_ends_at_the_data_cutoff_when_earlier() -> None:
 
 def test_rule_5_no_assessment_at_all_censors_at_randomisation_with_aval_1() -> None:
     r = derive(PFS, timeline(), S)
-    assert (r.aval, r.cnsr, r.rule, r.srcdom) == (1, 1, 5, "ResearchSubject")
+    assert (r.aval, r.cnsr, r.rule, r.srcdom, r.srcvar) == (1, 1, 5, "ADSL", "RANDDT")
+    assert (r.fhir_type, r.fhir_element) == ("ResearchSubject", "period.start")
 
 
 def test_os_counts_death_only_and_censors_at_last_known_alive() -> None:
