@@ -16,7 +16,7 @@ import duckdb
 
 from rescue_pipeline.quality.gate import QualityResult
 from rescue_pipeline.quality.latest import latest_publication, latest_quality_run, run_checked_at
-from rescue_pipeline.quality.suites import Suite, load_suites
+from rescue_pipeline.quality.suites import CheckResult, Suite, load_suites
 
 ELIGIBILITY_STATUSES = ("yes", "no", "unknown")
 CRITERION_STATUSES = ("met", "not_met", "unknown")
@@ -29,18 +29,6 @@ class LoadCounts:
     received: int
     accepted: int
     quarantined: int
-
-
-@dataclass
-class CheckRow:
-    table_name: str
-    expectation: str
-    description: str
-    severity: str
-    success: bool
-    observed_value: str | None
-    unexpected_count: int | None
-    check_id: str | None = None
 
 
 @dataclass
@@ -69,10 +57,10 @@ class SiteReport:
     # (system, code, display, resources not used, resources recognised otherwise)
     unmapped_codes: list[tuple[str, str, str, int, int]] = field(default_factory=list)
     open_queries: dict[str, int] = field(default_factory=dict)
-    checks: list[CheckRow] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
 
     @property
-    def failed_checks(self) -> list[CheckRow]:
+    def failed_checks(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.success]
 
     @property
@@ -97,7 +85,7 @@ class SiteReport:
 class SuiteReport:
     suite: Suite
     # per expectation (in the suite's order): site -> check row
-    results: list[tuple[dict[str, Any], dict[str, CheckRow]]] = field(default_factory=list)
+    results: list[tuple[dict[str, Any], dict[str, CheckResult]]] = field(default_factory=list)
 
     @property
     def slug(self) -> str:
@@ -243,26 +231,18 @@ def _codes(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None
         sites[site_id].open_queries[severity] = int(n)
 
 
-def _checks(
-    quality: QualityResult | None, sites: dict[str, SiteReport]
-) -> list[tuple[str | None, CheckRow]]:
-    out = []
+def _checks(quality: QualityResult | None, sites: dict[str, SiteReport]) -> list[CheckResult]:
     ordered = sorted(quality.checks if quality else [], key=lambda c: (c.severity, c.table_name))
     for c in ordered:
-        row = CheckRow(
-            c.table_name, c.expectation, c.description, c.severity, c.success,
-            c.observed_value, c.unexpected_count, c.check_id,
-        )  # fmt: skip
-        out.append((c.site_id, row))
         if c.site_id in sites:
-            sites[c.site_id].checks.append(row)
-    return out
+            sites[c.site_id].checks.append(c)
+    return ordered
 
 
-def _suites(checks: list[tuple[str | None, CheckRow]]) -> list[SuiteReport]:
-    by_id: dict[str | None, dict[str, CheckRow]] = defaultdict(dict)
-    for site_id, row in checks:
-        by_id[row.check_id][site_id or "all sites"] = row
+def _suites(checks: list[CheckResult]) -> list[SuiteReport]:
+    by_id: dict[str | None, dict[str, CheckResult]] = defaultdict(dict)
+    for c in checks:
+        by_id[c.check_id][c.site_id or "all sites"] = c
     reports = []
     for suite in load_suites():
         report = SuiteReport(suite)
