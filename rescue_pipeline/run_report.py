@@ -244,10 +244,9 @@ def read(con: duckdb.DuckDBPyConnection, report_id: str) -> RunReport:
 def latest_report_id(con: duckdb.DuckDBPyConnection) -> str | None:
     """The report id of the latest run that loaded, derived or published (None before the first
     run, or in a working database older than the run reports)."""
-    present = con.execute(
-        "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'ops' AND table_name = 'run_reports'"
-    ).fetchall()
-    if not present:
+    from rescue_pipeline.warehouse.database import has_table  # the CLI imports this module
+
+    if not has_table(con, "ops", "run_reports"):
         return None
     # A validation on its own (the daemon's job after a replay) is not a run to report on.
     rows = con.execute(

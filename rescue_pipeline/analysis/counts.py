@@ -9,14 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
-def _has(con: Any, table: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE schema_name = 'analysis' AND table_name = ?",
-            [table],
-        ).fetchall()
-    )
+from rescue_pipeline.warehouse.database import has_table
 
 
 @dataclass(frozen=True)
@@ -27,7 +20,7 @@ class PfsCounts:
 
 def pfs_counts(con: Any) -> PfsCounts:
     """Progression-free survival events and censored subjects in analysis.adtte."""
-    if not _has(con, "adtte"):
+    if not has_table(con, "analysis", "adtte"):
         return PfsCounts()
     events, censored = con.execute(
         "SELECT count(*) FILTER (CNSR = 0), count(*) FILTER (CNSR <> 0) "
@@ -45,7 +38,7 @@ class EligibilityCounts:
 
 def eligibility_counts(con: Any) -> EligibilityCounts:
     """Subjects by overall eligibility (yes / no / unknown) in analysis.eligibility_summary."""
-    if not _has(con, "eligibility_summary"):
+    if not has_table(con, "analysis", "eligibility_summary"):
         return EligibilityCounts()
     counts = dict(
         con.execute(

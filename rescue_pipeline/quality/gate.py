@@ -19,7 +19,12 @@ import duckdb
 from rescue_pipeline.config import Config
 from rescue_pipeline.quality.completeness import write_completeness
 from rescue_pipeline.quality.suites import CheckResult, load_suites, run_suites, suites_sha256
-from rescue_pipeline.warehouse.database import create_or_upgrade, insert_columns, transaction
+from rescue_pipeline.warehouse.database import (
+    create_or_upgrade,
+    has_table,
+    insert_columns,
+    transaction,
+)
 from rescue_pipeline.warehouse.quality_tables import (
     QUALITY_TABLES,
     findings,
@@ -79,11 +84,7 @@ def run_quality(
 def _previous_run(con: duckdb.DuckDBPyConnection) -> str:
     """When the previous quality run checked (ISO), or the epoch before the first one: what
     landed since is what the raw integrity checks look at."""
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'quality' "
-        "AND table_name = 'results'"
-    ).fetchall()[0][0]
-    if exists:
+    if has_table(con, "quality", "results"):
         latest = con.execute("SELECT max(checked_at) FROM quality.results").fetchall()[0][0]
         if latest:
             return str(latest)

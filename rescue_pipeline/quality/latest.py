@@ -16,21 +16,12 @@ from typing import Any
 
 from rescue_pipeline.quality.gate import QualityResult
 from rescue_pipeline.quality.suites import CheckResult
-
-
-def _has(con: Any, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = ? AND table_name = ?",
-            [schema, table],
-        ).fetchall()
-    )
+from rescue_pipeline.warehouse.database import has_table
 
 
 def latest_quality_run(con: Any) -> QualityResult | None:
     """Every check of the latest quality run (by time checked), as quality.results holds it."""
-    if not _has(con, "quality", "results"):
+    if not has_table(con, "quality", "results"):
         return None
     present = {
         name
@@ -91,7 +82,7 @@ class Publication:
 
 def latest_publication(con: Any) -> Publication | None:
     """Whose data the latest publish holds, per site (quality.publications)."""
-    if not _has(con, "quality", "publications"):
+    if not has_table(con, "quality", "publications"):
         return None
     rows = con.execute(
         "SELECT published_at, site_id, status, data_as_of, reason FROM quality.publications "

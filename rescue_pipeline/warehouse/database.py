@@ -185,6 +185,18 @@ def add_new_columns(con: duckdb.DuckDBPyConnection, tables_: Iterable[Table]) ->
             con.execute(f"ALTER TABLE {table.fullname} ADD COLUMN {column.name} {type_}")
 
 
+def has_table(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
+    """Whether the connection's own database holds the table (a first run, or a database an
+    earlier version wrote, may not)."""
+    return bool(
+        con.execute(
+            "SELECT 1 FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()
+    )
+
+
 def rebuild_tables(
     con: duckdb.DuckDBPyConnection, tables_: Sequence[Table], *, run_log: Table
 ) -> None:
@@ -193,10 +205,7 @@ def rebuild_tables(
     A layer is rebuilt whole from the layer before it (a replay); only the log of past runs
     (settings, row counts) carries over.
     """
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-        [run_log.schema, run_log.name],
-    ).fetchall()[0][0]
+    exists = has_table(con, str(run_log.schema), run_log.name)
     history = con.execute(f"SELECT * FROM {run_log.fullname}").fetchall() if exists else []
     for table in tables_:
         con.execute(f"DROP TABLE IF EXISTS {table.fullname}")
