@@ -6,10 +6,10 @@ in turn (best time kept; every run is in the JSON):
 
 - rest_bare:  a plain httpx paging loop over the same types and `_count`, parsing each page
               and following `next` (no landing: the baseline);
-- rest_ours:  `kind: fhir` (load_fhir_site): the same searches, written as NDJSON, landed into a
+- rest_ours:  `kind: fhir` (fetch_and_land): the same searches, written as NDJSON, landed into a
               fresh working database (checks, versions, quarantine, watermarks);
 - bulk_bare:  kick-off $export, poll as Retry-After says, download every file to disk;
-- bulk_ours:  `kind: bulk` (load_bulk_site): the same, then landed;
+- bulk_ours:  `kind: bulk` (fetch_and_land): the same, then landed;
 - files_bare / files_ours: the files of one completed export, downloaded (bare) vs downloaded
               and landed by our source resuming that export from ops.bulk_jobs: the download
               and landing alone, without the server's export time.
@@ -97,10 +97,10 @@ def _timed_load(load: Callable[..., Any], site: Any, work: Path) -> dict[str, An
 
 def rest_ours(base_url: str, page_size: int, work: Path) -> dict[str, Any]:
     from rescue_pipeline.config import FhirSource, SiteConfig
-    from rescue_pipeline.site_load import load_fhir_site
+    from rescue_pipeline.site_load import fetch_and_land
 
     site = SiteConfig(id=SITE, source=FhirSource(base_url=base_url, page_size=page_size))
-    return _timed_load(load_fhir_site, site, work)
+    return _timed_load(fetch_and_land, site, work)
 
 
 def _poll(client: Any, status_url: str) -> dict[str, Any]:
@@ -151,10 +151,10 @@ def bulk_bare(base_url: str, work: Path) -> dict[str, Any]:
 
 def bulk_ours(base_url: str, work: Path) -> dict[str, Any]:
     from rescue_pipeline.config import BulkSource, SiteConfig
-    from rescue_pipeline.site_load import load_bulk_site
+    from rescue_pipeline.site_load import fetch_and_land
 
     site = SiteConfig(id=SITE, source=BulkSource(base_url=base_url))
-    return _timed_load(load_bulk_site, site, work)
+    return _timed_load(fetch_and_land, site, work)
 
 
 def export_once(base_url: str) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def files_ours(base_url: str, status_url: str, work: Path) -> dict[str, Any]:
     """Our source resuming a stored job whose export is complete: download + land only."""
     from rescue_pipeline.config import BulkSource, SiteConfig
     from rescue_pipeline.extract.bulk_jobs import BulkJob, store_job
-    from rescue_pipeline.site_load import load_bulk_site
+    from rescue_pipeline.site_load import fetch_and_land
     from rescue_pipeline.warehouse.database import open_work_db
 
     shutil.rmtree(work, ignore_errors=True)
@@ -201,7 +201,7 @@ def files_ours(base_url: str, status_url: str, work: Path) -> dict[str, Any]:
     # delete_when_done off: the same export serves every repeat
     site = SiteConfig(id=SITE, source=BulkSource(base_url=base_url, delete_when_done=False))
     started = time.perf_counter()
-    result = load_bulk_site(con, site, "L1", work_dir=work)
+    result = fetch_and_land(con, site, "L1", work_dir=work)
     con.execute("CHECKPOINT")
     seconds = time.perf_counter() - started
     con.close()

@@ -136,7 +136,7 @@ def _load_site(
             [load_id, site.id, site.source.kind, started, full],
         )
         try:
-            result = _extract_and_land(
+            result = fetch_and_land(
                 con, site, load_id, work_dir=config.work_db.parent, full=full, progress=progress
             )
         except (SourceError, SiteLoadError, OSError) as exc:
@@ -208,17 +208,23 @@ def _load_site(
         return result
 
 
-def _extract_and_land(
+def fetch_and_land(
     con: duckdb.DuckDBPyConnection,
     site: SiteConfig,
     load_id: str,
     *,
     work_dir: Path,
-    full: bool,
-    progress: Callable[[int], None] | None,
+    full: bool = False,
+    progress: Callable[[int], None] | None = None,
+    client: Any = None,
+    **clocks: Any,
 ) -> LoadResult:
-    """Extract fetches (every source kind the same way), then the raw layer lands."""
-    with fetch_site(con, site, load_id, work_dir=work_dir, full=full) as fetched:
+    """Extract fetches (every source kind the same way), then the raw layer lands. Without the
+    load's record in ops.runs (load_site adds it): tests and benchmarks call this directly,
+    with their own `client` and, for Bulk, `clocks` (sleep and now)."""
+    with fetch_site(
+        con, site, load_id, work_dir=work_dir, full=full, client=client, **clocks
+    ) as fetched:
         return land_fetched(con, site.id, fetched, load_id=load_id, reread=full, progress=progress)
 
 
@@ -231,6 +237,7 @@ def fetch_site(
     work_dir: Path,
     full: bool,
     client: Any = None,
+    **clocks: Any,
 ) -> Iterator[Fetched]:
     """What the site's source kind fetches, staged until the landing is done."""
     source = site.source
@@ -245,51 +252,13 @@ def fetch_site(
         from rescue_pipeline.extract.bulk import fetch_bulk_site
 
         with fetch_bulk_site(
-            con, site, load_id, work_dir=work_dir, full=full, client=client
+            con, site, load_id, work_dir=work_dir, full=full, client=client, **clocks
         ) as fetched:
             yield fetched
     elif isinstance(source, NdjsonSource):
         yield Fetched(discover(source.path, site.id), discover_deletions(source.path, site.id))
     else:
         raise SiteLoadError(f"site {site.id}: source kind {source.kind!r} is not known")
-
-
-def load_fhir_site(
-    con: duckdb.DuckDBPyConnection,
-    site: SiteConfig,
-    load_id: str,
-    *,
-    work_dir: Path,
-    full: bool = False,
-    progress: Callable[[int], None] | None = None,
-    client: Any = None,
-) -> LoadResult:
-    """Fetch a kind: fhir site and land it (without the load's record in ops.runs: tests and
-    benchmarks of the REST path)."""
-    from rescue_pipeline.extract.rest import fetch_fhir_site
-
-    with fetch_fhir_site(con, site, load_id, work_dir=work_dir, full=full, client=client) as f:
-        return land_fetched(con, site.id, f, load_id=load_id, reread=full, progress=progress)
-
-
-def load_bulk_site(
-    con: duckdb.DuckDBPyConnection,
-    site: SiteConfig,
-    load_id: str,
-    *,
-    work_dir: Path,
-    full: bool = False,
-    progress: Callable[[int], None] | None = None,
-    client: Any = None,
-    **clocks: Any,
-) -> LoadResult:
-    """Fetch a kind: bulk site and land it (as load_fhir_site; `clocks`: sleep and now)."""
-    from rescue_pipeline.extract.bulk import fetch_bulk_site
-
-    with fetch_bulk_site(
-        con, site, load_id, work_dir=work_dir, full=full, client=client, **clocks
-    ) as f:
-        return land_fetched(con, site.id, f, load_id=load_id, reread=full, progress=progress)
 
 
 def _finish(

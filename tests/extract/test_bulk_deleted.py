@@ -21,7 +21,7 @@ from rescue_pipeline.extract.bulk import BulkError
 from rescue_pipeline.extract.http import FhirHttpClient, RetryPolicy
 from rescue_pipeline.extract.watermarks import read_marks
 from rescue_pipeline.raw.landing import LoadResult
-from rescue_pipeline.site_load import load_bulk_site
+from rescue_pipeline.site_load import fetch_and_land
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import FakeTime, Reply, ScriptedServer
 from tests.extract.test_bulk_faults import patient
@@ -89,7 +89,7 @@ def run(
         rng=random.Random(5),
     )
     with client:
-        return load_bulk_site(
+        return fetch_and_land(
             con, config, "L1", work_dir=tmp_path, client=client, sleep=fake.sleep,
             now=lambda: dt.datetime(2026, 11, 20, 1, 0, tzinfo=dt.UTC),
         )  # fmt: skip

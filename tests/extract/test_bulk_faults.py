@@ -25,7 +25,7 @@ from rescue_pipeline.extract.http import FhirHttpClient, RetryPolicy
 from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.extract.watermarks import advance_marks, read_marks
 from rescue_pipeline.raw.landing import LoadResult
-from rescue_pipeline.site_load import SiteLoadError, load_bulk_site, load_site, work_db
+from rescue_pipeline.site_load import SiteLoadError, fetch_and_land, load_site, work_db
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import FakeTime, Reply, ScriptedServer, Sekmet
 
@@ -107,7 +107,7 @@ def run(
         rng=random.Random(5),
     )
     with client:
-        return load_bulk_site(
+        return fetch_and_land(
             con,
             config,
             "L1",
@@ -348,7 +348,7 @@ def test_a_full_load_supersedes_an_incremental_export_in_progress(
     scripted_server.on("/files/Patient.ndjson", Reply(200, PATIENTS))
     config = site(scripted_server)
     with FhirHttpClient(SITE, make_auth(SITE, AuthConfig())) as client:
-        load_bulk_site(con, config, "L2", work_dir=tmp_path, full=True, client=client)
+        fetch_and_land(con, config, "L2", work_dir=tmp_path, full=True, client=client)
     states = con.execute(
         "SELECT state, since, message FROM ops.bulk_jobs ORDER BY kicked_off_at"
     ).fetchall()

@@ -26,7 +26,7 @@ from rescue_pipeline.extract.bulk_jobs import polling_job
 from rescue_pipeline.extract.rest import DEFAULT_TYPES
 from rescue_pipeline.extract.watermarks import read_marks
 from rescue_pipeline.raw.landing import LoadResult
-from rescue_pipeline.site_load import load_bulk_site
+from rescue_pipeline.site_load import fetch_and_land
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import SekmetSmart, cohort_folder, start_sekmet
 from tests.extract.sekmet_server import SekmetServer
@@ -96,7 +96,7 @@ def test_full_then_incremental_export_fetches_only_what_changed(
     site = bulk_site(server.base_url, keep_extract_days=1)  # the files are read below
     kickoffs = server.received("GET", "/$export")
 
-    first = load_bulk_site(con, site, "L1", work_dir=tmp_path)
+    first = fetch_and_land(con, site, "L1", work_dir=tmp_path)
     assert received(first) == cohort_counts(cohort)
     assert first.total().quarantined == 0
     stored = con.execute("SELECT resource_type, count(*) FROM raw.fhir_resources GROUP BY ALL")
@@ -114,7 +114,7 @@ def test_full_then_incremental_export_fetches_only_what_changed(
     changed = first_lines(cohort, "Observation", 2) + first_lines(cohort, "Patient", 1)
     for resource in changed:  # every PUT is a new version on this server
         put(server.base_url, resource)
-    second = load_bulk_site(con, site, "L2", work_dir=tmp_path)
+    second = fetch_and_land(con, site, "L2", work_dir=tmp_path)
     assert received(second) == {"Observation": 2, "Patient": 1}
     assert second.total().new_versions == 3
     new = con.execute(
@@ -135,13 +135,13 @@ CHILD = """
 import logging, sys
 from pathlib import Path
 from rescue_pipeline.config import BulkSource, SiteConfig
-from rescue_pipeline.site_load import load_bulk_site
+from rescue_pipeline.site_load import fetch_and_land
 from rescue_pipeline.warehouse.database import open_work_db
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
 db, base_url = Path(sys.argv[1]), sys.argv[2]
 site = SiteConfig(id="site-b", source=BulkSource(base_url=base_url))
-load_bulk_site(open_work_db(db), site, "L1", work_dir=db.parent)
+fetch_and_land(open_work_db(db), site, "L1", work_dir=db.parent)
 """
 
 
@@ -170,7 +170,7 @@ def test_an_export_in_progress_survives_a_restart_of_our_process(
         stored = polling_job(con, SITE)
         assert stored is not None and stored.load_id == "L1"
         assert server.received("GET", "/$export") - kickoffs == 1
-        result = load_bulk_site(con, bulk_site(server.base_url), "L2", work_dir=tmp_path)
+        result = fetch_and_land(con, bulk_site(server.base_url), "L2", work_dir=tmp_path)
         assert received(result) == cohort_counts(cohort_folder(server.folder.parent))
         [job] = jobs(con)
         assert job["status_url"] == stored.status_url
@@ -190,7 +190,7 @@ def test_a_server_that_lost_the_job_gets_a_new_export_and_the_log_says_so(
     kickoffs = server.received("GET", "/$export")
     impatient = bulk_site(server.base_url, run_wait_minutes=0.001)  # stops after one poll
     with pytest.raises(BulkError) as err:
-        load_bulk_site(con, impatient, "L1", work_dir=tmp_path)
+        fetch_and_land(con, impatient, "L1", work_dir=tmp_path)
     assert "still in progress" in str(err.value)
     assert "it stays stored and the next run resumes polling it" in str(err.value)
     lost = polling_job(con, SITE)
@@ -199,7 +199,7 @@ def test_a_server_that_lost_the_job_gets_a_new_export_and_the_log_says_so(
 
     server.restart()  # sekmet keeps export jobs in memory only
     caplog.set_level(logging.WARNING, logger="rescue_pipeline.extract.bulk")
-    result = load_bulk_site(con, bulk_site(server.base_url), "L2", work_dir=tmp_path)
+    result = fetch_and_land(con, bulk_site(server.base_url), "L2", work_dir=tmp_path)
     assert received(result) == cohort_counts(cohort_folder(server.folder.parent))
     warning = [r.getMessage() for r in caplog.records if "no longer knows" in r.getMessage()]
     assert warning == [
@@ -217,13 +217,13 @@ def test_an_export_past_its_deadline_fails_with_the_reason_and_marks_stay(
     server: SekmetServer, con: duckdb.DuckDBPyConnection, tmp_path: Path
 ):
     site = bulk_site(server.base_url, types=("Patient",))
-    load_bulk_site(con, site, "L1", work_dir=tmp_path)
+    fetch_and_land(con, site, "L1", work_dir=tmp_path)
     marks = read_marks(con, SITE)
     versions = con.execute("SELECT count(*) FROM raw.fhir_resource_versions").fetchone()
 
     hasty = replace(site, source=replace(site.source, deadline_hours=0.5 / 3600))  # 0.5 s
     with pytest.raises(BulkError) as err:
-        load_bulk_site(con, hasty, "L2", work_dir=tmp_path)
+        fetch_and_land(con, hasty, "L2", work_dir=tmp_path)
     text = str(err.value)
     assert text.startswith(f"site {SITE}: export kicked off at ")
     assert "is still in progress" in text and "past its deadline of 0.5 s" in text
@@ -254,7 +254,7 @@ def test_group_level_exports_only_the_group_members(
     site = bulk_site(
         server.base_url, level="group", group_id="rescue-site-b", types=("Patient", "Observation")
     )
-    result = load_bulk_site(con, site, "L1", work_dir=tmp_path)
+    result = fetch_and_land(con, site, "L1", work_dir=tmp_path)
     patients = con.execute(
         "SELECT resource_id FROM raw.fhir_resources WHERE resource_type = 'Patient'"
     ).fetchall()
@@ -284,7 +284,7 @@ def test_bearer_token_site_exports_and_the_token_stays_out_of_logs_and_rows(
         types=("Patient", "Observation"),
     )
     caplog.set_level(logging.DEBUG)
-    result = load_bulk_site(con, site, "L1", work_dir=tmp_path)
+    result = fetch_and_land(con, site, "L1", work_dir=tmp_path)
     counts = cohort_counts(sekmet_smart.cohort)
     assert received(result) == {"Patient": counts["Patient"], "Observation": counts["Observation"]}
     [job] = jobs(con)
@@ -316,7 +316,7 @@ def test_smart_backend_site_exports_with_one_token(
         sekmet_smart.base_url, auth=auth, types=("Patient", "Condition"), allow_insecure_http=True
     )
     caplog.set_level(logging.WARNING)
-    result = load_bulk_site(con, site, "L1", work_dir=tmp_path)
+    result = fetch_and_land(con, site, "L1", work_dir=tmp_path)
     counts = cohort_counts(sekmet_smart.cohort)
     assert received(result) == {"Patient": counts["Patient"], "Condition": counts["Condition"]}
     assert jobs(con)[0]["state"] == "complete"
@@ -335,7 +335,7 @@ def test_since_is_sent_in_utc_z_whatever_the_mark_zone(
         "INSERT INTO ops.watermarks VALUES (?, 'Patient', ?, ?, 'L0')",
         [SITE, future, future],
     )
-    result = load_bulk_site(
+    result = fetch_and_land(
         con, bulk_site(server.base_url, types=("Patient",)), "L1", work_dir=tmp_path
     )
     assert received(result) == {}

@@ -22,7 +22,7 @@ from rescue_pipeline.extract.auth import NoAuth
 from rescue_pipeline.extract.http import FhirHttpClient, HttpError, RetryPolicy
 from rescue_pipeline.extract.rest import PageError
 from rescue_pipeline.extract.watermarks import advance_marks, format_mark, read_marks
-from rescue_pipeline.site_load import load_fhir_site
+from rescue_pipeline.site_load import fetch_and_land
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.conftest import obs
 from tests.extract.conftest import FakeTime, Reply, ScriptedServer
@@ -95,7 +95,7 @@ def test_pages_are_followed_landed_and_the_mark_advanced(
         Reply(200, bundle(obs("o2", updated="2026-01-03T10:00:00Z"), outcome="_foo ignored")),
     )
     caplog.set_level(logging.WARNING)
-    result = load_fhir_site(
+    result = fetch_and_land(
         con,
         site(url, search={"Observation": {"code": "10334-1"}}),
         "L1",
@@ -122,10 +122,10 @@ def test_incremental_sends_the_mark_in_utc_and_full_ignores_it(
     mark = dt.datetime(2026, 1, 3, 11, 55, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     advance_marks(con, "site-r", {"Observation": mark}, load_id="L0")
     scripted_server.on("/Observation", Reply(200, bundle()))
-    load_fhir_site(
+    fetch_and_land(
         con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
     )
-    load_fhir_site(
+    fetch_and_land(
         con, site(scripted_server.url), "L2", work_dir=tmp_path, full=True, client=client(fake_time)
     )
     queries = [parse_qs(urlsplit(s.path).query) for s in scripted_server.seen]
@@ -146,7 +146,7 @@ def test_a_page_that_is_not_json_fails_and_keeps_raw_and_mark(
     scripted_server.on("/Observation", Reply(200, bundle(obs("o1"), next_url=f"{url}/page2")))
     scripted_server.on("/page2", Reply(200, b"<html>proxy error</html>"))
     with pytest.raises(PageError) as err:
-        load_fhir_site(con, site(url), "L1", work_dir=tmp_path, client=client(fake_time))
+        fetch_and_land(con, site(url), "L1", work_dir=tmp_path, client=client(fake_time))
     assert str(err.value).startswith(f"site site-r: GET {url}/page2: page is not JSON")
     assert versions(con) == []
     assert read_marks(con, "site-r") == {"Observation": old}
@@ -160,7 +160,7 @@ def test_a_page_that_is_not_a_bundle_fails(
 ):
     scripted_server.on("/Observation", Reply(200, obs("o1")))
     with pytest.raises(PageError, match=r"page is not a Bundle \(got 'Observation'\)"):
-        load_fhir_site(
+        fetch_and_land(
             con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
         )
 
@@ -175,7 +175,7 @@ def test_a_next_link_to_another_server_is_refused(
         "/Observation", Reply(200, bundle(obs("o1"), next_url="https://elsewhere.example/p2"))
     )
     with pytest.raises(PageError, match="next link points to another server"):
-        load_fhir_site(
+        fetch_and_land(
             con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
         )
 
@@ -190,10 +190,10 @@ def test_overlap_repeats_add_no_versions(
     o1 = obs("o1", updated="2026-01-03T10:00:00Z")
     o2 = obs("o2", updated="2026-01-03T10:01:00Z")
     scripted_server.on("/Observation", Reply(200, bundle(o1)), Reply(200, bundle(o1, o2)))
-    load_fhir_site(
+    fetch_and_land(
         con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
     )
-    second = load_fhir_site(
+    second = fetch_and_land(
         con, site(scripted_server.url), "L2", work_dir=tmp_path, client=client(fake_time)
     )
     assert second.counts["Observation"].received == 2
@@ -218,7 +218,7 @@ def test_a_resource_type_that_is_a_path_names_no_file_and_is_quarantined(
         {**obs("o3"), "resourceType": "Ada Lovelace"},
     ]
     scripted_server.on("/Observation", Reply(200, bundle(obs("o0"), *hostile)))
-    result = load_fhir_site(
+    result = fetch_and_land(
         con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
     )
     assert result.counts["Observation"].accepted == 1
@@ -243,7 +243,7 @@ def test_next_links_that_never_end_stop_at_search_max_pages(
     for n in range(1, 6):  # every next link is new: no loop to notice
         scripted_server.on(f"/p{n}", Reply(200, bundle(obs(f"o{n}"), next_url=f"{url}/p{n + 1}")))
     with pytest.raises(PageError, match=r"after 3 pages \(search_max_pages 3\)"):
-        load_fhir_site(
+        fetch_and_land(
             con, site(url, search_max_pages=3), "L1", work_dir=tmp_path, client=client(fake_time)
         )
     assert len(scripted_server.seen) == 3
@@ -320,7 +320,7 @@ def test_a_resource_lands_as_the_server_wrote_its_numbers_and_repeated_keys_are_
         + b"}]}"
     )
     scripted_server.on("/Observation", Reply(200, page, {"Content-Type": "application/fhir+json"}))
-    load_fhir_site(
+    fetch_and_land(
         con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
     )
     written = (tmp_path / "extract" / "site-r" / "L1" / "Observation.ndjson").read_bytes()
@@ -340,7 +340,7 @@ def test_by_default_the_fetched_files_are_gone_once_the_load_has_landed(
     tmp_path: Path,
 ):
     scripted_server.on("/Observation", Reply(200, bundle(obs("o1"))))
-    result = load_fhir_site(
+    result = fetch_and_land(
         con,
         site(scripted_server.url, keep_extract_days=0),
         "L1",
@@ -362,7 +362,7 @@ def test_the_whole_load_is_bounded_retries_and_all(
     busy = Reply(503, b"", {"Retry-After": "20"})
     scripted_server.on("/Observation", busy)
     with pytest.raises(HttpError, match=r"the site's load ran past load_max_seconds 30 s$"):
-        load_fhir_site(
+        fetch_and_land(
             con,
             site(scripted_server.url, load_max_seconds=30),
             "L1",
@@ -384,7 +384,7 @@ def test_a_resource_orjson_cannot_write_is_quarantined_and_a_repeated_entry_key_
     page = b'{"resourceType":"Bundle","type":"searchset","entry":[{"resource":' + good
     page += b'},{"resource":' + lone + b"}]}"
     scripted_server.on("/Observation", Reply(200, page))
-    load_fhir_site(
+    fetch_and_land(
         con, site(scripted_server.url), "L1", work_dir=tmp_path, client=client(fake_time)
     )
     assert con.execute("SELECT resource_id FROM raw.fhir_resource_versions").fetchall() == [("o1",)]
@@ -396,6 +396,6 @@ def test_a_resource_orjson_cannot_write_is_quarantined_and_a_repeated_entry_key_
     with pytest.raises(
         PageError, match=r"a Bundle entry repeats a key \(a resource would be lost\)"
     ):
-        load_fhir_site(
+        fetch_and_land(
             con, site(scripted_server.url), "L2", work_dir=tmp_path, client=client(fake_time)
         )

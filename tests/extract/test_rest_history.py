@@ -19,7 +19,7 @@ from rescue_pipeline.config import FhirSource, SiteConfig
 from rescue_pipeline.extract.auth import NoAuth
 from rescue_pipeline.extract.http import FhirHttpClient, RetryPolicy
 from rescue_pipeline.extract.watermarks import advance_marks, read_marks
-from rescue_pipeline.site_load import load_fhir_site
+from rescue_pipeline.site_load import fetch_and_land
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import FakeTime, Reply, ScriptedServer
 
@@ -84,7 +84,7 @@ def load(
         rng=random.Random(2),
     )
     with client:
-        load_fhir_site(
+        fetch_and_land(
             con, SiteConfig(id=SITE, source=source), load_id, work_dir=tmp_path, client=client
         )
 

@@ -16,7 +16,7 @@ import pytest
 from rescue_pipeline.config import FhirSource, SiteConfig
 from rescue_pipeline.extract.watermarks import read_marks
 from rescue_pipeline.raw.landing import LoadResult
-from rescue_pipeline.site_load import load_fhir_site
+from rescue_pipeline.site_load import fetch_and_land
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import Sekmet, cohort_folder, start_sekmet
 
@@ -50,7 +50,7 @@ def load(server: Sekmet, con: duckdb.DuckDBPyConnection, tmp: Path, load_id: str
         base_url=server.base_url, page_size=2, overlap_seconds=0, keep_extract_days=1
     )
     site = SiteConfig(id="site-a", source=source)
-    return load_fhir_site(con, site, load_id, work_dir=tmp)
+    return fetch_and_land(con, site, load_id, work_dir=tmp)
 
 
 def current(con: duckdb.DuckDBPyConnection, rtype: str, rid: str) -> int:
@@ -68,7 +68,7 @@ def test_deleted_on_the_server_leaves_the_view_and_a_recreated_one_comes_back(
     [pid] = first_ids(server.cohort, "Patient", 1)
     oids = first_ids(server.cohort, "Observation", 3)
     source = FhirSource(base_url=server.base_url, page_size=500, overlap_seconds=0)
-    first = load_fhir_site(con, SiteConfig(id="site-a", source=source), "L1", work_dir=tmp_path)
+    first = fetch_and_land(con, SiteConfig(id="site-a", source=source), "L1", work_dir=tmp_path)
     assert first.deletions is not None and first.deletions.total().received == 0
     assert set(read_marks(con, "site-a", of="deletions")) == set(read_marks(con, "site-a"))
 

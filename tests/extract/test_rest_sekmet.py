@@ -19,7 +19,7 @@ from rescue_pipeline.extract.http import FhirHttpClient, HttpError, RetryPolicy
 from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.extract.watermarks import read_marks
 from rescue_pipeline.raw.landing import LoadResult
-from rescue_pipeline.site_load import load_fhir_site
+from rescue_pipeline.site_load import fetch_and_land
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import FakeTime, Sekmet
 
@@ -50,7 +50,7 @@ def received(result: LoadResult) -> dict[str, int]:
 def test_full_load_lands_every_resource_of_the_cohort(
     sekmet: Sekmet, con: duckdb.DuckDBPyConnection, tmp_path: Path
 ):
-    result = load_fhir_site(con, site(sekmet.base_url), "L1", work_dir=tmp_path)
+    result = fetch_and_land(con, site(sekmet.base_url), "L1", work_dir=tmp_path)
     expected = cohort_counts(sekmet.cohort)
     assert received(result) == expected
     assert result.total().quarantined == 0
@@ -66,7 +66,7 @@ def test_full_load_lands_every_resource_of_the_cohort(
 def test_incremental_fetches_only_what_changed(
     sekmet: Sekmet, con: duckdb.DuckDBPyConnection, tmp_path: Path
 ):
-    load_fhir_site(con, site(sekmet.base_url), "L1", work_dir=tmp_path)
+    fetch_and_land(con, site(sekmet.base_url), "L1", work_dir=tmp_path)
     lines = (sekmet.cohort / "Observation.ndjson").read_bytes().splitlines()
     changed = [orjson.loads(x) for x in lines[:2]]
     changed.append(orjson.loads((sekmet.cohort / "Patient.ndjson").read_bytes().splitlines()[0]))
@@ -77,7 +77,7 @@ def test_incremental_fetches_only_what_changed(
         )
         assert response.status_code < 300, response.text
 
-    second = load_fhir_site(con, site(sekmet.base_url), "L2", work_dir=tmp_path)
+    second = fetch_and_land(con, site(sekmet.base_url), "L2", work_dir=tmp_path)
     assert received(second) == {"Observation": 2, "Patient": 1}
     assert second.total().new_versions == 3
     new = con.execute(
@@ -91,8 +91,8 @@ def test_overlap_window_refetches_and_the_repeats_add_nothing(
 ):
     """The cohort was written minutes ago: an hour's overlap fetches all of it again."""
     wide = site(sekmet.base_url, overlap=3600)
-    load_fhir_site(con, wide, "L1", work_dir=tmp_path)
-    second = load_fhir_site(con, wide, "L2", work_dir=tmp_path)
+    fetch_and_land(con, wide, "L1", work_dir=tmp_path)
+    second = fetch_and_land(con, wide, "L2", work_dir=tmp_path)
     assert received(second) == cohort_counts(sekmet.cohort)
     assert second.total().new_versions == 0
 
@@ -118,7 +118,7 @@ def test_one_site_down_fails_clearly_the_other_lands(
         )
         try:
             with client:
-                results[s_.id] = load_fhir_site(
+                results[s_.id] = fetch_and_land(
                     con, s_, f"L-{s_.id}", work_dir=tmp_path, client=client
                 )
         except SourceError as exc:

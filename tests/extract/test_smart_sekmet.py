@@ -12,7 +12,7 @@ import pytest
 from rescue_pipeline.config import AuthConfig, FhirSource, SiteConfig
 from rescue_pipeline.extract.auth import AuthError, NoAuth, SmartBackendAuth, make_auth
 from rescue_pipeline.extract.http import FhirHttpClient, HttpError
-from rescue_pipeline.site_load import load_fhir_site
+from rescue_pipeline.site_load import fetch_and_land
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.extract.conftest import SekmetSmart
 
@@ -72,7 +72,7 @@ def test_smart_site_lands_the_cohort_with_one_token(
     )
     assert isinstance(auth, SmartBackendAuth)
     with FhirHttpClient(site.id, auth) as client:
-        result = load_fhir_site(con, site, "L1", work_dir=tmp_path, client=client)
+        result = fetch_and_land(con, site, "L1", work_dir=tmp_path, client=client)
     expected = {p.stem: p.read_bytes().count(b"\n") for p in sekmet_smart.cohort.glob("*.ndjson")}
     assert {t: c.received for t, c in result.counts.items() if c.received} == expected
     assert auth.token_requests == 1  # many searches and pages, one token
@@ -96,7 +96,7 @@ def test_wrong_key_is_refused_with_a_clear_error(
         allow_insecure_http=True,  # the test server is plain http on 127.0.0.1
     )
     with FhirHttpClient(site.id, auth) as client, pytest.raises(AuthError) as err:
-        load_fhir_site(con, site, "L1", work_dir=tmp_path, client=client)
+        fetch_and_land(con, site, "L1", work_dir=tmp_path, client=client)
     text = str(err.value)
     assert text.startswith("site site-s: token endpoint http://127.0.0.1:")
     assert "/auth/token: HTTP 401: invalid_client" in text
