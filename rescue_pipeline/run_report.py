@@ -13,16 +13,12 @@ import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 if TYPE_CHECKING:
     import duckdb
 
 EXIT_OK, EXIT_FAILED, EXIT_QUALITY = 0, 1, 3
-
-Part = Literal[
-    "load", "core", "analysis", "quality", "publication", "sponsors_report", "validation", "error"
-]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableJob
@@ -148,7 +147,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             result = load_site(cfg, site, full=full)
         except Exception as exc:
             error = failure_line(exc, secrets)
-            _record_apart(context, cfg, LoadPart(site_id, ok=False, full=full, error=error))
+            _record_part(context, cfg, LoadPart(site_id, ok=False, full=full, error=error))
             fail(exc, site_id=site_id, secrets=secrets)
         total = result.total()
         part = LoadPart(
@@ -157,7 +156,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             new_versions=total.new_versions, files_read=result.files_read,
             files_unchanged=result.files_unchanged, seconds=round(result.seconds, 2),
         )  # fmt: skip
-        _record_apart(context, cfg, part)  # the load committed: it is reported as landed
+        _record_part(context, cfg, part)  # the load committed: it is reported as landed
         try:
             with work_db(cfg) as con:
                 mismatched = con.execute(
@@ -219,7 +218,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             ok=True, validated=result.validated, outcomes=dict(result.outcomes),
             seconds=round(result.seconds, 2),
         )  # fmt: skip
-        _record_apart(context, config, part)
+        _record_part(context, config, part)
         return dg.MaterializeResult(
             metadata={
                 "validated": result.validated,
@@ -244,7 +243,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             ok=True, unchanged=result.unchanged, rows=dict(result.rows),
             seconds=round(result.seconds, 2),
         )  # fmt: skip
-        _record_apart(context, config, part)
+        _record_part(context, config, part)
         if result.unchanged:
             context.log.info(
                 "Nothing new since the last publish (same raw layer, configuration, cut-off, "
@@ -276,7 +275,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             eligibility_unknown=result.eligible.unknown,
             pfs_events=result.pfs.events, pfs_censored=result.pfs.censored,
         )  # fmt: skip
-        _record_apart(context, config, part)
+        _record_part(context, config, part)
         for spec in analysis_specs:
             yield dg.MaterializeResult(
                 asset_key=spec.key,
@@ -309,7 +308,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
                 f"{c.check_id} at {c.site_id or 'all sites'}" for c in result.critical_failures
             ),
         )  # fmt: skip
-        _record_apart(context, config, part)
+        _record_part(context, config, part)
         return dg.MaterializeResult(
             metadata={
                 "run_id": result.run_id,
@@ -342,7 +341,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
             with _reported(context, config, PublicationPart, expected=(PublishRefused,)):
                 result = publish_warehouse(config, latest)
         except PublishRefused as exc:
-            _record_apart(context, config, PublicationPart(ok=False, refused=str(exc)))
+            _record_part(context, config, PublicationPart(ok=False, refused=str(exc)))
             raise dg.Failure(description=str(exc), allow_retries=False) from None
         part = PublicationPart(
             ok=True, published_at=result.published_at,
@@ -353,7 +352,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
                 for site, since in result.held_since.items()
             },
         )  # fmt: skip
-        _record_apart(context, config, part)
+        _record_part(context, config, part)
         for site, reason in result.held.items():
             context.log.warning(f"site {site} held back (its last published data kept): {reason}")
         return dg.MaterializeResult(
@@ -387,7 +386,7 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
                 config.warehouse, config.report_dir, study_id=config.study_id,
                 site_ids=[s.id for s in config.sites],
             )  # fmt: skip
-        _record_apart(context, config, ReportPart(ok=True, pages=len(files.pages)))
+        _record_part(context, config, ReportPart(ok=True, pages=len(files.pages)))
         return dg.MaterializeResult(
             metadata={
                 "index": dg.MetadataValue.path(str(files.sponsors / "index.html")),
@@ -408,26 +407,21 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
     ]
 
 
-def _record(context: dg.AssetExecutionContext, con: Any, part: object) -> None:
-    """Add the step's part to its run's report (ops.run_reports)."""
-    run_report.record(
-        con,
-        report_id=context.run.tags.get(REPORT_TAG, context.run.run_id),
-        dagster_run_id=context.run.run_id,
-        job=context.run.job_name,
-        part=part,
-    )
-
-
-def _record_apart(context: dg.AssetExecutionContext, config: Config | None, part: object) -> None:
-    """`_record` on a connection of its own. A report that cannot be written (another writer,
-    a full disk) costs the report, never the run: the runner then reads the step's failure
-    from Dagster's events."""
+def _record_part(context: dg.AssetExecutionContext, config: Config | None, part: object) -> None:
+    """Add the step's part to its run's report (ops.run_reports), on a connection of its own.
+    A report that cannot be written (another writer, a full disk) costs the report, never the
+    run: the runner then adds the missing part from Dagster's record."""
     if config is None:
         return
     try:
         with work_db(config) as con:
-            _record(context, con, part)
+            run_report.record(
+                con,
+                report_id=context.run.tags.get(REPORT_TAG, context.run.run_id),
+                dagster_run_id=context.run.run_id,
+                job=context.run.job_name,
+                part=part,
+            )
     except Exception as exc:
         context.log.warning(f"run report: {type(part).__name__} not recorded: {failure_line(exc)}")
 
@@ -447,7 +441,7 @@ def _reported(
         raise
     except Exception as exc:
         secrets = secrets_of(config, Environment.current().values)
-        _record_apart(context, config, kind(ok=False, error=failure_line(exc, secrets)))
+        _record_part(context, config, kind(ok=False, error=failure_line(exc, secrets)))
         raise
 
 
