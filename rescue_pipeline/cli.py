@@ -355,8 +355,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CommandError(f"export: {exc}") from None
     for name, path in result.files.items():
         _say(f"  {name:<9} {result.rows.get(name, 0):>7,} rows  {path}")
-    if result.define:
-        _say(f"  metadata            {result.define}")
+    for label, written in (
+        ("define.xml", result.define_xml),
+        ("define.html", result.define_html),
+        ("define.json", result.define),
+    ):
+        if written:
+            _say(f"  {label:<19} {written}")
     return EXIT_OK
 
 
@@ -625,7 +630,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--full", action="store_true", help="re-read everything (ignore watermarks)")
     p.set_defaults(func=cmd_run)
 
-    p = add("export", "write ADSL, ADTTE and ADELIG (+ define.json) as Parquet, CSV or SAS XPT")
+    p = add(
+        "export",
+        "write ADSL, ADTTE and ADELIG as Parquet, CSV or SAS XPT, with define.xml "
+        "(Define-XML 2.1), define.html and define.json",
+    )
     p.add_argument("--format", choices=("parquet", "csv", "xpt"), required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import rescue_pipeline.quality.suites as suites_module
+from rescue_pipeline.analysis import define_xml
 from rescue_pipeline.cli import main
 from rescue_pipeline.dagster_defs.keys import RAW_VALIDATION
 
@@ -333,6 +334,9 @@ def test_export_and_km_after_a_run(
             tmp_path / fmt / "define.json"
         ).exists()
         assert "ADSL" in out and "ADELIG" in out
+        for name in ("define.xml", "define.html", "define.json"):
+            assert str(tmp_path / fmt / name) in out
+        define_xml.validate(tmp_path / fmt / "define.xml")  # the demo's export is Define-XML 2.1
     code, out, err = run(capsys, "km", "--config", config, "--out", str(tmp_path / "km"))
     assert code == 0, err
     assert (tmp_path / "km" / "km_pfs.png").exists() and "analysts only" in out

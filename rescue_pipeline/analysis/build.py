@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from rescue_pipeline.analysis.codelists import ARM_TEXT
 from rescue_pipeline.analysis.counts import (
     EligibilityCounts,
     PfsCounts,
@@ -27,7 +28,7 @@ from rescue_pipeline.analysis.rows import Diagnosis, Subject, columns
 from rescue_pipeline.config import AnalysisConfig, Config
 from rescue_pipeline.core.build import RECURRENCE_EVENTS_SQL, first_line_ends, recurrence_limits
 from rescue_pipeline.rules import eligibility as elig
-from rescue_pipeline.rules import partial_dates, screening, tte
+from rescue_pipeline.rules import partial_dates, screening, treatment, tte
 from rescue_pipeline.rules.gcig import Ca125, gcig_response
 from rescue_pipeline.rules.recurrence import DiseaseEvent, find_recurrences
 from rescue_pipeline.rules.regimens import count_cycles
@@ -44,11 +45,6 @@ from rescue_pipeline.warehouse.streams import ColumnSink, insert_arrow
 # Subjects whose facts are read and decided together: memory grows with this, not the cohort
 # (a batch's facts are a few hundred MB at most); each batch costs a dozen indexed queries.
 SUBJECTS_PER_BATCH = 10_000
-
-ARM_TEXT = {
-    "A": "Secondary cytoreductive surgery + chemotherapy",
-    "B": "Chemotherapy alone",
-}
 
 
 @dataclass
@@ -118,7 +114,8 @@ def derive_analysis(
     for number, members in enumerate(batches):
         _eligibility(con, context, number, members, out)
         _adtte(con, config.study_id, number, members, settings, a, out.adtte)
-    adsl = _adsl(config.study_id, subjects, out.eligible_of, ages)
+    adsl = _adsl(config.study_id, subjects, out.eligible_of, ages,
+                 _first_treatments(con), cutoff=cutoff, window_days=a.pfs_window_days)  # fmt: skip
 
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS analysis")
@@ -632,19 +629,26 @@ def _adtte(
         """
         SELECT usubjid, max(day), arg_max(source_type, (day, source_type, source_id)),
                arg_max(source_id, (day, source_type, source_id)),
-               'effectiveDateTime',
+               arg_max(element, (day, source_type, source_id)),
                arg_max(domain, (day, source_type, source_id)),
-               arg_max(domain || 'DTC', (day, source_type, source_id))
+               arg_max(variable, (day, source_type, source_id))
         FROM (
-            SELECT usubjid, assessed_on AS day, source_type, source_id, 'RS' AS domain
+            SELECT usubjid, assessed_on AS day, source_type, source_id,
+                   'effectiveDateTime' AS element, 'RS' AS domain, 'RSDTC' AS variable
             FROM core.tumour_assessments
             UNION ALL
-            SELECT usubjid, measured_on, source_type, source_id, 'LB' FROM core.ca125_measurements
+            SELECT usubjid, measured_on, source_type, source_id, 'effectiveDateTime', 'LB',
+                   'LBDTC'
+            FROM core.ca125_measurements
             UNION ALL
-            SELECT usubjid, started_on, source_type, source_id, 'CM'
+            SELECT usubjid, started_on, source_type, source_id,
+                   CASE kind WHEN 'administration' THEN 'effectiveDateTime'
+                             ELSE 'effectivePeriod.start' END, 'CM', 'CMSTDTC'
             FROM core.drug_administrations
             UNION ALL
-            SELECT usubjid, assessed_on, source_type, source_id, 'RS' FROM core.disease_statuses
+            SELECT usubjid, assessed_on, source_type, source_id, 'effectiveDateTime', 'RS',
+                   'RSDTC'
+            FROM core.disease_statuses
         ) WHERE day <= $cutoff GROUP BY usubjid
         """,
         cutoff=settings.data_cutoff,
@@ -670,14 +674,15 @@ def _adtte(
             adequate_assessments=tuple(adequate.get(usubjid, [])),
             last_known_alive=last_alive[0] if last_alive else None,
         )
-        for param in (tte.PFS, tte.OS, tte.TFST):
+        for paramn, param in enumerate(tte.PARAMETERS, start=1):
             row = tte.derive(
                 param, timeline, settings, censor_new_therapy=rules.pfs_censor_new_therapy
             )
             out.add(
                 {
                     "STUDYID": study_id, "USUBJID": usubjid, "PARAMCD": row.paramcd,
-                    "PARAM": row.param, "STARTDT": row.startdt, "ADT": row.adt, "AVAL": row.aval,
+                    "PARAM": row.param, "PARAMN": paramn, "STARTDT": row.startdt,
+                    "ADT": row.adt, "AVAL": row.aval,
                     "AVALU": "DAYS", "CNSR": row.cnsr, "EVNTDESC": row.evntdesc,
                     "CNSDTDSC": row.cnsdtdsc, "SRCDOM": row.srcdom, "SRCVAR": row.srcvar,
                     "SRCFTYP": row.fhir_type, "SRCFELM": row.fhir_element,
@@ -692,6 +697,34 @@ def subject_id(usubjid: str) -> str:
     return usubjid.split("-", 1)[1] if "-" in usubjid else usubjid
 
 
+# Per randomised subject, the first secondary cytoreductive surgery and the first drug given on
+# or after randomisation: all that the actual-arm rule needs of each (it checks the cut-off).
+FIRST_TREATMENTS_SQL = """
+WITH surgery AS (
+    SELECT g.usubjid, min(g.performed_on) AS first_on
+    FROM core.surgeries g JOIN core.subjects s ON s.usubjid = g.usubjid
+    WHERE g.surgery_type = 'secondary' AND g.performed_on >= s.randomised_on
+    GROUP BY g.usubjid
+), dose AS (
+    SELECT d.usubjid, min(d.started_on) AS first_on
+    FROM core.drug_administrations d JOIN core.subjects s ON s.usubjid = d.usubjid
+    WHERE d.started_on >= s.randomised_on
+    GROUP BY d.usubjid
+)
+SELECT s.usubjid, surgery.first_on, dose.first_on
+FROM core.subjects s
+LEFT JOIN surgery ON surgery.usubjid = s.usubjid
+LEFT JOIN dose ON dose.usubjid = s.usubjid
+WHERE s.randomised_on IS NOT NULL
+"""
+
+
+def _first_treatments(
+    con: duckdb.DuckDBPyConnection,
+) -> dict[str, tuple[dt.date | None, dt.date | None]]:
+    return {u: (surgery, dose) for u, surgery, dose in con.execute(FIRST_TREATMENTS_SQL).fetchall()}
+
+
 def cdisc_sex(gender: str | None) -> str:
     """CDISC SEX (codelist C66731) from FHIR administrative gender: female F, male M; other,
     unknown and missing U (administrative gender says nothing of a sex of development, so
@@ -704,25 +737,43 @@ def _adsl(
     subjects: Iterable[Subject],
     eligible_of: dict[str, str],
     ages: dict[str, tuple[tuple[int, int] | None, str | None]],
+    first_treatments: dict[str, tuple[dt.date | None, dt.date | None]],
+    *,
+    cutoff: dt.date,
+    window_days: int,
 ) -> ColumnSink:
     out = ColumnSink(tables.adsl)
     for subject in subjects:
         usubjid, site, arm = subject.usubjid, subject.site_id, subject.arm
-        rand = subject.randomised_on
-        flag = "Y" if rand is not None and arm else "N"
+        rand = subject.randomised_on if arm else None
+        flag = "Y" if rand is not None else "N"
         # AGE: completed years at consent (else randomisation), when the birth date decides it
         bounds = ages.get(usubjid, (None, None))[0]
         age = bounds[0] if bounds is not None and bounds[0] == bounds[1] else None
         planned = ARM_TEXT.get(arm) if arm else None
+        surgery, dose = first_treatments.get(usubjid, (None, None))
+        actual = treatment.actual_arm(
+            randomised_on=rand, cutoff=cutoff,
+            secondary_surgeries=[surgery] if surgery else [], doses=[dose] if dose else [],
+        )  # fmt: skip
+        received = ARM_TEXT.get(actual) if actual else None
         out.add(
             {
                 "STUDYID": study_id, "USUBJID": usubjid, "SUBJID": subject_id(usubjid),
                 "SITEID": site, "AGE": age, "AGEU": "YEARS" if age is not None else None,
                 "SEX": cdisc_sex(subject.sex), "ARMCD": arm, "ARM": planned,
-                "ARMNRS": None if arm else "SCREEN FAILURE", "TRT01P": planned,
+                "ACTARMCD": actual, "ACTARM": received,
+                "ARMNRS": treatment.arm_null_reason(randomised=arm is not None, actual=actual),
+                "TRT01P": planned, "TRT01A": received,
                 "RANDDT": rand, "RANDFL": flag, "ITTFL": flag,
+                "SAFFL": "Y" if actual else "N",
                 "ELIGFL": {"yes": "Y", "no": "N"}.get(eligible_of.get(usubjid, ""), "U"),
                 "DTHFL": "Y" if subject.died_on else None, "DTHDT": subject.died_on,
+                "EOSSTT": treatment.end_of_study_status(
+                    randomised_on=rand, status=subject.subject_status,
+                    ended_on=subject.study_ended_on, died_on=subject.died_on,
+                    window_days=window_days,
+                ),
             }
         )  # fmt: skip
     return out

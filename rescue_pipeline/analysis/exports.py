@@ -1,4 +1,5 @@
-"""Export the analysis datasets (ADSL, ADTTE, ADELIG, ADELIGEV, ADELIGSM) as Parquet, CSV or XPT.
+"""Export the analysis datasets (ADSL, ADTTE, ADELIG, ADELIGEV, ADELIGSM) as Parquet, CSV or XPT,
+with define.xml, define.html and define.json.
 
 Every format gets the same datasets, built once from the analysis schema by define.py's specs
 and checked against SAS transport v5's limits before anything is written: names <= 8
@@ -27,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from rescue_pipeline.analysis import define_html, define_xml
 from rescue_pipeline.analysis.define import (
     DIRECT_IDENTIFIERS,
     MAX_LABEL,
@@ -55,7 +57,9 @@ class ExportResult:
     fmt: Format
     files: dict[str, Path] = field(default_factory=dict)  # dataset name -> file
     rows: dict[str, int] = field(default_factory=dict)
-    define: Path | None = None
+    define: Path | None = None  # define.json
+    define_xml: Path | None = None
+    define_html: Path | None = None
 
 
 def export(
@@ -66,7 +70,8 @@ def export(
     out: Path,
     nct_id: str | None = None,
 ) -> ExportResult:
-    """Write every analysis dataset in `fmt` and define.json into `out`."""
+    """Write every analysis dataset in `fmt` into `out`, with their metadata as define.xml
+    (Define-XML 2.1, validated), define.html (the same for a browser) and define.json."""
     if fmt not in _EXT:
         raise ExportError(f"unknown export format {fmt!r}: use parquet, csv or xpt")
     specs = dataset_specs()
@@ -94,6 +99,16 @@ def export(
     result.define = out / "define.json"
     with _atomic(result.define) as tmp:
         tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    document = json.loads(result.define.read_text())  # dates as the JSON says them
+    result.define_xml = out / "define.xml"
+    with _atomic(result.define_xml) as tmp:
+        try:
+            define_xml.write(document, tmp)
+        except define_xml.DefineInvalid as exc:  # never delivered: an error of ours to fix
+            raise ExportError(str(exc)) from None
+    result.define_html = out / "define.html"
+    with _atomic(result.define_html) as tmp:
+        tmp.write_text(define_html.render(document), encoding="utf-8")
     return result
 
 

@@ -24,6 +24,8 @@ class Subject:
     died_on: dt.date | None
     source_id: str  # the ResearchSubject's id
     sex: str | None  # FHIR administrative gender as sent
+    subject_status: str | None  # ResearchSubject.status as sent
+    study_ended_on: dt.date | None  # ResearchSubject.period.end of a randomised subject
 
     @classmethod
     def read_all(cls, con: duckdb.DuckDBPyConnection) -> list[Self]:

@@ -151,6 +151,9 @@ TFST = Parameter(
     censor_new_therapy=False, censor_missed_assessments=False, censor_at_last_alive=True,
 )  # fmt: skip
 
+# Every parameter derived, in PARAMN order (PFS = 1).
+PARAMETERS = (PFS, OS, TFST)
+
 
 def _row(p: Parameter, t: Timeline, rule: Rule, at: Dated | None, text: str = "") -> TteRow:
     """The row `rule` decides, dated by `at` (None: the rule's date does not exist, so

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from datetime import date, timedelta
 
-from rescue_pipeline.synth.followup import MIN_FOLLOW_UP, LineSoFar, follow_up
+from rescue_pipeline.synth.followup import MIN_FOLLOW_UP, WINDOW_DAYS, LineSoFar, follow_up
 from rescue_pipeline.synth.scenarios import SIMPLE_OUTCOMES, is_randomised, scenario_for
 from rescue_pipeline.synth.story import (
     Assessment,
@@ -457,6 +457,13 @@ def make_story(seed: int, index: int, ref: date) -> Story:
         and vary.random() < 0.15
         else None
     )
+    # a subject followed through the PFS window alive: about half the sites close her
+    # participation (status off-study with period.end); drawn last so nothing above shifts
+    study_end = None
+    if randomisation is not None and death is None and status in ("on-study", "follow-up"):
+        end = randomisation + _days(WINDOW_DAYS + vary.randint(0, 45))
+        if end < ref and vary.random() < 0.5:
+            status, study_end = "off-study", end
     return Story(
         index=index,
         scenario=scenario,
@@ -487,6 +494,7 @@ def make_story(seed: int, index: int, ref: date) -> Story:
         birth_precision=precision,
         consent_sent=consent_sent,
         screening_end=screening_end,
+        study_end=study_end,
         corrected_assessment=corrected,
         deleted_record=deleted,
         partial_assessment=partial,

@@ -611,6 +611,8 @@ def _trial(r: _Renderer, subject_number: int | None) -> tuple[str | None, str | 
     body["status"] = s.subject_status
     if s.randomised is not None and s.arm is not None:
         body["period"] = {"start": s.randomised.isoformat()}
+        if s.study_end is not None:
+            body["period"]["end"] = s.study_end.isoformat()
     elif s.screening_end is not None:
         body["period"] = {"start": s.consent.isoformat(), "end": s.screening_end.isoformat()}
     body["study"] = {

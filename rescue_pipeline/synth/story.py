@@ -118,6 +118,7 @@ class Story:
     birth_precision: str = "day"  # day | month | year: how much of birthDate the site sends
     consent_sent: bool = True  # False: the site sends no Consent resource for her
     screening_end: date | None = None  # ResearchSubject.period.end sent for a screen failure
+    study_end: date | None = None  # period.end sent for a randomised subject who left (off-study)
     corrected_assessment: bool = False  # the screening response was corrected in a new version
     deleted_record: bool = False  # an erroneous PD the site sent, then deleted
     partial_assessment: bool = False  # the screening response is sent dated to its month only

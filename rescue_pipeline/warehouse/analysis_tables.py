@@ -61,14 +61,35 @@ adsl = Table(
     _c("SEX", String, "Sex: F, M or U (from FHIR administrative gender; other and unknown: U)."),
     _c("ARMCD", String, "Planned arm code: A or B; null if not randomised."),
     _c("ARM", String, "Description of planned arm; null if not randomised."),
-    _c("ARMNRS", String, "Reason arm is null: SCREEN FAILURE (never randomised)."),
+    _c(
+        "ACTARMCD",
+        String,
+        "Actual arm code: A when a secondary cytoreductive surgery is dated on or after "
+        "randomisation (to the data cut-off), else B when any drug was given then; null if "
+        "not treated or not randomised.",
+    ),
+    _c("ACTARM", String, "Description of actual arm (decodes ACTARMCD)."),
+    _c(
+        "ARMNRS",
+        String,
+        "Reason arm and/or actual arm is null: SCREEN FAILURE (never randomised) or "
+        "ASSIGNED, NOT TREATED (randomised, no treatment by the data cut-off).",
+    ),
     _c("TRT01P", String, "Planned treatment for period 01."),
+    _c("TRT01A", String, "Actual treatment for period 01 (as ACTARM)."),
     _c("RANDDT", Date, "Date of randomisation."),
     _c("RANDFL", String, "Randomised population flag (Y/N)."),
     _c("ITTFL", String, "Intent-to-treat population flag (Y/N)."),
+    _c("SAFFL", String, "Safety population flag: Y when randomised and treated (ACTARMCD)."),
     _c("ELIGFL", String, "Eligible per the derived criteria (Y/N/U)."),
     _c("DTHFL", String, "Subject death flag: Y, or null."),
     _c("DTHDT", Date, "Date of death."),
+    _c(
+        "EOSSTT",
+        String,
+        "End of study status: COMPLETED, DISCONTINUED or ONGOING, from ResearchSubject.status, "
+        "its period end and death over the PFS window; null if not randomised or not known.",
+    ),
     schema="analysis",
     comment="ADaM subject-level analysis dataset (one row per subject).",
 )
@@ -80,6 +101,7 @@ adtte = Table(
     _c("USUBJID", String, "Unique subject identifier.", nullable=False),
     _c("PARAMCD", String, "Parameter code: PFS, OS, TFST.", nullable=False),
     _c("PARAM", String, "Parameter.", nullable=False),
+    _c("PARAMN", Integer, "Parameter (N): 1 PFS, 2 OS, 3 TFST.", nullable=False),
     _c("STARTDT", Date, "Time-to-event origin date (randomisation).", nullable=False),
     _c("ADT", Date, "Analysis date (event or censoring).", nullable=False),
     _c("AVAL", Integer, "Analysis value: ADT - STARTDT + 1.", nullable=False),

@@ -59,6 +59,12 @@ subjects = Table(
         "End of screening sent by the site (ResearchSubject.period.end) for a subject never "
         "randomised.",
     ),
+    _c(
+        "study_ended_on",
+        Date,
+        "End of participation sent by the site (ResearchSubject.period.end) for a randomised "
+        "subject.",
+    ),
     _c("consented_on", Date, "Date of the research consent (site's local date)."),
     _c("consent_data_transfer", Boolean, "Consent is active and permits disclose (data transfer)."),
     _c("died_on", Date, "Date of death (Patient.deceasedDateTime), local date."),

@@ -48,3 +48,43 @@ def test_adsl_on_a_cohort_follows_core(tmp_path: Path) -> None:
         assert armnrs == (None if a else "SCREEN FAILURE")
         assert (dthfl, dthdt) == (("Y", died) if died else (None, None))
     assert {r[3] for r in rows} == {"A", "B", None}  # both arms and screen failures occur
+
+
+def test_actual_arm_safety_and_end_of_study_on_a_cohort(tmp_path: Path) -> None:
+    """Read independently of the rule's code: the actual arm from the surgeries and doses after
+    randomisation, SAFFL from it, EOSSTT from the status the site sent."""
+    config, _ = build_cohort(tmp_path / "c", patients=200, seed=11)
+    cutoff = config.analysis.data_cutoff
+    with work_db(config) as con:
+        rows = con.execute(
+            """
+            SELECT a.ARMCD, a.ACTARMCD, a.ACTARM, a.TRT01A, a.ARMNRS, a.SAFFL, a.EOSSTT,
+                   s.subject_status, s.study_ended_on, s.died_on, s.randomised_on,
+                   EXISTS (SELECT 1 FROM core.surgeries g WHERE g.usubjid = s.usubjid
+                           AND g.surgery_type = 'secondary'
+                           AND g.performed_on BETWEEN s.randomised_on AND $cutoff),
+                   EXISTS (SELECT 1 FROM core.drug_administrations d WHERE d.usubjid = s.usubjid
+                           AND d.started_on BETWEEN s.randomised_on AND $cutoff)
+            FROM analysis.adsl a JOIN core.subjects s ON s.usubjid = a.USUBJID
+            """,
+            {"cutoff": cutoff},
+        ).fetchall()
+    statuses = set()
+    for armcd, actcd, actarm, trt01a, armnrs, saffl, eosstt, status, ended, died, rand, \
+            operated, dosed in rows:  # fmt: skip
+        expected = ("A" if operated else "B" if dosed else None) if armcd else None
+        assert actcd == expected
+        assert actarm == trt01a == (ARM_TEXT[actcd] if actcd else None)
+        assert saffl == ("Y" if actcd else "N")
+        assert armnrs == (None if actcd else "ASSIGNED, NOT TREATED" if armcd else "SCREEN FAILURE")
+        if not armcd:
+            assert eosstt is None
+        elif status == "withdrawn" or (died and (died - rand).days <= 730):
+            assert eosstt == "DISCONTINUED"
+        elif status in ("on-study", "follow-up") and not died:
+            assert eosstt == "ONGOING"
+        elif status == "off-study" and ended and not died:
+            assert eosstt == ("COMPLETED" if (ended - rand).days >= 730 else "DISCONTINUED")
+        statuses.add(eosstt)
+    assert {"A", "B"} <= {r[1] for r in rows}
+    assert {"COMPLETED", "DISCONTINUED", "ONGOING", None} <= statuses

@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import duckdb
 import pyarrow as pa
@@ -50,13 +52,14 @@ def make_db(path: Path) -> duckdb.DuckDBPyConnection:
         ],
     )  # fmt: skip
     con.executemany(
-        "INSERT INTO analysis.adtte VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO analysis.adtte VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 STUDY,
                 "RESCUE-A-0001",
                 "PFS",
                 "Progression-free survival (days)",
+                1,
                 D(2024, 3, 1),
                 D(2024, 9, 1),
                 185,
@@ -77,6 +80,7 @@ def make_db(path: Path) -> duckdb.DuckDBPyConnection:
                 "RESCUE-A-0002",
                 "PFS",
                 "Progression-free survival (days)",
+                1,
                 D(2024, 4, 15),
                 D(2024, 4, 15),
                 1,
@@ -195,7 +199,7 @@ def test_each_dataset_labels_paramcd_for_what_it_holds(con, tmp_path):
         for name in ("ADTTE", "ADELIG")
     }
     assert labels == {
-        "ADTTE": "Parameter code: PFS, OS, TFST",
+        "ADTTE": "Parameter Code",
         "ADELIG": "Criterion code (IN01-IN06, EX01-EX08)",
     }
     adtte = next(
@@ -234,11 +238,13 @@ def test_parquet_and_csv_read_back_equal(con, tmp_path, fmt):
         assert got == expected(con, dataset["name"]), dataset["name"]
     if fmt == "csv":
         header, first = result.files["ADSL"].read_text().splitlines()[:2]
-        assert header.startswith("STUDYID,USUBJID,SUBJID,SITEID,AGE,AGEU,SEX,ARMCD,ARM,ARMNRS")
+        assert header.startswith(
+            "STUDYID,USUBJID,SUBJID,SITEID,AGE,AGEU,SEX,ARMCD,ARM,ACTARMCD,ACTARM,ARMNRS"
+        )
         assert ",2024-03-01," in first  # ISO dates
     else:
         schema = pq.read_schema(result.files["ADTTE"])
-        assert schema.field("ADT").metadata[b"label"] == b"Analysis date (event or censoring)"
+        assert schema.field("ADT").metadata[b"label"] == b"Analysis Date"
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "xpt"])
@@ -267,22 +273,171 @@ def test_define_lists_every_dataset_and_variable_exported(con, tmp_path):
         assert dataset["rows"] == len(frame)
         assert dataset["file"] == result.files[dataset["name"]].name
         for v in dataset["variables"]:
-            assert v["origin"] in ("Derived", "Assigned")
+            assert v["origin"] in ("Derived", "Assigned", "Predecessor")
             assert v["derivation"], (dataset["name"], v["name"])
             assert len(v["label"]) <= 40
     adtte = meta["datasets"][1]
     cnsr = next(v for v in adtte["variables"] if v["name"] == "CNSR")
-    assert cnsr["method"] == "MT.TTE" and cnsr["type"] == "integer" and cnsr["length"] == 8
+    assert cnsr["codelist"] == "CL.CNSR" and cnsr["type"] == "integer" and cnsr["length"] == 8
     adt = next(v for v in adtte["variables"] if v["name"] == "ADT")
     assert adt["format"] == "DATE9."
     srcvar = next(v for v in adtte["variables"] if v["name"] == "SRCVAR")
     assert srcvar["length"] == len("RANDDT")  # the longest value, as ADaM asks
     srcfelm = next(v for v in adtte["variables"] if v["name"] == "SRCFELM")
     assert srcfelm["length"] == len("valueCodeableConcept")
-    methods = {m["id"]: m["description"] for m in meta["methods"]}
-    assert "missed assessments" in methods["MT.TTE"]  # the rules' docstring, verbatim
-    levels = {x["where"]: x for x in meta["datasets"][2]["value_level"]}
-    assert "Platinum-free interval" in levels["PARAMCD = 'IN02'"]["derivation"]
+    aval = {x["value"]: x["derivation"] for x in adtte["value_level"]}
+    assert set(aval) == {"PFS", "OS", "TFST"}
+    assert "missed assessments" in aval["PFS"] and "missed" not in aval["OS"]
+    levels = {x["value"]: x for x in meta["datasets"][2]["value_level"]}
+    assert "Platinum-free interval" in levels["IN02"]["derivation"]  # the rule's docstring
+
+
+def test_derivations_say_more_than_the_label(con, tmp_path):
+    """A derived variable's derivation is how it is computed, not its label again."""
+    meta = json.loads(export(con, study_id=STUDY, fmt="xpt", out=tmp_path).define.read_text())
+    for dataset in meta["datasets"]:
+        for v in dataset["variables"]:
+            where = (dataset["name"], v["name"])
+            if v["origin"] == "Predecessor":
+                assert v["derivation"] == f"ADSL.{v['name']}", where
+            elif v["origin"] == "Derived":
+                text, label = v["derivation"].rstrip(".").lower(), v["label"].lower()
+                assert text != label and len(text) > len(label), where
+
+
+def test_define_xml_is_valid_define_2_1_with_every_reference_resolved(con, tmp_path):
+    from rescue_pipeline.analysis import define_xml
+
+    result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt", nct_id="NCT07295132")
+    assert result.define_xml is not None
+    define_xml.validate(result.define_xml)  # against the Define-XML 2.1 schema
+    root = ElementTree.parse(result.define_xml).getroot()
+    assert root.get(f"{{{DEF}}}Context") == "Submission"
+    assert root.find(f".//{{{ODM}}}ProtocolName").text == "NCT07295132"
+    defined = {e.get("OID") for e in root.iter() if e.get("OID")}
+    defined |= {e.get("ID") for e in root.iter(f"{{{DEF}}}leaf")}
+    refs = ("ItemOID", "MethodOID", "CodeListOID", "ValueListOID", "WhereClauseOID",
+            "CommentOID", "leafID", "ArchiveLocationID", "StandardOID")  # fmt: skip
+    for element in root.iter():
+        for name, value in element.attrib.items():
+            if name.rsplit("}", 1)[-1] in refs:
+                assert value in defined, f"{element.tag} {name}={value} is not defined"
+    groups = {g.get("Name"): g for g in root.iter(f"{{{ODM}}}ItemGroupDef")}
+    assert list(groups) == list(DATASETS)
+    classes = {
+        name: (g.find(f"{{{DEF}}}Class").get("Name"),
+               [s.get("Name") for s in g.iter(f"{{{DEF}}}SubClass")])
+        for name, g in groups.items()
+    }  # fmt: skip
+    assert classes["ADSL"] == ("SUBJECT LEVEL ANALYSIS DATASET", [])
+    assert classes["ADTTE"] == ("BASIC DATA STRUCTURE", ["TIME-TO-EVENT"])
+    for name, g in groups.items():
+        assert g.get(f"{{{DEF}}}StandardOID") == "STD.ADAMIG" and g.get(f"{{{DEF}}}Structure")
+        keys = sorted((int(r.get("KeySequence")), r.get("ItemOID"))
+                      for r in g.iter(f"{{{ODM}}}ItemRef") if r.get("KeySequence"))  # fmt: skip
+        spec = next(s for s in define.dataset_specs() if s.name == name)
+        assert [oid for _, oid in keys] == [f"IT.{name}.{k}" for k in spec.keys]
+        for ref in g.iter(f"{{{ODM}}}ItemRef"):  # a derived variable names its method
+            item = root.find(f".//{{{ODM}}}ItemDef[@OID='{ref.get('ItemOID')}']")
+            origin = item.find(f"{{{DEF}}}Origin").get("Type")
+            assert (origin == "Derived") == (ref.get("MethodOID") is not None), ref.get("ItemOID")
+    standards = {s.get("OID"): s for s in root.iter(f"{{{DEF}}}Standard")}
+    assert (standards["STD.ADAMIG"].get("Name"), standards["STD.ADAMIG"].get("Version")) == (
+        "ADaMIG",
+        "1.3",
+    )
+    nci = {c.get("OID"): c.find(f"{{{ODM}}}Alias").get("Name")
+           for c in root.iter(f"{{{ODM}}}CodeList") if c.find(f"{{{ODM}}}Alias") is not None}  # fmt: skip
+    assert nci == {"CL.NY": "C66742", "CL.SEX": "C66731", "CL.AGEU": "C66781"}
+    sex = root.find(f".//{{{ODM}}}CodeList[@OID='CL.SEX']")
+    assert {i.get("CodedValue"): i.find(f"{{{ODM}}}Alias").get("Name")
+            for i in sex.iter(f"{{{ODM}}}CodeListItem")} == {
+        "F": "C16576", "M": "C20197", "U": "C17998"}  # fmt: skip
+    wheres = [c.text for c in root.iter(f"{{{ODM}}}CheckValue")]
+    assert {"PFS", "OS", "TFST", *CRITERIA} == set(wheres)
+    srcftyp = root.find(f".//{{{ODM}}}ItemDef[@OID='IT.ADTTE.SRCFTYP']")
+    comment = root.find(f".//{{{DEF}}}CommentDef[@OID='{srcftyp.get(f'{{{DEF}}}CommentOID')}']")
+    assert "Sponsor-defined" in "".join(comment.itertext())
+
+
+def test_a_define_that_breaks_the_schema_is_refused(tmp_path):
+    from rescue_pipeline.analysis import define_xml
+
+    broken = tmp_path / "define.xml"
+    broken.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?><ODM xmlns="http://www.cdisc.org/ns/odm/v1.3" '
+        'FileOID="X" FileType="Snapshot" CreationDateTime="2026-01-01T00:00:00"/>'
+    )
+    with pytest.raises(define_xml.DefineInvalid, match=r"define\.xml is not valid Define-XML 2\.1"):
+        define_xml.validate(broken)
+
+
+def test_define_html_links_resolve_and_shows_every_variable(con, tmp_path):
+    result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt")
+    assert result.define_html is not None
+    page = _Page()
+    page.feed(result.define_html.read_text())
+    assert page.scripts == 0  # self-contained, nothing to run
+    for href in page.hrefs:
+        if href.startswith("#"):
+            assert href[1:] in page.ids, f"dead anchor {href}"
+        else:
+            assert (result.out / href).exists(), f"dead link {href}"
+    meta = json.loads(result.define.read_text())
+    for dataset in meta["datasets"]:
+        assert dataset["name"] in page.ids
+        for v in dataset["variables"]:
+            assert f"{dataset['name']}.{v['name']}" in page.ids
+    text = " ".join(page.text)
+    assert all(code in text for code in ("C66742", "C66731", "C66781"))  # NCI codes shown
+    assert "derivation-rules" in page.ids and "rules-tte" in page.ids
+
+
+def test_every_coded_value_is_in_its_codelist_on_a_cohort(tmp_path):
+    """On a synthesised cohort (not the hand-made rows above): every value a coded variable
+    takes is a term of its codelist."""
+    from rescue_pipeline.analysis.codelists import codelist_for
+    from rescue_pipeline.site_load import work_db
+    from tests.cohort import build_cohort
+
+    config, _ = build_cohort(tmp_path / "c", patients=150, seed=9)
+    with work_db(config) as con:
+        result = export(con, study_id=config.study_id, fmt="parquet", out=tmp_path / "out")
+    checked = 0
+    for spec in define.dataset_specs():
+        table = pq.read_table(result.files[spec.name])
+        for v in spec.variables:
+            codelist = codelist_for(spec.name, v.name)
+            if codelist is None:
+                continue
+            values = {str(x) for x in table.column(v.name).to_pylist() if x is not None}
+            assert values <= codelist.values(), (spec.name, v.name, values - codelist.values())
+            checked += 1
+    assert checked >= 25
+
+
+DEF = "http://www.cdisc.org/ns/def/v2.1"
+ODM = "http://www.cdisc.org/ns/odm/v1.3"
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.hrefs: list[str] = []
+        self.text: list[str] = []
+        self.scripts = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        if attributes.get("id"):
+            self.ids.add(str(attributes["id"]))
+        if tag == "a" and attributes.get("href"):
+            self.hrefs.append(str(attributes["href"]))
+        self.scripts += tag == "script"
+
+    def handle_data(self, data: str) -> None:
+        self.text.extend(data.split())
 
 
 def test_value_over_200_bytes_is_an_error_naming_dataset_variable_and_row(con, tmp_path):
@@ -348,7 +503,7 @@ def test_labels_are_shortened_from_comments_sensibly():
         "GCIG CA-125 response"
     )
     labels = {v.name: v.label for s in define.dataset_specs() for v in s.variables}
-    assert labels["USUBJID"] == "Unique subject identifier"  # ADSL's label in every dataset
+    assert labels["USUBJID"] == "Unique Subject Identifier"  # ADaMIG label in every dataset
     assert all(len(x) <= 40 for x in labels.values())
     assert set(define.CRITERION_TEXT) == set(CRITERIA)
 

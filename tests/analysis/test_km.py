@@ -36,12 +36,13 @@ def con(tmp_path: Path) -> duckdb.DuckDBPyConnection:
         )
         for paramcd in ("PFS", "OS"):
             con.execute(
-                "INSERT INTO analysis.adtte (STUDYID, USUBJID, PARAMCD, PARAM, STARTDT, ADT, AVAL, "
-                "AVALU, CNSR) VALUES ('RESCUE', ?, ?, ?, ?, ?, ?, 'DAYS', ?)",
+                "INSERT INTO analysis.adtte (STUDYID, USUBJID, PARAMCD, PARAM, PARAMN, STARTDT, "
+                "ADT, AVAL, AVALU, CNSR) VALUES ('RESCUE', ?, ?, ?, ?, ?, ?, ?, 'DAYS', ?)",
                 [
                     usubjid,
                     paramcd,
                     paramcd,
+                    1 if paramcd == "PFS" else 2,
                     start,
                     start + dt.timedelta(days=aval - 1),
                     aval if paramcd == "PFS" else aval + 1000,

@@ -82,3 +82,33 @@ def test_every_page_opens_from_disk_with_no_error_and_its_plots_render(browser, 
     assert page.url.endswith("site-site-b.html")
     assert page.locator("h1").inner_text() == "Site site-b"
     assert (ARTEFACTS / "report-index.png").stat().st_size > 10_000
+
+
+def test_define_html_opens_with_no_error_and_every_link_resolves(browser, reported, tmp_path):
+    """The reviewers' rendering of define.xml, from the published warehouse's XPT export."""
+    from rescue_pipeline.analysis.exports import export
+    from rescue_pipeline.warehouse import sandbox
+
+    config, _truth, _files = reported
+    with sandbox.connect(config.warehouse) as con:
+        result = export(con, study_id=config.study_id, nct_id=config.nct_id, fmt="xpt",
+                        out=tmp_path / "xpt")  # fmt: skip
+    assert result.define_html is not None
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+            if m.type in ("error", "warning") else None)  # fmt: skip
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    page.goto(result.define_html.as_uri(), wait_until="load")
+    assert page.title().startswith("Define")
+    for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))"):
+        if href.startswith("#"):
+            assert page.locator(f"[id='{href[1:]}']").count() == 1, f"dead anchor {href}"
+        else:
+            assert (result.out / href).exists(), f"dead link {href}"
+    for table in page.locator("table").all():  # no empty table
+        assert table.locator("tbody tr").count() > 0
+    assert page.locator("[id='ADTTE.SRCFTYP']").count() == 1
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTEFACTS / "define.png"), full_page=False)
+    assert problems == []

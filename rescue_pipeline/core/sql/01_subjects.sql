@@ -54,6 +54,7 @@ SELECT usubjid, site_id, gender AS sex,
        CASE WHEN arm_letter IN ('A', 'B') THEN arm_letter END AS arm,
        CASE WHEN arm_letter IN ('A', 'B') THEN period_start END AS randomised_on,
        CASE WHEN arm_letter IN ('A', 'B') THEN NULL ELSE period_end END AS screening_ended_on,
+       CASE WHEN arm_letter IN ('A', 'B') THEN period_end END AS study_ended_on,
        consented_on,
        CASE WHEN consent_status IS NULL THEN NULL
             ELSE consent_status = 'active' AND provision_type = 'permit' AND coalesce(disclose, false)
