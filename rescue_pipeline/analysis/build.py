@@ -593,11 +593,12 @@ def _adtte(
 
     progression = dated(
         # RECIST (or imaging) PD by default; GCIG CA-125 progression only when configured.
-        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'valueCodeableConcept', "
+        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effectiveDateTime', "
         "'RS', 'RSDTC' FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
         "WHERE t.response = 'PD' AND t.assessed_on > s.randomised_on "
         "UNION ALL "
-        "SELECT usubjid, progressed_on, source_type, source_id, 'valueQuantity', 'LB', 'LBDTC' "
+        "SELECT usubjid, progressed_on, source_type, source_id, 'effectiveDateTime', 'LB', "
+        "'LBDTC' "
         "FROM core.progression_events WHERE basis = 'gcig' AND $gcig",
         gcig=rules.pfs_gcig_progression,
     )
@@ -697,18 +698,29 @@ def subject_id(usubjid: str) -> str:
     return usubjid.split("-", 1)[1] if "-" in usubjid else usubjid
 
 
-# Per randomised subject, the first secondary cytoreductive surgery and the first drug given on
-# or after randomisation: all that the actual-arm rule needs of each (it checks the cut-off).
+# Per randomised subject, the first secondary cytoreductive surgery and the first administered
+# dose on or after randomisation and before her first progression (RECIST or imaging PD): all
+# that the actual-arm rule needs of each (it checks the cut-off). Treatment after progression
+# (a crossover surgery, later lines) and drugs only ordered or reported are not the trial's.
 FIRST_TREATMENTS_SQL = """
-WITH surgery AS (
+WITH progressed AS (
+    SELECT t.usubjid, min(t.assessed_on) AS first_on
+    FROM core.tumour_assessments t JOIN core.subjects s ON s.usubjid = t.usubjid
+    WHERE t.response = 'PD' AND t.assessed_on > s.randomised_on
+    GROUP BY t.usubjid
+), surgery AS (
     SELECT g.usubjid, min(g.performed_on) AS first_on
     FROM core.surgeries g JOIN core.subjects s ON s.usubjid = g.usubjid
+    LEFT JOIN progressed p ON p.usubjid = g.usubjid
     WHERE g.surgery_type = 'secondary' AND g.performed_on >= s.randomised_on
+      AND (p.first_on IS NULL OR g.performed_on < p.first_on)
     GROUP BY g.usubjid
 ), dose AS (
     SELECT d.usubjid, min(d.started_on) AS first_on
     FROM core.drug_administrations d JOIN core.subjects s ON s.usubjid = d.usubjid
-    WHERE d.started_on >= s.randomised_on
+    LEFT JOIN progressed p ON p.usubjid = d.usubjid
+    WHERE d.kind = 'administration' AND d.started_on >= s.randomised_on
+      AND (p.first_on IS NULL OR d.started_on < p.first_on)
     GROUP BY d.usubjid
 )
 SELECT s.usubjid, surgery.first_on, dose.first_on
@@ -752,6 +764,7 @@ def _adsl(
         age = bounds[0] if bounds is not None and bounds[0] == bounds[1] else None
         planned = ARM_TEXT.get(arm) if arm else None
         surgery, dose = first_treatments.get(usubjid, (None, None))
+        # an arm with no randomisation date: what she received cannot be placed, so no claim
         actual = treatment.actual_arm(
             randomised_on=rand, cutoff=cutoff,
             secondary_surgeries=[surgery] if surgery else [], doses=[dose] if dose else [],
@@ -761,9 +774,10 @@ def _adsl(
             {
                 "STUDYID": study_id, "USUBJID": usubjid, "SUBJID": subject_id(usubjid),
                 "SITEID": site, "AGE": age, "AGEU": "YEARS" if age is not None else None,
-                "SEX": cdisc_sex(subject.sex), "ARMCD": arm, "ARM": planned,
+                "SEX": cdisc_sex(subject.sex), "RACE": subject.race, "ARMCD": arm, "ARM": planned,
                 "ACTARMCD": actual, "ACTARM": received,
-                "ARMNRS": treatment.arm_null_reason(randomised=arm is not None, actual=actual),
+                "ARMNRS": None if arm and rand is None else treatment.arm_null_reason(
+                    randomised=arm is not None, actual=actual),
                 "TRT01P": planned, "TRT01A": received,
                 "RANDDT": rand, "RANDFL": flag, "ITTFL": flag,
                 "SAFFL": "Y" if actual else "N",
@@ -772,7 +786,7 @@ def _adsl(
                 "EOSSTT": treatment.end_of_study_status(
                     randomised_on=rand, status=subject.subject_status,
                     ended_on=subject.study_ended_on, died_on=subject.died_on,
-                    window_days=window_days,
+                    window_days=window_days, cutoff=cutoff,
                 ),
             }
         )  # fmt: skip

@@ -15,7 +15,7 @@ from rescue_pipeline.rules import eligibility as elig
 from rescue_pipeline.rules import treatment, tte
 
 # The CDISC Controlled Terminology package the NCI codes below are quoted from. These codelists
-# (NY, SEX, AGEU) have kept their codes for many releases.
+# (NY, SEX, AGEU, RACE, ARMNULRS, UNIT) have kept their codes for many releases.
 CT_STANDARD = {"name": "CDISC/NCI", "publishing_set": "SDTM", "version": "2024-03-29"}
 
 ARM_TEXT = {
@@ -47,6 +47,7 @@ class Term:
     value: str
     decode: str | None = None
     nci: str | None = None  # NCI concept code of the term (CDISC CT only)
+    extended: bool = False  # a sponsor's value added to a CDISC codelist
 
 
 @dataclass(frozen=True)
@@ -79,20 +80,32 @@ CODELISTS: tuple[Codelist, ...] = (
     Codelist("CL.NY", "No Yes Response", "text",
              (Term("N", "No", "C49487"), Term("Y", "Yes", "C49488"),
               Term("U", "Unknown", "C17998")), nci="C66742"),
+    Codelist("CL.NY.YN", "No Yes Response (Y, N)", "text",
+             (Term("N", "No", "C49487"), Term("Y", "Yes", "C49488")), nci="C66742"),
+    Codelist("CL.NY.Y", "No Yes Response (Y)", "text", (Term("Y", "Yes", "C49488"),),
+             nci="C66742"),
     Codelist("CL.SEX", "Sex", "text",
              (Term("F", "Female", "C16576"), Term("M", "Male", "C20197"),
               Term("U", "Unknown", "C17998")), nci="C66731"),
     Codelist("CL.AGEU", "Age Unit", "text", (Term("YEARS", "Years", "C29848"),), nci="C66781"),
+    Codelist("CL.RACE", "Race", "text",
+             (Term("AMERICAN INDIAN OR ALASKA NATIVE", None, "C41259"),
+              Term("ASIAN", None, "C41260"), Term("BLACK OR AFRICAN AMERICAN", None, "C16352"),
+              Term("NATIVE HAWAIIAN OR OTHER PACIFIC ISLANDER", None, "C41219"),
+              Term("WHITE", None, "C41261"), Term("MULTIPLE", None, None, extended=True),
+              Term("NOT REPORTED", None, "C43234"), Term("UNKNOWN", None, "C17998")),
+             nci="C74457"),
     Codelist("CL.ARMCD", "Arm Code", "text", tuple(Term(k, v) for k, v in ARM_TEXT.items())),
     _enum("CL.ARM", "Arm", tuple(ARM_TEXT.values())),
-    _enum("CL.ARMNRS", "Reason Arm is Null", (treatment.SCREEN_FAILURE, treatment.NOT_TREATED)),
+    Codelist("CL.ARMNRS", "Arm Null Reason", "text",
+             (Term(treatment.SCREEN_FAILURE), Term(treatment.NOT_TREATED)), nci="C142179"),
     _enum("CL.EOSSTT", "End of Study Status", ("COMPLETED", "DISCONTINUED", "ONGOING")),
     Codelist("CL.PARAMCD.TTE", "Time-to-event Parameter Code", "text",
              tuple(Term(p.paramcd, p.param) for p in tte.PARAMETERS)),
     _enum("CL.PARAM.TTE", "Time-to-event Parameter", tuple(p.param for p in tte.PARAMETERS)),
     Codelist("CL.PARAMN.TTE", "Time-to-event Parameter (N)", "integer",
              tuple(Term(str(n), p.paramcd) for n, p in enumerate(tte.PARAMETERS, start=1))),
-    _enum("CL.AVALU", "Analysis Value Unit", ("DAYS",)),
+    Codelist("CL.AVALU", "Unit", "text", (Term("DAYS", None, "C25301"),), nci="C71620"),
     Codelist("CL.CNSR", "Censor", "integer", (Term("0", "Event"), Term("1", "Censored"))),
     _enum("CL.EVNTDESC", "Event Description", _EVENTS),
     _enum("CL.CNSDTDSC", "Censor Date Description", _CENSORINGS),
@@ -120,8 +133,10 @@ BY_OID = {c.oid: c for c in CODELISTS}
 
 # Which codelist a variable takes: (dataset, variable) first, then the variable in any dataset.
 _OF: dict[tuple[str, str] | str, str] = {
-    "RANDFL": "CL.NY", "ITTFL": "CL.NY", "SAFFL": "CL.NY", "ELIGFL": "CL.NY", "DTHFL": "CL.NY",
-    "SEX": "CL.SEX", "AGEU": "CL.AGEU", "ARMCD": "CL.ARMCD", "ACTARMCD": "CL.ARMCD",
+    "RANDFL": "CL.NY.YN", "ITTFL": "CL.NY.YN", "SAFFL": "CL.NY.YN", "ELIGFL": "CL.NY",
+    "DTHFL": "CL.NY.Y",
+    "SEX": "CL.SEX", "RACE": "CL.RACE", "AGEU": "CL.AGEU", "ARMCD": "CL.ARMCD",
+    "ACTARMCD": "CL.ARMCD",
     "ARM": "CL.ARM", "ACTARM": "CL.ARM", "TRT01P": "CL.ARM", "TRT01A": "CL.ARM",
     "ARMNRS": "CL.ARMNRS", "EOSSTT": "CL.EOSSTT",
     ("ADTTE", "PARAMCD"): "CL.PARAMCD.TTE", ("ADTTE", "PARAM"): "CL.PARAM.TTE",

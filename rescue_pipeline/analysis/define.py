@@ -50,7 +50,8 @@ SHORT_NAMES: dict[str, str] = {
 # Labels where the comment, shortened by rule (see short_label), would lose its meaning, and the
 # ADaMIG labels of the standard variables.
 LABELS: dict[str, str] = {
-    "AVALC": "Status (exclusion met = it applies)",
+    "AVALC": "Analysis Value (C)",
+    "PARCAT1": "Parameter Category 1",
     "FAILCRIT": "Criteria making the subject ineligible",
     "PFIDAYS": "Platinum-free interval (days)",
     "PRPLCYCN": "Platinum cycles after the recurrence",
@@ -63,6 +64,7 @@ LABELS: dict[str, str] = {
     "AGE": "Age",
     "AGEU": "Age Units",
     "SEX": "Sex",
+    "RACE": "Race",
     "ARMCD": "Planned Arm Code",
     "ARM": "Description of Planned Arm",
     "ACTARMCD": "Actual Arm Code",
@@ -93,9 +95,7 @@ LABELS: dict[str, str] = {
 }
 
 # Labels of one table's column only (the same name means something else in another dataset).
-TABLE_LABELS: dict[tuple[str, str], str] = {
-    ("eligibility", "PARAMCD"): "Criterion code (IN01-IN06, EX01-EX08)",
-}
+TABLE_LABELS: dict[tuple[str, str], str] = {}
 
 # How each derived variable is computed, where its column comment says less than that. Keyed by
 # (dataset, variable) or by the variable in every dataset; the time-to-event and eligibility
@@ -105,6 +105,11 @@ DERIVATIONS: dict[tuple[str, str] | str, str] = {
     "(RSC-<SITE>-NNNN) when the site sends one; otherwise 'RESCUE-<site>-X' + a keyed HMAC of "
     "the site's ResearchSubject id, so that no hospital identifier is exported.",
     "SUBJID": "USUBJID without its leading 'RESCUE-'.",
+    "RACE": "From the US Core race extension of the Patient (ombCategory codes, CDC race and "
+    "ethnicity code system): 1002-5 AMERICAN INDIAN OR ALASKA NATIVE, 2028-9 ASIAN, 2054-5 "
+    "BLACK OR AFRICAN AMERICAN, 2076-8 NATIVE HAWAIIAN OR OTHER PACIFIC ISLANDER, 2106-3 "
+    "WHITE; two or more categories MULTIPLE; the null flavours UNK UNKNOWN and ASKU NOT "
+    "REPORTED; null when the site sends no race.",
     "STUDYID": "The study_id of the configuration (sites.yaml).",
     "AGEU": "YEARS when AGE is known.",
     "AVALU": "DAYS.",
@@ -178,6 +183,8 @@ DERIVATIONS: dict[tuple[str, str] | str, str] = {
     "CA125RDT": "Date of the first sample showing the 50 % fall, for a response.",
 }
 
+# Exported only when a site sends them: a column of nulls would claim data we never had.
+OPTIONAL = frozenset({"RACE"})
 # Variables copied from ADSL into the other datasets (Define-XML origin Predecessor).
 PREDECESSORS = frozenset({"STUDYID", "USUBJID", "SITEID"})
 ASSIGNED = frozenset({"STUDYID", "AVALU", "AGEU", "PARAM", "PARAMCD", "PARAMN", "PARCAT1"})
@@ -189,6 +196,8 @@ SPONSOR_DEFINED: dict[str, str] = {
     "SRCFELM": "Sponsor-defined: FHIR provenance of ADT (the element dated).",
     "SRCID": "Sponsor-defined: FHIR id of the source resource.",
     "CRITVAL": "Sponsor-defined: the fact a criterion was decided on.",
+    "AVALC": "In ADELIG: the criterion's status, met / not_met / unknown; for an exclusion, met "
+    "means it applies.",
 }
 
 # EX06/EX07 share one function (elig._judged), which has no per-criterion docstring.
@@ -213,6 +222,7 @@ class Variable:
     derivation: str
     sql: str  # expression in the dataset's SELECT (our constants, never data)
     mandatory: bool = False  # never null
+    optional: bool = False  # exported only when some record has a value (RACE: if sites send it)
 
 
 @dataclass(frozen=True)
@@ -267,7 +277,8 @@ def _column_vars(table: Table, *, skip: Sequence[str] = ()) -> list[Variable]:
         comment = shared.get(name, str(column.comment or ""))
         label = TABLE_LABELS.get((table.name, name)) or LABELS.get(name) or short_label(comment)
         out.append(Variable(name, label, _kind(column.type), "Derived", comment,
-                            f'"{column.name}"', mandatory=not column.nullable))  # fmt: skip
+                            f'"{column.name}"', mandatory=not column.nullable,
+                            optional=name in OPTIONAL))  # fmt: skip
     return out
 
 
@@ -309,13 +320,13 @@ def dataset_specs() -> tuple[DatasetSpec, ...]:
     by_name = {v.name: v for v in _column_vars(at.eligibility, skip=("evidence",))}
     adelig_vars = [
         _study_var(), by_name["USUBJID"], by_name["SITEID"],
-        Variable("PARAMN", "Criterion number (protocol order)", "integer", "Assigned",
+        Variable("PARAMN", LABELS["PARAMN"], "integer", "Assigned",
                  "Position of the criterion in the protocol (IN01 = 1 ... EX08 = 14).",
                  "c.paramn", mandatory=True),
         by_name["PARAMCD"],
-        Variable("PARAM", "Criterion", "text", "Assigned",
+        Variable("PARAM", LABELS["PARAM"], "text", "Assigned",
                  "Short text of the protocol criterion.", "c.param", mandatory=True),
-        Variable("PARCAT1", "Criterion category", "text", "Assigned",
+        Variable("PARCAT1", LABELS["PARCAT1"], "text", "Assigned",
                  "INCLUSION for IN01-IN06, EXCLUSION for EX01-EX08.", "c.parcat1",
                  mandatory=True),
         by_name["AVALC"], by_name["CRITVAL"],
@@ -337,7 +348,7 @@ def dataset_specs() -> tuple[DatasetSpec, ...]:
         "WHERE coalesce(e.evidence, '') <> '')",
         (
             _study_var(), by_name["USUBJID"], by_name["SITEID"],
-            Variable("PARAMN", "Criterion number (protocol order)", "integer", "Assigned",
+            Variable("PARAMN", LABELS["PARAMN"], "integer", "Assigned",
                      "Position of the criterion in the protocol.", "paramn", mandatory=True),
             by_name["PARAMCD"],
             Variable("SRCSEQ", "Position in the criterion's evidence", "integer", "Derived",
@@ -376,21 +387,26 @@ def criterion_derivation(code: str) -> str:
     return _JUDGED.get(code) or (inspect.getdoc(function) or "" if function else "")
 
 
-def parameter_derivation(p: tte.Parameter) -> str:
-    """How a time-to-event parameter is derived, from its declaration in rules.tte."""
-    events = " or ".join(e.description.lower() for e in p.events)
-    censor = [
-        "new anticancer therapy starts before it, or with no event (rule 2; "
-        "analysis.pfs_censor_new_therapy, on by default)"
-    ]
-    censor = censor if p.censor_new_therapy else []
+def parameter_derivation(p: tte.Parameter, settings: Mapping[str, Any]) -> str:
+    """How a time-to-event parameter was derived: its declaration in rules.tte with the
+    settings of the derivation run (window, GCIG progression, new-therapy censoring)."""
+    window = settings.get("pfs_window_days", 730)
+    names = [e.description.lower() for e in p.events]
+    if tte.PROGRESSION in p.events:
+        basis = "RECIST or imaging PD" + (
+            ", or GCIG CA-125 progression" if settings.get("pfs_gcig_progression") else ""
+        )
+        names[p.events.index(tte.PROGRESSION)] += f" ({basis})"
+    censor = []
+    if p.censor_new_therapy and settings.get("pfs_censor_new_therapy", True):
+        censor.append("new anticancer therapy starts before it, or with no event (rule 2)")
     if p.censor_missed_assessments:
         censor.append("it follows two or more missed assessments (rule 3)")
     last = "the last date known alive" if p.censor_at_last_alive else "the last adequate assessment"
     text = (
-        f"Event: the earliest {events} (a death from the randomisation day) inside the window "
-        "(randomisation + analysis.pfs_window_days, 730 by default, up to the data cut-off), "
-        "ADT its date (rule 4). "
+        f"Event: the earliest {' or '.join(names)} (a death from the randomisation day) inside "
+        f"the window of {window} days from randomisation, both ends included, up to the data "
+        "cut-off; ADT its date (rule 4). "
     )
     if censor:
         text += ("Censored at the last adequate assessment before the reason when "
@@ -398,12 +414,12 @@ def parameter_derivation(p: tte.Parameter) -> str:
     return text + f"No event: censored at {last} in the window, else at randomisation (rule 5)."
 
 
-def value_level() -> dict[str, list[dict[str, str]]]:
+def value_level(settings: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
     """Value-level metadata: ADTTE's AVAL per PARAMCD, ADELIG's AVALC per criterion."""
     return {
         "ADTTE": [
             {"variable": "AVAL", "where_variable": "PARAMCD", "value": p.paramcd,
-             "label": p.param, "derivation": parameter_derivation(p)}
+             "label": p.param, "derivation": parameter_derivation(p, settings)}
             for p in tte.PARAMETERS
         ],
         "ADELIG": [
@@ -431,7 +447,8 @@ def rule_modules() -> list[dict[str, str]]:
 
 
 def _codelist(c: Codelist) -> dict[str, Any]:
-    terms = [{"value": t.value, "decode": t.decode, "nci": t.nci} for t in c.terms]
+    terms = [{"value": t.value, "decode": t.decode, "nci": t.nci, "extended": t.extended}
+             for t in c.terms]  # fmt: skip
     return {"oid": c.oid, "name": c.name, "type": c.data_type, "nci": c.nci, "terms": terms}
 
 
@@ -452,6 +469,9 @@ def define_document(
     `lengths` gives, per dataset and text variable, the longest value in bytes (the SAS length);
     numeric and date variables are 8 bytes.
     """
+    settings = dict((provenance or {}).get("settings") or {})
+    xpt = fmt == "xpt"
+    levels = value_level(settings)
     datasets = []
     for spec in specs:
         variables = []
@@ -462,7 +482,7 @@ def define_document(
                 "type": v.kind,
                 "sas_type": "Char" if v.kind == "text" else "Num",
                 "length": lengths[spec.name].get(v.name, 1) if v.kind == "text" else 8,
-                "format": SAS_DATE_FORMAT if v.kind == "date" else None,
+                "format": SAS_DATE_FORMAT if v.kind == "date" and xpt else None,
                 "origin": v.origin, "derivation": v.derivation,
                 "mandatory": v.mandatory or v.name in spec.keys,
                 "codelist": codelist.oid if codelist else None,
@@ -474,7 +494,7 @@ def define_document(
             "subclass": spec.subclass, "structure": spec.structure,
             "keys": list(spec.keys), "source": spec.source, "comment": spec.comment,
             **files.get(spec.name, {}), "variables": variables,
-            "value_level": value_level().get(spec.name, []),
+            "value_level": levels.get(spec.name, []),
         })  # fmt: skip
     used = {v["codelist"] for d in datasets for v in d["variables"]}
     return {

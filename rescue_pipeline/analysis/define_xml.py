@@ -13,14 +13,17 @@ import datetime as dt
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import odmlib.define_2_1.model as odm
+from odmlib.exceptions import OdmlibSchemaValidationError
 from odmlib.odm_parser import ODMSchemaValidator
+from xmlschema import XMLSchemaValidationError
 
 from rescue_pipeline import __version__
 
 RULES_LEAF = "LF.RULES"
-RULES_HREF = "define.html#derivation-rules"
+RULES_HREF = "define.html"  # its "Derivation rules" section: the rule modules' own account
 
 
 class DefineInvalid(ValueError):
@@ -33,9 +36,12 @@ def _text(text: str) -> Any:
     return description
 
 
-def _data_type(kind: str) -> str:
-    # ADaM dates are SAS numeric dates with a DATE9. format: integer in Define-XML
-    return {"text": "text", "integer": "integer", "float": "float", "date": "integer"}[kind]
+def _data_type(kind: str, fmt: str) -> str:
+    """In XPT an ADaM date is a SAS numeric date with a DATE9. format (integer in Define-XML);
+    CSV and Parquet hold real dates."""
+    if kind == "date":
+        return "integer" if fmt == "xpt" else "date"
+    return {"text": "text", "integer": "integer", "float": "float"}[kind]
 
 
 def build(document: Mapping[str, Any], *, created: dt.datetime | None = None) -> Any:
@@ -48,7 +54,8 @@ def build(document: Mapping[str, Any], *, created: dt.datetime | None = None) ->
         FileOID=f"DEF.{study_id}.ADAM", FileType="Snapshot", ODMVersion="1.3.2",
         CreationDateTime=created.strftime("%Y-%m-%dT%H:%M:%S"),
         Originator="rescue-pipeline", SourceSystem="rescue-pipeline",
-        SourceSystemVersion=__version__, Context="Submission",
+        SourceSystemVersion=__version__,
+        Context="Submission" if document["format"] == "xpt" else "Other",
     )  # fmt: skip
     study = odm.Study(OID=f"ST.{study_id}")
     globals_ = odm.GlobalVariables()
@@ -107,7 +114,7 @@ def build(document: Mapping[str, Any], *, created: dt.datetime | None = None) ->
                 KeySequence=v["key_sequence"],
                 MethodOID=f"MT.{name}.{v['name']}" if derived else None,
             ))  # fmt: skip
-            item_defs.append(_item_def(item, v, comment=f"COM.{v['name']}"))
+            item_defs.append(_item_def(item, v, fmt=document["format"]))
             if derived:
                 methods.append(_method(f"MT.{name}.{v['name']}", f"{name}.{v['name']}",
                                        v["derivation"]))  # fmt: skip
@@ -120,7 +127,7 @@ def build(document: Mapping[str, Any], *, created: dt.datetime | None = None) ->
             group.leaf = odm.leaf(ID=f"LF.{name}", href=dataset["file"])
             group.leaf.title = odm.title(_content=dataset["file"])
         mdv.ItemGroupDef.append(group)
-        _value_level(dataset, item_defs, value_lists, wheres, methods)
+        _value_level(dataset, document["format"], item_defs, value_lists, wheres, methods)
 
     for definition in value_lists:
         mdv.ValueListDef.append(definition)
@@ -148,11 +155,12 @@ def _repeating(dataset: Mapping[str, Any]) -> str:
     return "No" if list(dataset["keys"]) == ["USUBJID"] else "Yes"
 
 
-def _item_def(oid: str, v: Mapping[str, Any], *, comment: str) -> Any:
+def _item_def(oid: str, v: Mapping[str, Any], *, fmt: str) -> Any:
+    data_type = _data_type(v["type"], fmt)
     item = odm.ItemDef(
-        OID=oid, Name=v["name"], SASFieldName=v["name"], DataType=_data_type(v["type"]),
-        Length=v["length"] if v["type"] in ("text", "integer", "float", "date") else None,
-        DisplayFormat=v["format"], CommentOID=comment if v["comment"] else None,
+        OID=oid, Name=v["name"], SASFieldName=v["name"], DataType=data_type,
+        Length=v["length"] if data_type in ("text", "integer", "float") else None,
+        DisplayFormat=v["format"], CommentOID=f"COM.{v['name']}" if v["comment"] else None,
     )  # fmt: skip
     item.Description = _text(v["label"])
     if v["codelist"]:
@@ -181,6 +189,7 @@ def _comment(oid: str, text: str) -> Any:
 
 def _value_level(
     dataset: Mapping[str, Any],
+    dataset_format: str,
     item_defs: list[Any],
     value_lists: list[Any],
     wheres: list[Any],
@@ -209,7 +218,7 @@ def _value_level(
             ref.WhereClauseRef.append(odm.WhereClauseRef(WhereClauseOID=f"WC.{key}"))
             value_list.ItemRef.append(ref)
             item = odm.ItemDef(OID=f"IT.{key}", Name=variable, SASFieldName=variable,
-                               DataType=_data_type(target["type"]),
+                               DataType=_data_type(target["type"], dataset_format),
                                Length=target["length"])  # fmt: skip
             item.Description = _text(f"{target['label']} for {entry['label']}"[:200])
             if target["codelist"]:
@@ -242,6 +251,8 @@ def _codelist(codelist: Mapping[str, Any]) -> Any:
             )
         else:
             item = odm.EnumeratedItem(CodedValue=term["value"], OrderNumber=order)
+        if term.get("extended"):
+            item.ExtendedValue = "Yes"
         if term["nci"]:
             item.Alias.append(odm.Alias(Context="nci:ExtCodeID", Name=term["nci"]))
         (out.CodeListItem if decoded else out.EnumeratedItem).append(item)
@@ -267,9 +278,9 @@ def write(document: Mapping[str, Any], path: Path) -> None:
 def validate(path: Path, *, name: str | None = None) -> None:
     """Raise DefineInvalid naming the file (`name`, else the path's) and its first schema
     error."""
+    validator: Any = ODMSchemaValidator(standard="define", version="2.1")
     try:
-        validator: Any = ODMSchemaValidator(standard="define", version="2.1")
         validator.validate_file(str(path))
-    except Exception as exc:  # xmlschema and odmlib raise several kinds
+    except (XMLSchemaValidationError, OdmlibSchemaValidationError, ElementTree.ParseError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DefineInvalid(f"{name or path.name} is not valid Define-XML 2.1: {reason}") from exc

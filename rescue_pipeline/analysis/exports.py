@@ -19,7 +19,7 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +78,8 @@ def export(
     for spec in specs:
         check_metadata(spec)
     tables = {spec.name: build(con, spec, study_id=study_id) for spec in specs}
+    specs = tuple(present(spec, tables[spec.name]) for spec in specs)
+    tables = {s.name: tables[s.name].select([v.name for v in s.variables]) for s in specs}
     for spec in specs:
         check_values(spec, tables[spec.name])
     _check_study(tables, study_id)
@@ -96,20 +98,29 @@ def export(
     document = define_document(specs, study_id=study_id, nct_id=nct_id, fmt=fmt,
                                lengths=lengths, files=files,
                                provenance=_provenance(con))  # fmt: skip
-    result.define = out / "define.json"
-    with _atomic(result.define) as tmp:
-        tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
-    document = json.loads(result.define.read_text())  # dates as the JSON says them
+    document = json.loads(json.dumps(document, ensure_ascii=False, default=str))  # as written
     result.define_xml = out / "define.xml"
-    with _atomic(result.define_xml) as tmp:
-        try:
-            define_xml.write(document, tmp)
-        except define_xml.DefineInvalid as exc:  # never delivered: an error of ours to fix
-            raise ExportError(str(exc)) from None
+    try:
+        with _atomic(result.define_xml) as tmp:
+            define_xml.write(document, tmp)  # validated before it replaces anything
+    except define_xml.DefineInvalid as exc:  # never delivered: an error of ours to fix
+        for stale in ("define.xml", "define.html", "define.json"):  # no old metadata beside
+            (out / stale).unlink(missing_ok=True)  # the new datasets
+        raise ExportError(str(exc)) from None
     result.define_html = out / "define.html"
     with _atomic(result.define_html) as tmp:
         tmp.write_text(define_html.render(document), encoding="utf-8")
+    result.define = out / "define.json"
+    with _atomic(result.define) as tmp:
+        tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     return result
+
+
+def present(spec: DatasetSpec, table: pa.Table) -> DatasetSpec:
+    """The spec without its optional variables that no record has a value for."""
+    kept = tuple(v for v in spec.variables
+                 if not v.optional or table.column(v.name).null_count < table.num_rows)  # fmt: skip
+    return replace(spec, variables=kept)
 
 
 def check_metadata(spec: DatasetSpec) -> None:

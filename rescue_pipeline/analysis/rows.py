@@ -26,6 +26,7 @@ class Subject:
     sex: str | None  # FHIR administrative gender as sent
     subject_status: str | None  # ResearchSubject.status as sent
     study_ended_on: dt.date | None  # ResearchSubject.period.end of a randomised subject
+    race: str | None  # CDISC RACE from the US Core race extension, if sent
 
     @classmethod
     def read_all(cls, con: duckdb.DuckDBPyConnection) -> list[Self]:

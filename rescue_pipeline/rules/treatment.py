@@ -6,8 +6,10 @@ received (ACTARMCD, TRT01A, SAFFL) and where she stands in the study (EOSSTT). T
 **[convention]** readings of the site data, documented in docs/rules.md:
 
 - Actual arm A when a secondary cytoreductive surgery is dated on or after randomisation (up to
-  the data cut-off); otherwise actual arm B when any drug is given on or after randomisation;
-  otherwise she was randomised but not treated (no actual arm; reason ASSIGNED, NOT TREATED).
+  the data cut-off) and before her first progression; otherwise actual arm B when a drug was
+  administered in that time; otherwise she was randomised but not treated (no actual arm;
+  reason ASSIGNED, NOT TREATED). Treatment after progression (a crossover surgery, later lines)
+  and drugs only ordered or reported are not the trial's treatment (the caller selects).
   A subject randomised to A who never had the surgery but had chemotherapy received B's
   treatment; one randomised to B who had the surgery received A's.
 - Safety population: randomised and treated (an actual arm).
@@ -76,22 +78,26 @@ def end_of_study_status(
     ended_on: date | None,
     died_on: date | None,
     window_days: int,
+    cutoff: date,
 ) -> EndOfStudy | None:
-    """EOSSTT of a randomised subject ([convention] on rule book §7's window, randomisation ..
-    randomisation + window_days, both ends included): a withdrawal is a discontinuation; a death
-    inside the window is one, after it a completion; off-study with a period end before the
-    window's last day is a discontinuation, on or after it a completion; a status that says she
-    is on study is ONGOING; anything else (no status, off-study with no date) is null."""
+    """EOSSTT of a randomised subject at the data cut-off ([convention] on rule book §7's window,
+    randomisation .. randomisation + window_days, both ends included): a withdrawal is a
+    discontinuation; off-study with a period end before the window's last day is one too; a
+    death inside the window is one; off-study at or after the window's last day, or a death
+    after it, is a completion; a status that says she is on study is ONGOING; anything else
+    (no status, off-study with no date) is null. Dates after the cut-off are not yet known."""
     if randomised_on is None:
         return None
     window_end = randomised_on + timedelta(days=window_days)
     state = (status or "").strip().lower()
+    died = died_on if died_on is not None and died_on <= cutoff else None
+    ended = ended_on if ended_on is not None and ended_on <= cutoff else None
     if state in WITHDREW:
         return "DISCONTINUED"
-    if died_on is not None:  # a death inside the window ends her follow-up early
-        return "COMPLETED" if died_on > window_end else "DISCONTINUED"
+    if state in LEFT_STUDY and ended is not None and ended < window_end:
+        return "DISCONTINUED"  # left early, whatever happened to her later
+    if died is not None:  # a death inside the window ends her follow-up early
+        return "COMPLETED" if died > window_end else "DISCONTINUED"
     if state in LEFT_STUDY:  # followed to the window's last day = completed; no date: unknown
-        if ended_on is None:
-            return None
-        return "COMPLETED" if ended_on >= window_end else "DISCONTINUED"
+        return None if ended is None else "COMPLETED"
     return "ONGOING" if state in ON_STUDY else None

@@ -228,6 +228,41 @@ def render(
     return Rendered(r.out, r.patient_id, rs_id, identifier, tuple(r.medications))
 
 
+US_CORE_RACE = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"
+OMB_RACE = (
+    ("2106-3", "White"), ("2054-5", "Black or African American"), ("2028-9", "Asian"),
+    ("1002-5", "American Indian or Alaska Native"),
+    ("2076-8", "Native Hawaiian or Other Pacific Islander"),
+)  # fmt: skip
+
+
+def _race(r: _Renderer) -> dict[str, Any] | None:
+    """Site a's EHR sends the US Core race extension (OMB categories, now and then two, or
+    'asked but unknown'); the other sites send no race. A stream of its own: nothing else
+    moves."""
+    if r.flavour != "a":
+        return None
+    rng = random.Random(f"rescue-synth:{r.seed}:{r.story.index}:race")
+    draw = rng.random()
+    if draw < 0.1:
+        return None  # not recorded
+    parts: list[dict[str, Any]] = []
+    if draw < 0.15:
+        coding = {"system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+                  "code": "ASKU", "display": "Asked but no answer"}  # fmt: skip
+        parts.append({"url": "ombCategory", "valueCoding": coding})
+        text = "Asked but no answer"
+    else:
+        chosen = rng.sample(OMB_RACE, 2 if draw > 0.95 else 1)
+        for code, display in chosen:
+            coding = {"system": "urn:oid:2.16.840.1.113883.6.238", "code": code,
+                      "display": display}  # fmt: skip
+            parts.append({"url": "ombCategory", "valueCoding": coding})
+        text = ", ".join(display for _, display in chosen)
+    parts.append({"url": "text", "valueString": text})
+    return {"url": US_CORE_RACE, "extension": parts}
+
+
 def _patient(r: _Renderer) -> None:
     s, rng = r.story, r.rng
     families, givens, cities = NAMES[r.flavour]
@@ -255,6 +290,9 @@ def _patient(r: _Renderer) -> None:
     }
     if s.death is not None:
         body["deceasedDateTime"] = r.when(s.death)
+    race = _race(r)
+    if race:
+        body["extension"] = [race]
     resource = {
         "resourceType": "Patient",
         "id": r.patient_id,

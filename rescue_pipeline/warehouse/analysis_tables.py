@@ -59,14 +59,19 @@ adsl = Table(
     _c("AGE", Integer, "Age at consent (years)."),
     _c("AGEU", String, "Age units."),
     _c("SEX", String, "Sex: F, M or U (from FHIR administrative gender; other and unknown: U)."),
+    _c(
+        "RACE",
+        String,
+        "Race, from the US Core race extension when the site sends it (core.subjects.race).",
+    ),
     _c("ARMCD", String, "Planned arm code: A or B; null if not randomised."),
     _c("ARM", String, "Description of planned arm; null if not randomised."),
     _c(
         "ACTARMCD",
         String,
         "Actual arm code: A when a secondary cytoreductive surgery is dated on or after "
-        "randomisation (to the data cut-off), else B when any drug was given then; null if "
-        "not treated or not randomised.",
+        "randomisation and before the first progression (to the data cut-off), else B when a "
+        "drug was administered then; null if not treated or not randomised.",
     ),
     _c("ACTARM", String, "Description of actual arm (decodes ACTARMCD)."),
     _c(

@@ -32,6 +32,12 @@ subjects = Table(
         nullable=False,
     ),
     _c("sex", String, "Administrative gender as sent (female expected)."),
+    _c(
+        "race",
+        String,
+        "CDISC RACE from the US Core race extension's OMB categories (MULTIPLE for two or "
+        "more; UNKNOWN, NOT REPORTED from the null flavours UNK, ASKU); null if not sent.",
+    ),
     _c("birth_year", Integer, "Year of birth (the exact date stays in raw)."),
     _c(
         "age_at_consent",

@@ -62,10 +62,17 @@ def test_actual_arm_safety_and_end_of_study_on_a_cohort(tmp_path: Path) -> None:
                    s.subject_status, s.study_ended_on, s.died_on, s.randomised_on,
                    EXISTS (SELECT 1 FROM core.surgeries g WHERE g.usubjid = s.usubjid
                            AND g.surgery_type = 'secondary'
-                           AND g.performed_on BETWEEN s.randomised_on AND $cutoff),
+                           AND g.performed_on BETWEEN s.randomised_on AND $cutoff
+                           AND g.performed_on < coalesce(pd.first_pd, DATE '9999-12-31')),
                    EXISTS (SELECT 1 FROM core.drug_administrations d WHERE d.usubjid = s.usubjid
-                           AND d.started_on BETWEEN s.randomised_on AND $cutoff)
+                           AND d.kind = 'administration'
+                           AND d.started_on BETWEEN s.randomised_on AND $cutoff
+                           AND d.started_on < coalesce(pd.first_pd, DATE '9999-12-31'))
             FROM analysis.adsl a JOIN core.subjects s ON s.usubjid = a.USUBJID
+            LEFT JOIN (SELECT t.usubjid, min(t.assessed_on) AS first_pd
+                       FROM core.tumour_assessments t JOIN core.subjects r USING (usubjid)
+                       WHERE t.response = 'PD' AND t.assessed_on > r.randomised_on
+                       GROUP BY 1) pd ON pd.usubjid = s.usubjid
             """,
             {"cutoff": cutoff},
         ).fetchall()
@@ -81,6 +88,8 @@ def test_actual_arm_safety_and_end_of_study_on_a_cohort(tmp_path: Path) -> None:
             assert eosstt is None
         elif status == "withdrawn" or (died and (died - rand).days <= 730):
             assert eosstt == "DISCONTINUED"
+        elif status == "off-study" and ended and (ended - rand).days < 730:
+            assert eosstt == "DISCONTINUED"
         elif status in ("on-study", "follow-up") and not died:
             assert eosstt == "ONGOING"
         elif status == "off-study" and ended and not died:
@@ -88,3 +97,32 @@ def test_actual_arm_safety_and_end_of_study_on_a_cohort(tmp_path: Path) -> None:
         statuses.add(eosstt)
     assert {"A", "B"} <= {r[1] for r in rows}
     assert {"COMPLETED", "DISCONTINUED", "ONGOING", None} <= statuses
+
+
+def test_race_comes_from_the_us_core_extension_where_a_site_sends_it(tmp_path: Path) -> None:
+    """Site a's synthetic EHR sends US Core race (one or two OMB categories, or ASKU); the
+    other sites send none, and their subjects have no RACE."""
+    config, _ = build_cohort(tmp_path / "c", patients=150, seed=3)
+    with work_db(config) as con:
+        rows = con.execute(
+            "SELECT a.SITEID, a.RACE, p.race_omb FROM analysis.adsl a "
+            "JOIN core.subjects s ON s.usubjid = a.USUBJID "
+            "JOIN core_stage.usubjids u ON u.usubjid = s.usubjid "
+            "JOIN flat.research_subject r ON r.site_id = u.site_id AND r.id = u.research_subject_id "
+            "JOIN flat.patient p ON p.site_id = r.site_id AND p.id = r.patient_id"
+        ).fetchall()
+    omb = {"1002-5": "AMERICAN INDIAN OR ALASKA NATIVE", "2028-9": "ASIAN",
+           "2054-5": "BLACK OR AFRICAN AMERICAN",
+           "2076-8": "NATIVE HAWAIIAN OR OTHER PACIFIC ISLANDER", "2106-3": "WHITE"}  # fmt: skip
+    seen = set()
+    for site, race, codes in rows:
+        categories = {omb[c] for c in codes or [] if c in omb}
+        expected = (
+            "MULTIPLE" if len(categories) > 1 else categories.pop() if categories
+            else "NOT REPORTED" if "ASKU" in (codes or []) else None
+        )  # fmt: skip
+        assert race == expected, (site, codes)
+        if site != "site-a":
+            assert race is None
+        seen.add(race)
+    assert {"MULTIPLE", "NOT REPORTED", "WHITE", None} <= seen

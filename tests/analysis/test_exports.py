@@ -38,17 +38,18 @@ def make_db(path: Path) -> duckdb.DuckDBPyConnection:
         con.execute(statement)
     con.executemany(
         "INSERT INTO analysis.adsl (STUDYID, USUBJID, SUBJID, SITEID, ARMCD, ARM, ARMNRS, "
-        "TRT01P, RANDDT, RANDFL, ITTFL, AGE, AGEU, ELIGFL, SEX, DTHFL, DTHDT) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "TRT01P, RANDDT, RANDFL, ITTFL, AGE, AGEU, ELIGFL, SEX, DTHFL, DTHDT, RACE) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (STUDY, "RESCUE-A-0001", "A-0001", "site-a", "A",
              "Secondary cytoreductive surgery + chemotherapy", None,
              "Secondary cytoreductive surgery + chemotherapy", D(2024, 3, 1), "Y", "Y", 61,
-             "YEARS", "Y", "F", "Y", D(2025, 2, 1)),
+             "YEARS", "Y", "F", "Y", D(2025, 2, 1), "WHITE"),
             (STUDY, "RESCUE-A-0002", "A-0002", "site-a", "B", "Chemotherapy alone", None,
-             "Chemotherapy alone", D(2024, 4, 15), "Y", "Y", 70, "YEARS", "N", "F", None, None),
+             "Chemotherapy alone", D(2024, 4, 15), "Y", "Y", 70, "YEARS", "N", "F", None, None,
+             None),
             (STUDY, "RESCUE-B-0001", "B-0001", "site-b", None, None, "SCREEN FAILURE", None,
-             None, "N", "N", None, None, "U", "U", None, None),
+             None, "N", "N", None, None, "U", "U", None, None, None),
         ],
     )  # fmt: skip
     con.executemany(
@@ -189,23 +190,23 @@ def test_xpt_round_trip_gives_same_values_dates_and_labels(con, tmp_path):
                     assert a == b, (spec.name, v.name)  # dates come back as datetime.date
 
 
-def test_each_dataset_labels_paramcd_for_what_it_holds(con, tmp_path):
-    """The same name means a criterion in ADELIG and a time-to-event parameter in ADTTE."""
+def test_paramcd_carries_the_adamig_label_and_its_own_codelist_per_dataset(con, tmp_path):
+    """The same name holds a criterion in ADELIG and a time-to-event parameter in ADTTE: the
+    ADaMIG label in both, the values told apart by each dataset's codelist."""
     result = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "xpt")
-    labels = {
-        name: pyreadstat.read_xport(str(result.files[name]), metadataonly=True)[
-            1
-        ].column_names_to_labels["PARAMCD"]
+    for name in ("ADTTE", "ADELIG"):
+        meta = pyreadstat.read_xport(str(result.files[name]), metadataonly=True)[1]
+        assert meta.column_names_to_labels["PARAMCD"] == "Parameter Code"
+        assert meta.column_names_to_labels["AVALC" if name == "ADELIG" else "AVAL"] in (
+            "Analysis Value (C)",
+            "Analysis Value",
+        )
+    datasets = {d["name"]: d for d in json.loads(result.define.read_text())["datasets"]}
+    codelists = {
+        name: {v["name"]: v["codelist"] for v in datasets[name]["variables"]}["PARAMCD"]
         for name in ("ADTTE", "ADELIG")
     }
-    assert labels == {
-        "ADTTE": "Parameter Code",
-        "ADELIG": "Criterion code (IN01-IN06, EX01-EX08)",
-    }
-    adtte = next(
-        d for d in json.loads(result.define.read_text())["datasets"] if d["name"] == "ADTTE"
-    )
-    assert {v["name"]: v["label"] for v in adtte["variables"]}["PARAMCD"] == labels["ADTTE"]
+    assert codelists == {"ADTTE": "CL.PARAMCD.TTE", "ADELIG": "CL.PARAMCD.ELIG"}
 
 
 def test_evidence_is_split_one_source_id_per_row(con, tmp_path):
@@ -239,7 +240,7 @@ def test_parquet_and_csv_read_back_equal(con, tmp_path, fmt):
     if fmt == "csv":
         header, first = result.files["ADSL"].read_text().splitlines()[:2]
         assert header.startswith(
-            "STUDYID,USUBJID,SUBJID,SITEID,AGE,AGEU,SEX,ARMCD,ARM,ACTARMCD,ACTARM,ARMNRS"
+            "STUDYID,USUBJID,SUBJID,SITEID,AGE,AGEU,SEX,RACE,ARMCD,ARM,ACTARMCD,ACTARM,ARMNRS"
         )
         assert ",2024-03-01," in first  # ISO dates
     else:
@@ -348,7 +349,10 @@ def test_define_xml_is_valid_define_2_1_with_every_reference_resolved(con, tmp_p
     )
     nci = {c.get("OID"): c.find(f"{{{ODM}}}Alias").get("Name")
            for c in root.iter(f"{{{ODM}}}CodeList") if c.find(f"{{{ODM}}}Alias") is not None}  # fmt: skip
-    assert nci == {"CL.NY": "C66742", "CL.SEX": "C66731", "CL.AGEU": "C66781"}
+    assert nci == {
+        "CL.NY": "C66742", "CL.NY.YN": "C66742", "CL.NY.Y": "C66742", "CL.SEX": "C66731",
+        "CL.AGEU": "C66781", "CL.RACE": "C74457", "CL.ARMNRS": "C142179", "CL.AVALU": "C71620",
+    }  # fmt: skip
     sex = root.find(f".//{{{ODM}}}CodeList[@OID='CL.SEX']")
     assert {i.get("CodedValue"): i.find(f"{{{ODM}}}Alias").get("Name")
             for i in sex.iter(f"{{{ODM}}}CodeListItem")} == {
@@ -368,8 +372,10 @@ def test_a_define_that_breaks_the_schema_is_refused(tmp_path):
         '<?xml version="1.0" encoding="UTF-8"?><ODM xmlns="http://www.cdisc.org/ns/odm/v1.3" '
         'FileOID="X" FileType="Snapshot" CreationDateTime="2026-01-01T00:00:00"/>'
     )
-    with pytest.raises(define_xml.DefineInvalid, match=r"define\.xml is not valid Define-XML 2\.1"):
+    with pytest.raises(define_xml.DefineInvalid) as err:
         define_xml.validate(broken)
+    message = str(err.value)
+    assert message.startswith("define.xml is not valid Define-XML 2.1: ") and "Context" in message
 
 
 def test_define_html_links_resolve_and_shows_every_variable(con, tmp_path):
@@ -557,3 +563,32 @@ def test_r_haven_reads_every_xpt_as_python_does(con, tmp_path):
                     assert (seen == "") if math.isnan(value) else float(seen) == value, column
                 else:
                     assert seen == (value or ""), (name, column)
+
+
+def test_race_is_exported_only_when_a_site_sends_it(con, tmp_path):
+    with_race = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "with")
+    frame, meta = pyreadstat.read_xport(str(with_race.files["ADSL"]))
+    assert (
+        frame.RACE.tolist() == ["WHITE", "", ""] and meta.column_names_to_labels["RACE"] == "Race"
+    )
+    assert "CL.RACE" in with_race.define_xml.read_text()
+    con.execute("UPDATE analysis.adsl SET RACE = NULL")
+    without = export(con, study_id=STUDY, fmt="xpt", out=tmp_path / "without")
+    frame, _ = pyreadstat.read_xport(str(without.files["ADSL"]))
+    assert "RACE" not in frame.columns and "SEX" in frame.columns
+    assert "CL.RACE" not in without.define_xml.read_text()
+    adsl = json.loads(without.define.read_text())["datasets"][0]
+    assert "RACE" not in {v["name"] for v in adsl["variables"]}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_define_of_csv_and_parquet_describes_real_dates(con, tmp_path, fmt):
+    from rescue_pipeline.analysis import define_xml
+
+    result = export(con, study_id=STUDY, fmt=fmt, out=tmp_path / fmt)
+    define_xml.validate(result.define_xml)
+    root = ElementTree.parse(result.define_xml).getroot()
+    assert root.get(f"{{{DEF}}}Context") == "Other"  # a submission is XPT
+    adt = root.find(f".//{{{ODM}}}ItemDef[@OID='IT.ADTTE.ADT']")
+    assert adt.get("DataType") == "date" and adt.get("DisplayFormat") is None
+    assert adt.get("Length") is None

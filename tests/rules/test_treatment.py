@@ -52,6 +52,7 @@ def test_arm_null_reason() -> None:
 
 WINDOW = 730
 LAST = RAND + timedelta(days=WINDOW)  # the window's last day, included
+CUTOFF_LATE = LAST + 30 * DAY  # a cut-off after the whole window
 
 
 @pytest.mark.parametrize(
@@ -68,6 +69,9 @@ LAST = RAND + timedelta(days=WINDOW)  # the window's last day, included
         ("off-study", None, None, None),  # left, but when is not known
         ("on-study", None, LAST, "DISCONTINUED"),  # died inside the window (stale status)
         ("off-study", LAST + 5 * DAY, LAST + DAY, "COMPLETED"),  # died after the window
+        ("off-study", LAST - 400 * DAY, LAST + DAY, "DISCONTINUED"),  # left early, died late
+        ("on-study", None, CUTOFF_LATE + DAY, "ONGOING"),  # a death after the cut-off: unknown
+        ("off-study", CUTOFF_LATE + DAY, None, None),  # an end after the cut-off: not yet
         (None, None, None, None),
         ("made-up", None, None, None),
     ],
@@ -76,10 +80,11 @@ def test_end_of_study_status(
     status: str | None, ended_on: date | None, died_on: date | None, expected: str | None
 ) -> None:
     got = end_of_study_status(randomised_on=RAND, status=status, ended_on=ended_on,
-                              died_on=died_on, window_days=WINDOW)  # fmt: skip
+                              died_on=died_on, window_days=WINDOW,
+                              cutoff=CUTOFF_LATE)  # fmt: skip
     assert got == expected
 
 
 def test_end_of_study_status_needs_randomisation() -> None:
     assert end_of_study_status(randomised_on=None, status="on-study", ended_on=None,
-                               died_on=None, window_days=WINDOW) is None  # fmt: skip
+                               died_on=None, window_days=WINDOW, cutoff=CUTOFF_LATE) is None  # fmt: skip

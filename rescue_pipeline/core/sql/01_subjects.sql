@@ -38,7 +38,7 @@ base AS (
            upper(substr(trim(rs.assigned_arm), 1, 1)) AS arm_letter,
            TRY_CAST(substr(rs.period_start, 1, 10) AS DATE) AS period_start,
            TRY_CAST(substr(rs.period_end, 1, 10) AS DATE) AS period_end,
-           p.gender, p.birth_date, TRY_CAST(substr(p.birth_date, 1, 10) AS DATE) AS birth_day,
+           p.gender, p.race_omb, p.birth_date, TRY_CAST(substr(p.birth_date, 1, 10) AS DATE) AS birth_day,
            TRY_CAST(substr(p.deceased_on, 1, 10) AS DATE) AS died_on,
            TRY_CAST(substr(c.date_time, 1, 10) AS DATE) AS consented_on,
            c.status AS consent_status, c.provision_type, c.disclose
@@ -48,6 +48,18 @@ base AS (
     ANTI JOIN withdrawn w ON w.site_id = rs.site_id AND w.rs_id = rs.id
 )
 SELECT usubjid, site_id, gender AS sex,
+       -- CDISC RACE from the US Core race extension's OMB categories (urn:oid:2.16.840.1.113883.6.238);
+       -- two or more categories: MULTIPLE; v3 NullFlavor UNK: UNKNOWN, ASKU: NOT REPORTED
+       CASE WHEN len(list_distinct(list_filter(race_omb, lambda c: c IN
+                     ('1002-5', '2028-9', '2054-5', '2076-8', '2106-3')))) > 1 THEN 'MULTIPLE'
+            WHEN list_contains(race_omb, '1002-5') THEN 'AMERICAN INDIAN OR ALASKA NATIVE'
+            WHEN list_contains(race_omb, '2028-9') THEN 'ASIAN'
+            WHEN list_contains(race_omb, '2054-5') THEN 'BLACK OR AFRICAN AMERICAN'
+            WHEN list_contains(race_omb, '2076-8') THEN 'NATIVE HAWAIIAN OR OTHER PACIFIC ISLANDER'
+            WHEN list_contains(race_omb, '2106-3') THEN 'WHITE'
+            WHEN list_contains(race_omb, 'UNK') THEN 'UNKNOWN'
+            WHEN list_contains(race_omb, 'ASKU') THEN 'NOT REPORTED'
+       END AS race,
        TRY_CAST(substr(birth_date, 1, 4) AS INTEGER) AS birth_year,
        -- ages (age_at_consent, age_min, age_max, age_on, age_basis) are set by the age rule
        -- (rules/dates.py) right after this statement: a partial birth date needs it
