@@ -593,17 +593,17 @@ def _adtte(
 
     progression = dated(
         # RECIST (or imaging) PD by default; GCIG CA-125 progression only when configured.
-        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effectiveDateTime', "
+        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effective[x]', "
         "'RS', 'RSDTC' FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
         "WHERE t.response = 'PD' AND t.assessed_on > s.randomised_on "
         "UNION ALL "
-        "SELECT usubjid, progressed_on, source_type, source_id, 'effectiveDateTime', 'LB', "
+        "SELECT usubjid, progressed_on, source_type, source_id, 'effective[x]', 'LB', "
         "'LBDTC' "
         "FROM core.progression_events WHERE basis = 'gcig' AND $gcig",
         gcig=rules.pfs_gcig_progression,
     )
     adequate = dated(
-        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effectiveDateTime', "
+        "SELECT t.usubjid, t.assessed_on, t.source_type, t.source_id, 'effective[x]', "
         "'RS', 'RSDTC' FROM core.tumour_assessments t JOIN core.subjects s USING (usubjid) "
         "WHERE t.response <> 'NE' AND t.assessed_on > s.randomised_on"
     )
@@ -617,9 +617,7 @@ def _adtte(
             FROM core.regimens r JOIN core.subjects s USING (usubjid)
             WHERE NOT r.maintenance AND r.started_on <= s.randomised_on GROUP BY 1
         )
-        SELECT d.usubjid, d.started_on, d.source_type, d.source_id,
-               CASE d.kind WHEN 'administration' THEN 'effectiveDateTime'
-                           ELSE 'effectivePeriod.start' END, 'CM', 'CMSTDTC'
+        SELECT d.usubjid, d.started_on, d.source_type, d.source_id, d.dated_by, 'CM', 'CMSTDTC'
         FROM core.drug_administrations d JOIN core.subjects s USING (usubjid)
         LEFT JOIN at_rand a USING (usubjid)
         WHERE d.started_on > s.randomised_on AND NOT d.maintenance_capable
@@ -635,19 +633,17 @@ def _adtte(
                arg_max(variable, (day, source_type, source_id))
         FROM (
             SELECT usubjid, assessed_on AS day, source_type, source_id,
-                   'effectiveDateTime' AS element, 'RS' AS domain, 'RSDTC' AS variable
+                   'effective[x]' AS element, 'RS' AS domain, 'RSDTC' AS variable
             FROM core.tumour_assessments
             UNION ALL
-            SELECT usubjid, measured_on, source_type, source_id, 'effectiveDateTime', 'LB',
+            SELECT usubjid, measured_on, source_type, source_id, 'effective[x]', 'LB',
                    'LBDTC'
             FROM core.ca125_measurements
             UNION ALL
-            SELECT usubjid, started_on, source_type, source_id,
-                   CASE kind WHEN 'administration' THEN 'effectiveDateTime'
-                             ELSE 'effectivePeriod.start' END, 'CM', 'CMSTDTC'
+            SELECT usubjid, started_on, source_type, source_id, dated_by, 'CM', 'CMSTDTC'
             FROM core.drug_administrations
             UNION ALL
-            SELECT usubjid, assessed_on, source_type, source_id, 'effectiveDateTime', 'RS',
+            SELECT usubjid, assessed_on, source_type, source_id, 'effective[x]', 'RS',
                    'RSDTC'
             FROM core.disease_statuses
         ) WHERE day <= $cutoff GROUP BY usubjid

@@ -159,8 +159,10 @@ DERIVATIONS: dict[tuple[str, str] | str, str] = {
     "anticancer therapy, 3 two or more missed assessments, 4 the event, 5 no event.",
     ("ADTTE", "SRCFTYP"): "FHIR resource type of the record whose date is ADT "
     "(ResearchSubject, Patient, Observation, MedicationAdministration, ...).",
-    ("ADTTE", "SRCFELM"): "The element of that resource holding the date (period.start, "
-    "deceasedDateTime, effectiveDateTime, ...).",
+    ("ADTTE", "SRCFELM"): "The element of that resource holding the date: period.start "
+    "(ResearchSubject), deceasedDateTime (Patient), effective[x] (an Observation, dateTime or "
+    "the start of a Period), and for a drug the element that dated it (effectiveDateTime, "
+    "effectivePeriod.start, dosageInstruction.timing.repeat.boundsPeriod.start, authoredOn).",
     ("ADELIG", "AVALC"): "The criterion's rule applied to the subject's records in her screening "
     "window (rule book §2-6): met, not_met or unknown. See the value-level metadata for each "
     "criterion.",
@@ -466,8 +468,8 @@ def define_document(
     variables (origin, derivation, codelist, comment), value-level metadata, codelists and the
     rules. define.json is this document; define.xml and define.html are written from it.
 
-    `lengths` gives, per dataset and text variable, the longest value in bytes (the SAS length);
-    numeric and date variables are 8 bytes.
+    `lengths` gives, per dataset and variable, the Define-XML length: the longest text value in
+    bytes (the SAS length), the most digits of an integer or of a date's SAS day number.
     """
     settings = dict((provenance or {}).get("settings") or {})
     xpt = fmt == "xpt"
@@ -481,7 +483,7 @@ def define_document(
                 "order": order, "name": v.name, "label": v.label,
                 "type": v.kind,
                 "sas_type": "Char" if v.kind == "text" else "Num",
-                "length": lengths[spec.name].get(v.name, 1) if v.kind == "text" else 8,
+                "length": lengths[spec.name].get(v.name, 1),
                 "format": SAS_DATE_FORMAT if v.kind == "date" and xpt else None,
                 "origin": v.origin, "derivation": v.derivation,
                 "mandatory": v.mandatory or v.name in spec.keys,

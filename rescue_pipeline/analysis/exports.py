@@ -94,7 +94,7 @@ def export(
         result.rows[spec.name] = tables[spec.name].num_rows
         files[spec.name] = {"file": path.name, "rows": tables[spec.name].num_rows,
                             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}  # fmt: skip
-    lengths = {spec.name: text_lengths(tables[spec.name]) for spec in specs}
+    lengths = {spec.name: value_lengths(tables[spec.name]) for spec in specs}
     document = define_document(specs, study_id=study_id, nct_id=nct_id, fmt=fmt,
                                lengths=lengths, files=files,
                                provenance=_provenance(con))  # fmt: skip
@@ -169,13 +169,23 @@ def check_values(spec: DatasetSpec, table: pa.Table) -> None:
         )
 
 
-def text_lengths(table: pa.Table) -> dict[str, int]:
-    """Longest value in bytes per text column (at least 1: the SAS length of the variable)."""
+def value_lengths(table: pa.Table) -> dict[str, int]:
+    """Define-XML lengths (at least 1): the longest text value in bytes (the SAS length), the
+    most digits of an integer (a sign counts), the digits of a date's SAS day number."""
     out = {}
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
             longest = pc.max(pc.binary_length(column)).as_py()
-            out[name] = max(int(longest or 0), 1)
+        elif pa.types.is_integer(column.type):
+            values = [abs(v) for v in column.to_pylist() if v is not None]
+            negative = pc.any(pc.less(column, 0)).as_py()
+            longest = len(str(max(values))) + bool(negative) if values else 0
+        elif pa.types.is_date(column.type):
+            days = [(d - SAS_EPOCH).days for d in column.to_pylist() if d is not None]
+            longest = max((len(str(d)) for d in days), default=0)
+        else:
+            continue
+        out[name] = max(int(longest or 0), 1)
     return out
 
 

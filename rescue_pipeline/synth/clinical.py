@@ -461,9 +461,19 @@ def make_story(seed: int, index: int, ref: date) -> Story:
     # participation (status off-study with period.end); drawn last so nothing above shifts
     study_end = None
     if randomisation is not None and death is None and status in ("on-study", "follow-up"):
-        end = randomisation + _days(WINDOW_DAYS + vary.randint(0, 45))
+        end = max(randomisation + _days(WINDOW_DAYS + vary.randint(0, 45)), last_contact)
         if end < ref and vary.random() < 0.5:
             status, study_end = "off-study", end
+    # a subject who dropped out: some sites record it as off-study with the end of her
+    # participation rather than as withdrawn
+    if randomisation is not None and status == "withdrawn" and vary.random() < 0.5:
+        status, study_end = "off-study", min(last_contact + _days(vary.randint(1, 14)), ref)
+    # an arm-B subject operated after her progression (a crossover, not the trial's treatment)
+    progressed = [a.day for a in b.assessments if a.after_randomisation and a.response == "PD"]
+    if arm == "B" and progressed and vary.random() < 0.3:
+        day = min(progressed) + _days(vary.randint(20, 60))
+        if day < ref and (death is None or day < death):
+            b.surgeries.append(Surgery(day, "secondary", vary.choice(("R0", "R1", "R2"))))
     return Story(
         index=index,
         scenario=scenario,

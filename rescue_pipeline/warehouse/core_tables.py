@@ -118,6 +118,12 @@ drug_administrations = Table(
     _c("kind", String, "administration (one dose) or oral_course (a period)."),
     _c("started_on", Date, "Date given (start of the course)."),
     _c("ended_on", Date, "End of an oral course; null for single doses."),
+    _c(
+        "dated_by",
+        String,
+        "The element that dated the record (effectiveDateTime, effectivePeriod.start, authoredOn, "
+        "...).",
+    ),
     *_source(),
     schema="core",
     comment="Anticancer drugs given: administrations, and oral courses (requests, statements).",

@@ -97,6 +97,19 @@ def test_actual_arm_safety_and_end_of_study_on_a_cohort(tmp_path: Path) -> None:
         statuses.add(eosstt)
     assert {"A", "B"} <= {r[1] for r in rows}
     assert {"COMPLETED", "DISCONTINUED", "ONGOING", None} <= statuses
+    with work_db(config) as con:
+        crossovers = con.execute(
+            "SELECT count(*) FROM analysis.adsl a JOIN core.surgeries g ON g.usubjid = a.USUBJID "
+            "WHERE a.ARMCD = 'B' AND a.ACTARMCD = 'B' AND g.surgery_type = 'secondary' "
+            "AND g.performed_on > a.RANDDT"
+        ).fetchall()[0][0]
+        left_early = con.execute(
+            "SELECT count(*) FROM analysis.adsl a JOIN core.subjects s ON s.usubjid = a.USUBJID "
+            "WHERE s.subject_status = 'off-study' AND s.study_ended_on < a.RANDDT + 730 "
+            "AND a.EOSSTT = 'DISCONTINUED'"
+        ).fetchall()[0][0]
+    assert crossovers > 0  # operated after progression: still arm B's treatment
+    assert left_early > 0
 
 
 def test_race_comes_from_the_us_core_extension_where_a_site_sends_it(tmp_path: Path) -> None:

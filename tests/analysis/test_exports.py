@@ -279,7 +279,9 @@ def test_define_lists_every_dataset_and_variable_exported(con, tmp_path):
             assert len(v["label"]) <= 40
     adtte = meta["datasets"][1]
     cnsr = next(v for v in adtte["variables"] if v["name"] == "CNSR")
-    assert cnsr["codelist"] == "CL.CNSR" and cnsr["type"] == "integer" and cnsr["length"] == 8
+    assert cnsr["codelist"] == "CL.CNSR" and cnsr["type"] == "integer" and cnsr["length"] == 1
+    aval = next(v for v in adtte["variables"] if v["name"] == "AVAL")
+    assert aval["length"] == 3  # digits of the longest value (185), as Define-XML asks
     adt = next(v for v in adtte["variables"] if v["name"] == "ADT")
     assert adt["format"] == "DATE9."
     srcvar = next(v for v in adtte["variables"] if v["name"] == "SRCVAR")
