@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rescue_pipeline import __version__
 from rescue_pipeline.config import Config, ConfigError, Environment, config_path, load_config
 from rescue_pipeline.run_report import EXIT_FAILED, EXIT_OK
 from rescue_pipeline.stopping import (
@@ -52,11 +54,26 @@ def _say(text: str = "") -> None:
 
 
 # ---------------------------------------------------------------- synth
+def _out_dir(value: str) -> Path:
+    """--out as a directory that exists (made if need be), or one line saying why not."""
+    path = Path(value)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CommandError(
+            f"--out {value}: cannot create the directory ({reason})", EXIT_USAGE
+        ) from None
+    if not os.access(path, os.W_OK):
+        raise CommandError(f"--out {value}: the directory is not writable", EXIT_USAGE)
+    return path
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from rescue_pipeline import synth
     from rescue_pipeline.progress import Stage
 
-    out = Path(args.out)
+    out = _out_dir(args.out)
     with Stage(f"synthesising {args.patients:,} patients", total=args.patients) as stage:
         last = [0]
 
@@ -265,9 +282,11 @@ def _close_interrupted(config: Config) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rescue_pipeline.core.pseudonym import pseudonym_key
     from rescue_pipeline.warehouse.lock import writer_lock
 
     config = _config(args)
+    pseudonym_key()  # a run that cannot derive stops before it takes (or creates) the lock
     site_ids = [config.site(args.site).id] if args.site else [s.id for s in config.sites]
     command = (
         "rescue run"
@@ -279,10 +298,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_pipeline(config, site_ids, full=args.full, dagster_home=None)
 
 
+# The demo's own Dagster workspace: the code location of the installed package.
+WORKSPACE_YAML = """\
+load_from:
+  - python_module:
+      module_name: rescue_pipeline.dagster_defs.definitions
+      attribute: defs
+      location_name: rescue
+"""
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from rescue_pipeline import synth
 
-    out = Path(args.out)
+    out = _out_dir(args.out)
     started = time.perf_counter()
     _say(f"rescue demo: a synthetic {args.patients}-patient cohort at 3 sites, in {out}/")
     synth_args = argparse.Namespace(
@@ -298,7 +327,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rescue_pipeline.config import KEY_ENV
     from rescue_pipeline.core.pseudonym import DEMO_KEY
 
-    if not Environment.current().pseudonym_key:
+    own_key = bool(Environment.current().pseudonym_key)
+    if not own_key:
         os.environ[KEY_ENV] = DEMO_KEY  # the demo's documented key; real runs must set their own
         _say(f"(demo: {KEY_ENV} set to the documented demo key)")
     from rescue_pipeline.warehouse.lock import writer_lock
@@ -312,15 +342,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"Checks: {config.work_db} quality.results (every run), quality.findings (this run)")
     _say(f"Published warehouse (core, analysis, quality): {config.warehouse}")
     _say(f"Working database (raw, ops): {config.work_db}")
+    home, bin_dir = out.resolve(), Path(sys.executable).parent  # the venv's commands
+    workspace = home / "workspace.yaml"
+    workspace.write_text(WORKSPACE_YAML)
+    # the documented demo key may be shown; a key of the user's own is named, never printed
+    key = f"${KEY_ENV}" if own_key else DEMO_KEY
     _say(
-        f"Query it:   rescue query --config {out}/sites.yaml "
+        f"Query it:   {bin_dir}/rescue query --config {home}/sites.yaml "
         '"SELECT eligible, count(*) FROM analysis.eligibility_summary GROUP BY ALL"'
     )
-    _say(f'            rescue query --work --config {out}/sites.yaml "SELECT * FROM raw.loads"')
     _say(
-        f"Dagster UI: DAGSTER_HOME={out.resolve()}/dagster_home "
-        f"RESCUE_CONFIG={out.resolve()}/sites.yaml dagster dev -w workspace.yaml"
-        "   (from the repository; then open http://127.0.0.1:3000)"
+        f"            {bin_dir}/rescue query --work --config {home}/sites.yaml "
+        '"SELECT * FROM raw.loads"'
+    )
+    _say(
+        f"Dagster UI: DAGSTER_HOME={home}/dagster_home RESCUE_CONFIG={home}/sites.yaml "
+        f"{KEY_ENV}={key} {bin_dir}/dagster dev -w {workspace}"
+        "   (then open http://127.0.0.1:3000)"
     )
     _say(f"Done in {time.perf_counter() - started:.1f}s.")
     return code
@@ -349,7 +387,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             result = export(
                 con, study_id=config.study_id, nct_id=config.nct_id, fmt=args.format,
-                out=Path(args.out),
+                out=_out_dir(args.out),
             )  # fmt: skip
         except ExportError as exc:
             raise CommandError(f"export: {exc}") from None
@@ -371,7 +409,7 @@ def cmd_km(args: argparse.Namespace) -> int:
     config = _config(args)
     with _analysis_db(config) as con:
         try:
-            result = kaplan_meier(con, out=Path(args.out), paramcd=args.param)
+            result = kaplan_meier(con, out=_out_dir(args.out), paramcd=args.param)
         except ValueError as exc:
             raise CommandError(f"km: {exc}", EXIT_USAGE) from None
     for kind, path in result.files.items():
@@ -393,7 +431,7 @@ def _write_report(config: Config, out: Path) -> Any:
 
 def cmd_report(args: argparse.Namespace) -> int:
     config = _config(args)
-    files = _write_report(config, Path(args.out))
+    files = _write_report(config, _out_dir(args.out))
     _say(f"Sponsors' report: {files.sponsors / 'index.html'}  (counts only; opens from disk)")
     _say(f"Data queries per site (for each site's data managers): {files.queries}/")
     for site, n in files.query_files.items():
@@ -487,7 +525,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def cmd_dictionary(args: argparse.Namespace) -> int:
     from rescue_pipeline.warehouse import dictionary
 
-    for path in dictionary.write(Path(args.out)):
+    for path in dictionary.write(_out_dir(args.out)):
         _say(f"wrote {path}")
     return EXIT_OK
 
@@ -522,7 +560,11 @@ def cmd_query(args: argparse.Namespace) -> int:
             f"query stopped after {args.timeout:g} s (--timeout)", EXIT_FAILED
         ) from None
     except duckdb.Error as exc:
-        raise CommandError(f"query failed: {str(exc).splitlines()[0]}", EXIT_USAGE) from None
+        first = str(exc).splitlines()[0]
+        hint = ""
+        if not args.work and re.search(r'schema "?(raw|ops|core_stage)"? does not exist', first):
+            hint = " (the raw, ops and staging tables are in the working database: add --work)"
+        raise CommandError(f"query failed: {first}{hint}", EXIT_USAGE) from None
     finally:
         con.close()
     return EXIT_OK
@@ -594,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rescue",
         description="RESCUE trial clinical-data pipeline: FHIR R4 sites → DuckDB warehouse.",
     )
+    parser.add_argument("--version", action="version", version=f"rescue {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     parser.add_argument(
         "--log-json",
@@ -605,28 +648,78 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_: str, *, config: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        if config:
-            p.add_argument("--config", help="sites.yaml (default: $RESCUE_CONFIG)")
+        p.add_argument(
+            "--config",
+            help="sites.yaml (default: $RESCUE_CONFIG)" if config else
+            "accepted like every command's, not read: this command needs no configuration",
+        )  # fmt: skip
         p.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
         return p
 
     from_synth = "synthetic cohort (FHIR NDJSON per site) with ground truth and a sites.yaml"
     p = add("synth", f"write a {from_synth}", config=False)
-    p.add_argument("--patients", type=int, required=True)
-    p.add_argument("--sites", type=int, default=3)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--reference-date", type=_date, default=None, help="dates are placed before it")
-    p.add_argument("--fault-rate", type=float, default=None, help="share of injected faults")
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--patients",
+        type=int,
+        required=True,
+        metavar="N",
+        help="patients to synthesise, shared among the sites",
+    )
+    p.add_argument(
+        "--sites",
+        type=int,
+        default=3,
+        metavar="N",
+        help="hospital sites, each with its own coding habits (default 3)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        metavar="N",
+        help="random seed: the same seed writes the same cohort (default 1)",
+    )
+    p.add_argument(
+        "--reference-date",
+        type=_date,
+        default=None,
+        metavar="DATE",
+        help="every date is placed before it (default: a fixed date, so cohorts "
+        "do not change with the day)",
+    )
+    p.add_argument(
+        "--fault-rate",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="share of records given an injected fault, 0 for a clean cohort (default 0.02)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="directory for the NDJSON files, truth.json and sites.yaml",
+    )
     p.set_defaults(func=cmd_synth)
 
     p = add("demo", "synthesise a 3-site cohort and run the whole pipeline on it", config=False)
-    p.add_argument("--out", default=str(DEMO_DIR))
-    p.add_argument("--patients", type=int, default=DEMO_PATIENTS)
+    p.add_argument(
+        "--out",
+        default=str(DEMO_DIR),
+        metavar="DIR",
+        help=f"directory for the cohort, warehouse and report (default {DEMO_DIR})",
+    )
+    p.add_argument(
+        "--patients",
+        type=int,
+        default=DEMO_PATIENTS,
+        metavar="N",
+        help=f"patients to synthesise (default {DEMO_PATIENTS})",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = add("run", "extract and land every site (or one), incrementally")
-    p.add_argument("--site")
+    p.add_argument("--site", metavar="ID", help="only this site (its id in sites.yaml)")
     p.add_argument("--full", action="store_true", help="re-read everything (ignore watermarks)")
     p.set_defaults(func=cmd_run)
 
@@ -635,17 +728,32 @@ def build_parser() -> argparse.ArgumentParser:
         "write ADSL, ADTTE and ADELIG as Parquet, CSV or SAS XPT, with define.xml "
         "(Define-XML 2.1), define.html and define.json",
     )
-    p.add_argument("--format", choices=("parquet", "csv", "xpt"), required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument(
+        "--format",
+        choices=("parquet", "csv", "xpt"),
+        required=True,
+        help="xpt: SAS transport v5 for submission; parquet or csv for analysis",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the files")
     p.set_defaults(func=cmd_export)
 
     p = add("km", "Kaplan-Meier first look (PNG + table), for analysts only")
-    p.add_argument("--out", required=True)
-    p.add_argument("--param", default="PFS", choices=("PFS", "OS", "TFST"))
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the files")
+    p.add_argument(
+        "--param",
+        default="PFS",
+        choices=("PFS", "OS", "TFST"),
+        help="time-to-event parameter (default PFS)",
+    )
     p.set_defaults(func=cmd_km)
 
     p = add("status", "per site: last load, watermarks, counts, staleness, failing checks")
-    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table for people, json for monitoring (default table)",
+    )
     p.set_defaults(func=cmd_status)
 
     p = add("snapshot", "freeze the published warehouse and its exports for a data cut-off")
@@ -653,16 +761,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_snapshot)
 
     p = add("report", "write the sponsors' data-quality site and each site's data queries")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the site")
     p.set_defaults(func=cmd_report)
 
     p = add("dictionary", "write the data dictionary (Markdown and HTML)", config=False)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, metavar="DIR", help="directory for the files")
     p.set_defaults(func=cmd_dictionary)
 
     p = add("query", "read-only SQL on the published warehouse (or --work)")
-    p.add_argument("sql")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    p.add_argument("sql", help="one or more SELECT statements (the last one's rows are shown)")
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="table (default), or csv / json to stream every row",
+    )
     p.add_argument("--work", action="store_true", help="query the working database")
     p.add_argument(
         "--timeout", type=float, default=600.0, metavar="SECONDS",
@@ -768,6 +881,8 @@ def _classify(exc: Exception) -> tuple[int, str]:
     full = no_space(exc)
     if full:
         return EXIT_FAILED, full
+    if isinstance(exc, OSError) and exc.filename:
+        return EXIT_FAILED, f"{exc.filename}: {exc.strerror or type(exc).__name__}"
     first = str(exc).splitlines()[0] if str(exc) else ""
     return EXIT_FAILED, f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)"
 

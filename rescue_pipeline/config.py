@@ -8,6 +8,7 @@ Every error names the file, the site and the key, so a data engineer can fix it 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import json
 import math
 import os
@@ -421,15 +422,22 @@ def _validate_schema(data: dict[str, Any], path: Path) -> None:
     validator = jsonschema.Draft202012Validator(
         schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
     )
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), e.message))
+    # an unknown key first: a misspelt key (sorce:) also makes its right name missing
+    errors = sorted(
+        validator.iter_errors(data),
+        key=lambda e: (len(e.absolute_path), e.validator != "additionalProperties", e.message),
+    )
     if not errors:
         return
     error = errors[-1] if errors[0].validator in ("if", "allOf") else errors[0]
     parts = list(error.absolute_path)
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
         where = _where(data, [*parts, extra[0]] if extra else parts)
-        raise ConfigError(f"{path}: {where}: unknown key")
+        close = difflib.get_close_matches(str(extra[0]), known, n=1) if extra else []
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+        raise ConfigError(f"{path}: {where}: unknown key{hint}")
     if error.validator == "required":
         missing = [k for k in error.validator_value if k not in error.instance]
         where = _where(data, [*parts, missing[0]] if missing else parts)

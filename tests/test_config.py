@@ -89,7 +89,14 @@ def test_yaml_dates_are_accepted_for_the_cutoff(tmp_path: Path) -> None:
         ),
         (_base(source={"kind": "ndjson"}), "site 'site-a': source.path: required key is missing"),
         (_base(source={"path": "x"}), "site 'site-a': source.kind: missing"),
-        (_base(colour="blue"), "site 'site-a': colour: unknown key"),
+        (_base(colour="blue"), "site 'site-a': colour: unknown key (known: "),
+        (
+            {
+                "study_id": "RESCUE",
+                "sites": [{"id": "site-a", "sorce": {"kind": "ndjson", "path": "x"}}],
+            },
+            "site 'site-a': sorce: unknown key (did you mean 'source'?)",
+        ),
         (
             _base(
                 source={

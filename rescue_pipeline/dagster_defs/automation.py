@@ -66,10 +66,13 @@ def build_jobs(freshness: dg.AssetChecksDefinition) -> list[UnresolvedAssetJobDe
         ),
         dg.define_asset_job(
             REPLAY_JOB,
-            selection=dg.AssetSelection.all() - load - validation,
+            # the freshness check too: after every load the UI says which sites are stale
+            selection=(dg.AssetSelection.all() - load - validation)
+            | dg.AssetSelection.checks(freshness),
             run_tags={PUBLISH_TAG: "true"},
             description="Core, analysis, checks, publish and report re-derived from the raw "
-            "layer as it is, without fetching (after a rule or concept-map change).",
+            "layer as it is, without fetching (after a rule or concept-map change); then "
+            "which sites are stale.",
         ),
         dg.define_asset_job(
             VALIDATE_JOB,

@@ -8,6 +8,7 @@ RESCUE_CONFIG when the code location loads, never at import.
 
 import dataclasses
 import datetime as dt
+import html
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -558,7 +559,7 @@ def _table_specs(
             deps=list(deps),
             skippable=skippable,
             kinds={"duckdb"},
-            description=table.comment,
+            description=markdown_text(table.comment),
             metadata={"dagster/column_schema": _column_schema(table)},
         )
         for table in tables
@@ -566,9 +567,20 @@ def _table_specs(
     ]
 
 
+def markdown_text(text: str | None) -> str | None:
+    """Plain text for the Dagster UI, which renders descriptions as Markdown: a placeholder
+    such as <SITE> would be eaten as an HTML tag and * or _ taken for emphasis."""
+    if text is None:
+        return None
+    return html.escape(text, quote=False).replace("*", "\\*").replace("_", "\\_")
+
+
 def _column_schema(table: Table) -> dg.TableSchema:
     return dg.TableSchema(
-        columns=[dg.TableColumn(c.name, str(c.type), description=c.comment) for c in table.columns]
+        columns=[
+            dg.TableColumn(c.name, str(c.type), description=markdown_text(c.comment))
+            for c in table.columns
+        ]
     )
 
 

@@ -114,3 +114,13 @@ def test_dagster_definitions_validate_fails_clearly_without_a_config(tmp_path: P
     )
     assert done.returncode != 0
     assert "set RESCUE_CONFIG to the sites.yaml" in done.stderr + done.stdout
+
+
+def test_column_descriptions_survive_the_uis_markdown(write_config: Callable[..., Path]) -> None:
+    """<SITE> in a description is text, not an HTML tag the UI would swallow."""
+    defs = build_definitions(load_config(_config(write_config, ["site-a"])))
+    node = defs.resolve_asset_graph().get(dg.AssetKey(["core", "subjects"]))
+    schema = node.metadata["dagster/column_schema"]
+    usubjid = next(c for c in schema.columns if c.name == "usubjid")
+    assert "RESCUE-&lt;SITE&gt;-&lt;NNNN&gt;" in (usubjid.description or "")
+    assert "<SITE>" not in (usubjid.description or "")
