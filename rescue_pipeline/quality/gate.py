@@ -124,8 +124,8 @@ def _write_load_counts(con: duckdb.DuckDBPyConnection) -> None:
     without holding raw."""
     con.execute(f"DELETE FROM {load_history.fullname}")
     con.execute(
-        f"INSERT INTO {load_history.fullname} SELECT load_id, site_id, resource_type, received, "
-        "accepted, quarantined, started_at FROM raw.loads"
+        f"INSERT INTO {load_history.fullname} BY NAME SELECT load_id, site_id, resource_type, "
+        "received, accepted, quarantined, started_at, new_versions FROM raw.loads"
     )
     con.execute(f"DELETE FROM {quarantine_counts.fullname}")
     con.execute(

@@ -26,9 +26,30 @@ CRITERION_STATUSES = ("met", "not_met", "unknown")
 class LoadCounts:
     load_id: str
     started_at: dt.datetime
-    received: int
+    received: int  # lines read, whatever they held
     accepted: int
-    quarantined: int
+    quarantined: int  # lines quarantined by this load, ones quarantined before included
+    new_versions: int = 0  # accepted lines that were versions not held before
+    new_quarantined: int = 0  # lines quarantined for the first time
+
+    @property
+    def already_held(self) -> int:
+        """Lines read again (a full reload, a repeated file): held already, not new data."""
+        return max(self.received - self.new_versions - self.new_quarantined, 0)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """A site's lines over all its loads, each line counted once."""
+
+    read: int  # every line of every load, re-reads included
+    new_versions: int  # distinct resource versions landed
+    quarantined: int  # distinct lines quarantined (= the per-reason table)
+    already_held: int  # lines read again
+
+    @property
+    def new_lines(self) -> int:
+        return self.new_versions + self.quarantined
 
 
 @dataclass
@@ -68,12 +89,22 @@ class SiteReport:
         return self.loads[-1] if self.loads else None
 
     @property
-    def totals(self) -> tuple[int, int, int]:
-        return (
-            sum(x.received for x in self.loads),
-            sum(x.accepted for x in self.loads),
-            sum(x.quarantined for x in self.loads),
+    def totals(self) -> Totals:
+        return Totals(
+            read=sum(x.received for x in self.loads),
+            new_versions=sum(x.new_versions for x in self.loads),
+            quarantined=sum(self.quarantine_by_reason.values()),
+            already_held=sum(x.already_held for x in self.loads),
         )
+
+    @property
+    def loads_covered(self) -> str:
+        """Which loads the site's counts cover, in words."""
+        if not self.loads:
+            return "no load yet"
+        first, last = self.loads[0].started_at, self.loads[-1].started_at
+        span = f"{first:%Y-%m-%d %H:%M}" + (f" to {last:%Y-%m-%d %H:%M}" if last != first else "")
+        return f"{len(self.loads)} load{'s' if len(self.loads) > 1 else ''}, {span} UTC"
 
     @property
     def completeness_share(self) -> float | None:
@@ -143,19 +174,31 @@ def _publications(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) 
 
 
 def _loads(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
-    for load_id, site_id, started, received, accepted, quarantined in con.execute(
+    # new_versions: a published warehouse from before the column has none (then 0: "unknown")
+    has_new = "new_versions" in {
+        c for (c,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() "
+            "WHERE schema_name = 'quality' AND table_name = 'load_history'"
+        ).fetchall()
+    }  # fmt: skip
+    new_versions = "sum(new_versions)" if has_new else "0"
+    by_load: dict[tuple[str, str], LoadCounts] = {}
+    for load_id, site_id, started, received, accepted, quarantined, new in con.execute(
         "SELECT load_id, site_id, min(started_at), sum(received), sum(accepted), "
-        "sum(quarantined) FROM quality.load_history GROUP BY 1, 2 ORDER BY 3"
+        f"sum(quarantined), {new_versions} FROM quality.load_history GROUP BY 1, 2 ORDER BY 3"
     ).fetchall():
-        sites[site_id].loads.append(
-            LoadCounts(load_id, started, int(received), int(accepted), int(quarantined))
-        )
+        counts = LoadCounts(load_id, started, int(received), int(accepted), int(quarantined),
+                            int(new or 0))  # fmt: skip
+        sites[site_id].loads.append(counts)
+        by_load[(site_id, load_id)] = counts
     for load_id, site_id, reason, lines in con.execute(
         "SELECT load_id, site_id, reason, sum(lines) FROM quality.quarantine_counts GROUP BY ALL"
     ).fetchall():
         site = sites[site_id]
         site.quarantine_trend.setdefault(load_id, {})[reason] = int(lines)
         site.quarantine_by_reason[reason] = site.quarantine_by_reason.get(reason, 0) + int(lines)
+        if (site_id, load_id) in by_load:  # first quarantined by this load
+            by_load[(site_id, load_id)].new_quarantined += int(lines)
 
 
 def _subjects(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:

@@ -39,37 +39,43 @@ def _load_labels(site: SiteReport) -> list[str]:
 
 
 def loads_plot(site: SiteReport, path: Path) -> Path:
-    """Lines accepted and quarantined at each load: a site's trend at a glance."""
+    """Lines read at each load: new versions, newly quarantined, and lines held already (a
+    full reload's re-reads), so new data and re-reads are never one bar."""
     fig, ax = _figure(7, 2.8)
     labels = _load_labels(site)
-    accepted = [x.accepted for x in site.loads]
-    quarantined = [x.quarantined for x in site.loads]
-    ax.bar(labels, accepted, color=ACCEPTED, label="accepted")
-    ax.bar(labels, quarantined, bottom=accepted, color=QUARANTINED, label="quarantined")
-    ax.set_ylabel("lines received")
-    ax.set_title(f"{site.site_id}: lines received per load")
+    new = [x.new_versions for x in site.loads]
+    quarantined = [x.new_quarantined for x in site.loads]
+    held = [x.already_held for x in site.loads]
+    ax.bar(labels, new, color=ACCEPTED, label="new versions")
+    ax.bar(labels, quarantined, bottom=new, color=QUARANTINED, label="newly quarantined")
+    ax.bar(labels, held, bottom=[a + b for a, b in zip(new, quarantined, strict=True)],
+           color="#c9ced6", label="held already")  # fmt: skip
+    ax.set_ylabel("lines read")
+    ax.set_title(f"{site.site_id}: lines read per load")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.tick_params(axis="x", labelrotation=30)
     return _save(fig, path)
 
 
 def quarantine_plot(site: SiteReport, path: Path) -> Path:
-    """Quarantined lines per load and reason (share of lines received)."""
+    """Lines first quarantined per load and reason, as a share of the load's new lines."""
     fig, ax = _figure(7, 2.8)
     labels = _load_labels(site)
     reasons = sorted(site.quarantine_by_reason)
     bottom = [0.0] * len(site.loads)
     for reason in reasons:
         shares = [
-            100 * site.quarantine_trend.get(x.load_id, {}).get(reason, 0) / x.received
-            if x.received
+            100
+            * site.quarantine_trend.get(x.load_id, {}).get(reason, 0)
+            / (x.new_versions + x.new_quarantined)
+            if x.new_versions + x.new_quarantined
             else 0.0
             for x in site.loads
         ]
         ax.bar(labels, shares, bottom=bottom, label=reason)
         bottom = [b + s for b, s in zip(bottom, shares, strict=True)]
-    ax.set_ylabel("% of lines received")
-    ax.set_title(f"{site.site_id}: quarantined lines per load, by reason")
+    ax.set_ylabel("% of the load's new lines")
+    ax.set_title(f"{site.site_id}: lines quarantined per load, by reason")
     if reasons:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=7)
     else:

@@ -70,6 +70,7 @@ load_history = Table(
     _c("accepted", BigInteger, "Lines accepted.", nullable=False),
     _c("quarantined", BigInteger, "Lines quarantined.", nullable=False),
     _c("started_at", TS, "Load start (UTC).", nullable=False),
+    _c("new_versions", BigInteger, "Accepted lines that were versions not held before."),
     schema="quality",
     comment="Counts of every load so far (raw.loads without raw): the report's trends.",
 )

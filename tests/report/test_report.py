@@ -27,13 +27,15 @@ def test_the_overview_counts_what_the_warehouses_hold(reported) -> None:
     rows = {r[0]: r for r in _cells((files.sponsors / "index.html").read_text(), "sites") if r}
     assert set(rows) == {"site-a", "site-b", "site-c"}
     with work_db(config, read_only=True) as con:
-        for site, received, quarantined, loads in con.execute(
-            "SELECT site_id, sum(received), sum(quarantined), count(DISTINCT load_id) "
-            "FROM raw.loads GROUP BY 1"
+        for site, received, new_versions, quarantined, loads in con.execute(
+            "SELECT site_id, sum(received), sum(new_versions), "
+            "(SELECT count(*) FROM raw.quarantine q WHERE q.site_id = l.site_id), "
+            "count(DISTINCT load_id) FROM raw.loads l GROUP BY 1"
         ).fetchall():
             assert rows[site][2] == str(loads)
-            assert rows[site][3] == f"{received:,}"
-            assert rows[site][5].startswith(f"{quarantined:,} (")
+            assert rows[site][3] == f"{received:,}"  # every line read
+            assert rows[site][4] == f"{new_versions:,}"  # each version once
+            assert rows[site][5].startswith(f"{quarantined:,} (")  # each bad line once
     with duckdb.connect(str(config.warehouse), read_only=True) as con:
         for site, subjects, randomised in con.execute(
             "SELECT site_id, count(*), count(randomised_on) FROM core.subjects GROUP BY 1"
@@ -55,10 +57,12 @@ def test_a_site_page_shows_each_load_and_why_lines_were_quarantined(reported) ->
     config, _truth, files = reported
     page = (files.sponsors / "site-site-a.html").read_text()
     loads = [r for r in _cells(page, "loads") if r]
-    # newest first: the second drop re-read the changed Observation file, its bad line included
+    # newest first: the second drop re-read the changed Observation file, its bad line included:
+    # one new line (quarantined), the others held already
     observations = config.site("site-a").source.path / "Observation.ndjson"
+    lines = len(observations.read_bytes().splitlines())
     assert len(loads) == 2
-    assert loads[0][1] == f"{len(observations.read_bytes().splitlines()):,}"
+    assert loads[0][1:] == [f"{lines:,}", "0", "1", f"{lines - 1:,}"]
     reasons = {r[0]: int(r[2]) for r in _cells(page, "quarantine") if len(r) == 3}
     with work_db(config, read_only=True) as con:
         expected = dict(
@@ -67,6 +71,9 @@ def test_a_site_page_shows_each_load_and_why_lines_were_quarantined(reported) ->
             ).fetchall()
         )
     assert reasons == expected and "not_json" in reasons
+    headline = re.search(r'id="quarantined-lines">([\d,]+) distinct', page)
+    assert headline and int(headline.group(1).replace(",", "")) == sum(reasons.values())
+    assert "2 loads, " in page  # every count says which loads it covers
     units = [u for u in _cells(page, "ca125-units") if u]
     assert any(u[1].startswith("no") for u in units)  # the injected unconvertible unit
     for plot in ("loads", "quarantine", "completeness"):
@@ -80,6 +87,13 @@ def test_every_suite_has_a_page_with_each_expectation_explained(reported) -> Non
     assert len(suites) == 14
     page = (files.sponsors / "suite-core-ca125_measurements.html").read_text()
     assert "CA-125 units convert to U/mL" in page and "failed" in page and "Warning:" in page
+    for name in suites:  # every check says what it observed, at every site
+        articles = (files.sponsors / name).read_text().split('<article class="expectation">')
+        for article in articles[1:]:
+            rows = re.findall(r"<tr>(.*?)</tr>", article, flags=re.S)
+            cells = [re.findall(r"<td[^>]*>(.*?)</td>", r, re.S) for r in rows]
+            observed = [c[3].strip() for c in cells if len(c) == 4]
+            assert observed and all(observed), (name, article[:120])
 
 
 def test_the_data_queries_list_every_finding_per_site_apart_from_the_sponsors_pages(
@@ -138,3 +152,49 @@ def test_the_report_holds_no_phi_no_subject_dates_and_nothing_by_arm(reported) -
     for label in (*ARM_TEXT.values(), "TRT01P", "arm A", "arm B", "Kaplan", "median", "hazard"):
         assert label not in everything, label
     assert "<script" not in everything  # nothing runs: a static site
+
+
+def test_after_a_full_reload_a_site_counts_each_line_once(tmp_path) -> None:
+    """A full reload reads every file again: the page counts those lines as held already, the
+    new data is what the files hold, and the per-reason table adds up to the headline."""
+    from rescue_pipeline.analysis.build import derive_analysis
+    from rescue_pipeline.core.build import build_core
+    from rescue_pipeline.quality.gate import run_quality
+    from rescue_pipeline.report.render import write_report
+    from rescue_pipeline.site_load import load_site, publish_warehouse
+    from tests.cohort import KEY, TODAY, build_cohort
+
+    config, _ = build_cohort(tmp_path / "c", patients=40, seed=31, fault_rate=0.05)
+    site = config.site("site-a")
+    load_site(config, site, full=True)
+    with work_db(config) as con:
+        build_core(con, config, key=KEY, today=TODAY)
+        derive_analysis(con, config, today=TODAY)
+        publish_warehouse(config, run_quality(con, config, today=TODAY))
+    files = write_report(config.warehouse, tmp_path / "report", study_id=config.study_id,
+                         site_ids=[s.id for s in config.sites])  # fmt: skip
+    page = (files.sponsors / "site-site-a.html").read_text()
+    source = site.source.path  # type: ignore[union-attr]
+    lines = sum(
+        1 for f in source.glob("*.ndjson") for line in f.read_bytes().splitlines() if line.strip()
+    )
+
+    def figure(element: str) -> int:
+        found = re.search(rf'id="{element}">([\d,]+)', page)
+        assert found, element
+        return int(found.group(1).replace(",", ""))
+
+    with work_db(config, read_only=True) as con:
+        held = con.execute(
+            "SELECT (SELECT count(*) FROM raw.fhir_resource_versions WHERE site_id = 'site-a') "
+            "+ (SELECT count(*) FROM raw.quarantine WHERE site_id = 'site-a')"
+        ).fetchall()[0][0]
+    distinct = len({line for f in source.glob("*.ndjson") for line in f.read_bytes().splitlines()
+                    if line.strip()})  # fmt: skip
+    new = figure("new-lines")
+    assert new == held and new <= distinct <= lines  # each version and bad line once
+    assert figure("already-held") == 2 * lines - new  # read twice, new once
+    reasons = {r[0]: int(r[2]) for r in _cells(page, "quarantine") if len(r) == 3}
+    assert figure("quarantined-lines") == sum(reasons.values()) > 0
+    loads = [r for r in _cells(page, "loads") if r]
+    assert loads[0][1:] == [f"{lines:,}", "0", "0", f"{lines:,}"]  # the reload: nothing new

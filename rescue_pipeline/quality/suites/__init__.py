@@ -191,6 +191,12 @@ def _result(
         for row in details.get("unexpected_index_list") or []
     )
     observed = details.get("observed_value")
+    if observed is None and details.get("element_count") is not None:
+        # a row-by-row expectation has no single observed value: say what it saw
+        rows, bad = int(details["element_count"]), int(details.get("unexpected_count") or 0)
+        observed = (
+            f"{bad:,} of {rows:,} rows unexpected" if bad else f"all {rows:,} rows as expected"
+        )
     return CheckResult(
         run_id=run_id,
         site_id=site,
