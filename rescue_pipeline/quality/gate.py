@@ -18,6 +18,7 @@ import duckdb
 
 from rescue_pipeline.config import Config
 from rescue_pipeline.quality.completeness import write_completeness
+from rescue_pipeline.quality.kri import write_kris
 from rescue_pipeline.quality.suites import CheckResult, load_suites, run_suites, suites_sha256
 from rescue_pipeline.warehouse.database import (
     create_or_upgrade,
@@ -78,6 +79,12 @@ def run_quality(
         _write_load_counts(con)
         checked_at = checks[0].checked_at if checks else dt.datetime.now(dt.UTC).isoformat()
         write_completeness(con, result.run_id, checked_at)
+        write_kris(
+            con, run_id=result.run_id, checked_at=checked_at,
+            sites=[s.id for s in config.sites],
+            interval_days=config.analysis.assessment_interval_days,
+            window_days=config.analysis.assessment_window_days,
+        )  # fmt: skip
     return result
 
 

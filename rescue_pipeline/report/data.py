@@ -1,13 +1,15 @@
 """What the sponsors' report shows, read from the published warehouse only (never raw).
 
 Everything here is a count or a code: no names, no subject-level dates, no subject ids, and
-no outcome by arm (the trial is blinded to efficacy until its analysis; sponsors judge data
-quality, not results). Randomisation is counted pooled, never split by arm.
+no outcome by arm (sponsors judge data quality, not results, until the trial's analysis). The
+screening flow counts subjects allocated to each arm, as CONSORT does; nothing else is split
+by arm. Enrolment is counted per month, never a subject's date.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +17,10 @@ from typing import Any
 import duckdb
 
 from rescue_pipeline.quality.gate import QualityResult
+from rescue_pipeline.quality.kri import Assessed, assess_all
 from rescue_pipeline.quality.latest import latest_publication, latest_quality_run, run_checked_at
 from rescue_pipeline.quality.suites import CheckResult, Suite, load_suites
+from rescue_pipeline.warehouse.database import has_table
 
 ELIGIBILITY_STATUSES = ("yes", "no", "unknown")
 CRITERION_STATUSES = ("met", "not_met", "unknown")
@@ -71,9 +75,8 @@ class SiteReport:
     eligibility: dict[str, int] = field(default_factory=dict)
     # criterion -> status -> subjects
     criteria: dict[str, dict[str, int]] = field(default_factory=dict)
-    # (table, field) -> (rows, filled) at the latest run; and the trend: run time -> share
+    # (table, field) -> (rows, filled) at the latest run
     completeness: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
-    completeness_trend: dict[str, float] = field(default_factory=dict)
     ca125_units: list[tuple[str, bool, int]] = field(default_factory=list)
     # (system, code, display, resources not used, resources recognised otherwise)
     unmapped_codes: list[tuple[str, str, str, int, int]] = field(default_factory=list)
@@ -128,6 +131,21 @@ class SuiteReport:
 
 
 @dataclass
+class Flow:
+    """Screening to randomisation, CONSORT style: subjects at each step (counts only)."""
+
+    screened: int = 0
+    eligible: int = 0
+    not_eligible: int = 0
+    unknown: int = 0
+    failed_by: dict[str, int] = field(default_factory=dict)  # criterion -> subjects failing it
+    unknown_by: dict[str, int] = field(default_factory=dict)  # criterion -> subjects unknown
+    randomised: int = 0
+    by_arm: dict[str, int] = field(default_factory=dict)  # allocation, never a result
+    randomised_not_eligible: int = 0
+
+
+@dataclass
 class ReportData:
     study_id: str
     generated_at: dt.datetime
@@ -135,6 +153,11 @@ class ReportData:
     checked_at: str | None
     sites: list[SiteReport]
     suites: list[SuiteReport]
+    data_cutoff: str | None = None
+    flow: Flow = field(default_factory=Flow)
+    # site -> [(month YYYY-MM, subjects randomised that month)]
+    enrolment: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    kris: list[Assessed] = field(default_factory=list)
 
 
 def read_report(
@@ -161,6 +184,74 @@ def read_report(
         checked_at=run_checked_at(quality) if quality else None,
         sites=list(sites.values()),
         suites=_suites(checks),
+        data_cutoff=_data_cutoff(con),
+        flow=_flow(con),
+        enrolment=_enrolment(con),
+        kris=_kris(con, run_id),
+    )
+
+
+def _data_cutoff(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The data cut-off of the latest derivation (its recorded settings)."""
+    if not has_table(con, "analysis", "derivation_runs"):
+        return None
+    rows = con.execute(
+        "SELECT settings FROM analysis.derivation_runs ORDER BY derived_at DESC LIMIT 1"
+    ).fetchall()
+    if not rows or rows[0][0] is None:
+        return None
+    settings = json.loads(rows[0][0]) if isinstance(rows[0][0], str) else rows[0][0]
+    cutoff = settings.get("data_cutoff") if isinstance(settings, dict) else None
+    return str(cutoff) if cutoff else None
+
+
+def _flow(con: duckdb.DuckDBPyConnection) -> Flow:
+    """Screened, eligible / not / unknown with the criteria behind them, randomised per arm."""
+    flow = Flow()
+    for eligible, failed, unknown, arm, n in con.execute(
+        "SELECT e.eligible, e.failed_criteria, e.unknown_criteria, a.ARMCD, count(*) "
+        "FROM analysis.eligibility_summary e LEFT JOIN analysis.adsl a ON a.USUBJID = e.usubjid "
+        "GROUP BY ALL"
+    ).fetchall():
+        flow.screened += n
+        if eligible == "yes":
+            flow.eligible += n
+        elif eligible == "no":
+            flow.not_eligible += n
+            for criterion in filter(None, (c.strip() for c in (failed or "").split(","))):
+                flow.failed_by[criterion] = flow.failed_by.get(criterion, 0) + n
+        else:
+            flow.unknown += n
+            for criterion in filter(None, (c.strip() for c in (unknown or "").split(","))):
+                flow.unknown_by[criterion] = flow.unknown_by.get(criterion, 0) + n
+        if arm:
+            flow.randomised += n
+            flow.by_arm[arm] = flow.by_arm.get(arm, 0) + n
+            if eligible != "yes":
+                flow.randomised_not_eligible += n
+    return flow
+
+
+def _enrolment(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, int]]]:
+    """Subjects randomised per site and month (counts, never a subject's date)."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for site_id, month, n in con.execute(
+        "SELECT site_id, strftime(randomised_on, '%Y-%m'), count(*) FROM core.subjects "
+        "WHERE randomised_on IS NOT NULL AND arm IS NOT NULL GROUP BY ALL ORDER BY 1, 2"
+    ).fetchall():
+        out.setdefault(site_id, []).append((month, int(n)))
+    return out
+
+
+def _kris(con: duckdb.DuckDBPyConnection, run_id: str | None) -> list[Assessed]:
+    if run_id is None or not has_table(con, "quality", "kri"):
+        return []
+    return assess_all(
+        con.execute(
+            "SELECT site_id, kri, numerator, denominator FROM quality.kri WHERE run_id = ? "
+            "ORDER BY site_id",
+            [run_id],
+        ).fetchall()
     )
 
 
@@ -245,12 +336,6 @@ def _completeness(
         [run_id],
     ).fetchall():
         sites[site_id].completeness[(table, fld)] = (int(rows), int(filled))
-    for site_id, checked_at, share in con.execute(
-        "SELECT site_id, checked_at, sum(filled) / nullif(sum(rows), 0) FROM quality.completeness "
-        "GROUP BY 1, 2 ORDER BY 2"
-    ).fetchall():
-        if share is not None:
-            sites[site_id].completeness_trend[checked_at] = float(share)
 
 
 def _codes(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:

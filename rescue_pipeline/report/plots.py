@@ -13,7 +13,8 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from rescue_pipeline.report.data import SiteReport
+from rescue_pipeline.quality.kri import Assessed
+from rescue_pipeline.report.data import Flow, SiteReport
 
 ACCEPTED, QUARANTINED = "#2b6cb0", "#c05621"
 matplotlib.rcParams["svg.hashsalt"] = "rescue-report"
@@ -100,43 +101,157 @@ def completeness_plot(site: SiteReport, path: Path) -> Path:
     return _save(fig, path)
 
 
-def completeness_trend_plot(sites: Sequence[SiteReport], path: Path) -> Path:
-    """Overall key-field completeness per site at each quality run."""
-    fig, ax = _figure(7, 2.8)
-    for site in sites:
-        trend: Mapping[str, float] = site.completeness_trend
-        if trend:
-            ax.plot(
-                [t[:16].replace("T", " ") for t in trend],
-                [100 * v for v in trend.values()],
-                marker="o",
-                label=site.site_id,
-            )
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("% of key fields filled")
-    ax.set_title("Completeness of key fields per site, per quality run")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower left", frameon=False)
+def _box(ax: Any, x: float, y: float, text: str, *, tone: str = "#eef1f5") -> None:
+    frame = {"boxstyle": "round,pad=0.5", "facecolor": tone, "edgecolor": "#8a94a6"}
+    ax.text(x, y, text, ha="center", va="center", fontsize=8, bbox=frame)
+
+
+def _arrow(ax: Any, start: tuple[float, float], end: tuple[float, float]) -> None:
+    ax.annotate("", xy=end, xytext=start,
+                arrowprops={"arrowstyle": "->", "color": "#4a5568", "lw": 1})  # fmt: skip
+
+
+def _top(counts: Mapping[str, int], limit: int = 4) -> str:
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    lines = [f"{code}: {n}" for code, n in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"+{len(items) - limit} more criteria")
+    return "\n".join(lines) if lines else "none recorded"
+
+
+def flow_plot(flow: Flow, path: Path) -> Path:
+    """Screening to randomisation as a CONSORT-style diagram: the main line down the middle,
+    who left it (not eligible, eligibility unknown) to the right, with the criteria most often
+    behind it (a subject may fail several)."""
+    fig = Figure(figsize=(7.5, 4.6))
+    ax = fig.subplots()
+    ax.set_xlim(0, 10)
+    ax.set_ylim(0, 10)
+    ax.axis("off")
+    _box(ax, 2.6, 9.2, f"Screened\n{flow.screened:,} subjects")
+    _box(ax, 2.6, 5.6, f"Eligible\n{flow.eligible:,}")
+    _box(ax, 7.4, 7.9, f"Not eligible: {flow.not_eligible:,}\n{_top(flow.failed_by)}",
+         tone="#fbeee6")  # fmt: skip
+    _box(ax, 7.4, 4.3, f"Eligibility unknown: {flow.unknown:,}\n(missing data)\n"
+         f"{_top(flow.unknown_by)}", tone="#fdf6e3")  # fmt: skip
+    randomised = f"Randomised\n{flow.randomised:,}"
+    if flow.randomised_not_eligible:
+        randomised += f"\n({flow.randomised_not_eligible:,} not eligible or unknown)"
+    _box(ax, 2.6, 2.9, randomised, tone="#e6f0fa")
+    arms = sorted(flow.by_arm.items())
+    for i, (arm, n) in enumerate(arms):
+        x = 1.2 + 2.8 * i if len(arms) > 1 else 2.6
+        _box(ax, x, 0.7, f"Allocated to {arm}\n{n:,}", tone="#e6f0fa")
+        _arrow(ax, (2.6, 2.3), (x, 1.2))
+    _arrow(ax, (2.6, 8.6), (2.6, 6.1))
+    _arrow(ax, (2.6, 5.1), (2.6, 3.5))
+    _arrow(ax, (3.4, 9.1), (6.2, 8.2))
+    _arrow(ax, (3.4, 8.9), (6.1, 4.6))
+    ax.set_title("Screening to randomisation (CONSORT style)", fontsize=10)
+    return _save(fig, path)
+
+
+def enrolment_plot(enrolment: Mapping[str, Sequence[tuple[str, int]]], path: Path) -> Path:
+    """Subjects randomised, cumulative by month, per site and in all (monthly counts only)."""
+    fig, ax = _figure(7, 3.0)
+    months = sorted({m for rows in enrolment.values() for m, _ in rows})
+    index = {m: i for i, m in enumerate(months)}
+    total = [0] * len(months)
+    for site, rows in sorted(enrolment.items()):
+        per_month = [0] * len(months)
+        for month, n in rows:
+            per_month[index[month]] += n
+        cumulative = list(_running(per_month))
+        total = [t + c for t, c in zip(total, cumulative, strict=True)]
+        ax.step(range(len(months)), cumulative, where="post", label=site)
+    if months:
+        ax.step(range(len(months)), total, where="post", label="all sites", color="#1d2430",
+                linewidth=2)  # fmt: skip
+        step = max(len(months) // 8, 1)
+        ax.set_xticks(range(0, len(months), step), [months[i] for i in range(0, len(months), step)])
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    else:
+        ax.text(0.5, 0.5, "no subject randomised yet", transform=ax.transAxes, ha="center")
+    ax.set_ylim(bottom=0)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel("subjects randomised (cumulative)")
+    ax.set_title("Enrolment over time")
     ax.tick_params(axis="x", labelrotation=30)
     return _save(fig, path)
 
 
-def quarantine_share_plot(sites: Sequence[SiteReport], path: Path) -> Path:
-    """Share of lines quarantined per site and load: which site's feed is getting worse."""
-    fig, ax = _figure(7, 2.8)
-    for site in sites:
-        if site.loads:
-            ax.plot(
-                range(1, len(site.loads) + 1),
-                [100 * x.quarantined / x.received if x.received else 0.0 for x in site.loads],
-                marker="o",
-                label=site.site_id,
-            )
-    ax.set_xlabel("load (1 = first)")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("% of lines quarantined")
-    ax.set_title("Quarantined share per site and load")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left", frameon=False)
-    ax.set_ylim(bottom=0)
+def _running(values: Sequence[int]) -> Sequence[int]:
+    out, total = [], 0
+    for v in values:
+        total += v
+        out.append(total)
+    return out
+
+
+def kri_plot(kris: Sequence[Assessed], path: Path) -> Path:
+    """Each site against the rest of the study, per indicator: its z-score (funnel limits at 2
+    and 3), so a site that stands out is seen at a glance. Indicators in days are judged
+    against their threshold instead and are in the table only."""
+    scored = [k for k in kris if k.indicator.kind != "days"]
+    fig, ax = _figure(7, 0.45 * max(len(scored), 3) + 1.0)
+    ax.axvspan(-4.5, 2, color="#e8f5e9", zorder=0)
+    ax.axvspan(2, 3, color="#fff4d6", zorder=0)
+    ax.axvspan(3, 8, color="#fde2e1", zorder=0)
+    site_ids = sorted({v.site_id for k in scored for v in k.sites})
+    palette = matplotlib.colormaps["tab10"]
+    colour = {site: palette(i % 10) for i, site in enumerate(site_ids)}
+    offset = {site: (i - (len(site_ids) - 1) / 2) * 0.12 for i, site in enumerate(site_ids)}
+    for row, assessed in enumerate(scored):
+        for v in assessed.sites:
+            if v.value is None:
+                continue
+            # no spread (nothing anywhere, or everything): on the study value, hollow
+            z = 0.0 if v.z is None else max(min(v.z, 7.5), -4.3)  # off-scale at the edge
+            style = {"markersize": 9, "markeredgecolor": "#c53030", "markeredgewidth": 2} if (
+                v.flag in ("warn", "flag")) else {"markersize": 6}  # fmt: skip
+            ax.plot(z, row + offset[v.site_id], "o", zorder=3,
+                    color=colour[v.site_id] if v.z is not None else "none",
+                    markeredgecolor=style.pop("markeredgecolor", colour[v.site_id]),
+                    **style)  # fmt: skip
+    for site in site_ids:
+        ax.plot([], [], "o", color=colour[site], label=site)
+    if site_ids:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="site")
+    ax.set_yticks(range(len(scored)), [k.indicator.title for k in scored])
+    ax.set_ylim(-0.7, max(len(scored), 1) - 0.3)
+    ax.invert_yaxis()
+    ax.set_xlim(-4.5, 8)
+    ax.set_xlabel("z-score against the study-wide value (right of 3: the site stands out)")
+    ax.set_title("Key risk indicators: sites against the study")
+    return _save(fig, path)
+
+
+def completeness_heatmap(sites: Sequence[SiteReport], path: Path) -> Path:
+    """Share filled of each key field per site (latest run): gaps show as pale cells."""
+    fields = sorted({key for s in sites for key in s.completeness})
+    rows = [s for s in sites if s.completeness]
+    grid = [
+        [
+            100 * s.completeness[f][1] / s.completeness[f][0]
+            if f in s.completeness and s.completeness[f][0]
+            else float("nan")
+            for f in fields
+        ]
+        for s in rows
+    ]
+    fig, ax = _figure(max(0.42 * len(fields) + 2.0, 5), 0.45 * max(len(rows), 2) + 2.2)
+    if rows and fields:
+        image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=100, aspect="auto")
+        for r, values in enumerate(grid):
+            for c, v in enumerate(values):
+                if v == v:  # not NaN
+                    ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=6,
+                            color="white" if v > 60 else "#1d2430")  # fmt: skip
+        labels = [f"{t.removeprefix('core.')}.{f}" for t, f in fields]
+        ax.set_xticks(range(len(fields)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(rows)), [s.site_id for s in rows])
+        fig.colorbar(image, ax=ax, label="% filled", fraction=0.03, pad=0.02)
+    else:
+        ax.text(0.5, 0.5, "no quality run yet", transform=ax.transAxes, ha="center")
+    ax.set_title("Completeness of key fields (site x field, latest quality run)")
     return _save(fig, path)

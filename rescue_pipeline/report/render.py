@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from rescue_pipeline.quality.kri import Indicator, describe
 from rescue_pipeline.raw.structure import REASONS
 from rescue_pipeline.report import plots
 from rescue_pipeline.report.data import (
@@ -61,8 +62,22 @@ def _env() -> Environment:
         criterion_statuses=CRITERION_STATUSES,
         reasons=REASONS,
         severity_text=SEVERITY_TEXT,
+        kri_value=_kri_value,
+        kri_site=lambda assessed, site_id: next(
+            (v for v in assessed.sites if v.site_id == site_id), None
+        ),
     )
     return env
+
+
+def _kri_value(indicator: Indicator, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if indicator.kind == "proportion":
+        return f"{100 * value:.1f}%"
+    if indicator.kind == "rate":
+        return f"{value:.2f}"
+    return f"{value:.0f} d"
 
 
 def _status_text(site: SiteReport) -> str:
@@ -112,9 +127,17 @@ def _sponsor_site(data: ReportData, folder: Path) -> list[Path]:
     env = _env()
     css = Path(__file__).with_name("static") / "report.css"
     shutil.copyfile(css, folder / "report.css")
+    overview = {
+        "flow": "plots/flow.svg",
+        "enrolment": "plots/enrolment.svg",
+        "kri": "plots/kri.svg",
+        "completeness": "plots/completeness.svg",
+    }
     written = [
-        plots.quarantine_share_plot(data.sites, folder / "plots" / "quarantine-share.svg"),
-        plots.completeness_trend_plot(data.sites, folder / "plots" / "completeness-trend.svg"),
+        plots.flow_plot(data.flow, folder / overview["flow"]),
+        plots.enrolment_plot(data.enrolment, folder / overview["enrolment"]),
+        plots.kri_plot(data.kris, folder / overview["kri"]),
+        plots.completeness_heatmap(data.sites, folder / overview["completeness"]),
     ]
     pages = []
 
@@ -127,10 +150,8 @@ def _sponsor_site(data: ReportData, folder: Path) -> list[Path]:
         "index.html",
         "index.html.j2",
         title="Overview",
-        plots={
-            "quarantine_share": "plots/quarantine-share.svg",
-            "completeness_trend": "plots/completeness-trend.svg",
-        },
+        plots=overview,
+        kri_flagged=describe({k.indicator.id: k for k in data.kris}),
     )
     for site in data.sites:
         names = {

@@ -7,7 +7,7 @@ subject ids only, never values or the bytes received.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, String, Table
+from sqlalchemy import BigInteger, Boolean, Double, String, Table
 
 from rescue_pipeline.warehouse.tables import TS, _c, metadata
 
@@ -125,4 +125,24 @@ completeness = Table(
     comment="Completeness of each core table's key fields per site, at every quality run.",
 )
 
-QUALITY_TABLES = (results, findings, load_history, quarantine_counts, publications, completeness)
+kri = Table(
+    "kri",
+    metadata,
+    _c("run_id", String, "Quality run.", nullable=False),
+    _c("checked_at", String, "When (UTC, ISO 8601).", nullable=False),
+    _c("site_id", String, "Site.", nullable=False),
+    _c("kri", String, "Key risk indicator (rescue_pipeline.quality.kri).", nullable=False),
+    _c(
+        "numerator",
+        Double,
+        "What the indicator counts (for an indicator in days: the site's value).",
+        nullable=False,
+    ),
+    _c("denominator", BigInteger, "What it counts over (0: nothing to count).", nullable=False),
+    schema="quality",
+    comment="Key risk indicators per site at every quality run: counts only, never a record.",
+)
+
+QUALITY_TABLES = (
+    results, findings, load_history, quarantine_counts, publications, completeness, kri,
+)  # fmt: skip

@@ -149,8 +149,13 @@ def test_the_report_holds_no_phi_no_subject_dates_and_nothing_by_arm(reported) -
     today = dt.datetime.now(dt.UTC).date()
     report_days = {(today - dt.timedelta(days=n)).isoformat() for n in range(2)}
     assert not sorted(d for d in dates - report_days if d in everything)
-    for label in (*ARM_TEXT.values(), "TRT01P", "arm A", "arm B", "Kaplan", "median", "hazard"):
+    for label in (*ARM_TEXT.values(), "TRT01P", "arm A", "arm B", "Kaplan", "median PFS",
+                  "median survival", "hazard", "PFS events"):  # fmt: skip
         assert label not in everything, label
+    # the only split by arm is the allocation in the screening flow (CONSORT), in its table
+    index = text[files.sponsors / "index.html"]
+    assert "allocated to A" in index and "allocated to B" in index
+    assert index.count("allocated to A") == 1 and index.count("allocated to B") == 1
     assert "<script" not in everything  # nothing runs: a static site
 
 
@@ -198,3 +203,42 @@ def test_after_a_full_reload_a_site_counts_each_line_once(tmp_path) -> None:
     assert figure("quarantined-lines") == sum(reasons.values()) > 0
     loads = [r for r in _cells(page, "loads") if r]
     assert loads[0][1:] == [f"{lines:,}", "0", "0", f"{lines:,}"]  # the reload: nothing new
+
+
+def test_the_overview_shows_cut_off_flow_enrolment_kris_and_completeness(reported) -> None:
+    from rescue_pipeline.quality.kri import INDICATORS
+
+    config, _truth, files = reported
+    page = (files.sponsors / "index.html").read_text()
+    flow = {r[0]: int(r[1]) for r in _cells(page, "flow") if len(r) == 2}
+    with duckdb.connect(str(config.warehouse), read_only=True) as con:
+        cutoff = con.execute(
+            "SELECT settings->>'data_cutoff' FROM analysis.derivation_runs "
+            "ORDER BY derived_at DESC LIMIT 1"
+        ).fetchall()[0][0]
+        screened, eligible, no, unknown = con.execute(
+            "SELECT count(*), count(*) FILTER (eligible = 'yes'), count(*) FILTER (eligible = "
+            "'no'), count(*) FILTER (eligible = 'unknown') FROM analysis.eligibility_summary"
+        ).fetchall()[0]
+        arms = dict(con.execute(
+            "SELECT ARMCD, count(*) FROM analysis.adsl WHERE ARMCD IS NOT NULL GROUP BY 1"
+        ).fetchall())  # fmt: skip
+        randomised_by_site = dict(con.execute(
+            "SELECT site_id, count(*) FROM core.subjects WHERE randomised_on IS NOT NULL "
+            "AND arm IS NOT NULL GROUP BY 1"
+        ).fetchall())  # fmt: skip
+    assert f"Data cut-off: <strong>{cutoff}</strong>" in page
+    assert (flow["Screened"], flow["Eligible"], flow["Not eligible"]) == (screened, eligible, no)
+    assert flow["Eligibility unknown (missing data)"] == unknown
+    assert flow["Randomised"] == sum(arms.values()) and flow["allocated to A"] == arms["A"]
+    enrolment = {r[0]: int(r[1]) for r in _cells(page, "enrolment") if len(r) == 4}
+    assert enrolment == randomised_by_site
+    kri_rows = [r for r in _cells(page, "kri") if r]
+    assert len(kri_rows) == len(INDICATORS) and all(len(r) == 2 + 3 for r in kri_rows)
+    figures = re.findall(r'<img src="(plots/[^"]+)" alt="([^"]+)">', page)
+    assert [src for src, _ in figures] == [
+        "plots/flow.svg", "plots/enrolment.svg", "plots/kri.svg", "plots/completeness.svg"
+    ]  # fmt: skip
+    for src, alt in figures:
+        svg = (files.sponsors / src).read_text()
+        assert alt and svg.count("<path") > 20, src  # drawn, not an empty frame
