@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -68,6 +69,13 @@ def _env() -> Environment:
         ),
     )
     return env
+
+
+def natural(text: str) -> tuple[tuple[int, int | str], ...]:
+    """A sort key that orders the numbers inside a text by value: file.ndjson:840 before
+    file.ndjson:1449, RESCUE-A-0009 before RESCUE-A-0010."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part)
+                 for part in re.split(r"(\d+)", text) if part)  # fmt: skip
 
 
 def _kri_value(indicator: Indicator, value: float | None) -> str:
@@ -182,7 +190,7 @@ def _query_listings(
     accounting = {site.site_id: site.accounting for site in data.sites}
     written = []
     for site_id, rows in sorted(by_site.items()):
-        rows.sort(key=lambda r: (SEVERITY_ORDER.get(r[0], 9), r[1], r[2], r[3]))
+        rows.sort(key=lambda r: (SEVERITY_ORDER.get(r[0], 9), r[1], r[2], natural(r[3])))
         site_dir = folder / site_id
         site_dir.mkdir(parents=True)
         with (site_dir / "queries.csv").open("w", newline="", encoding="utf-8") as handle:

@@ -84,6 +84,8 @@ def test_every_page_opens_from_disk_with_no_error_and_its_plots_render(browser, 
     assert len(figures) == 4  # flow, enrolment, key risk indicators, completeness heatmap
     for alt, width, height in figures:
         assert alt and width > 300 and height > 150, alt  # a real figure, with its alt text
+    lines = page.eval_on_selector_all("#sites a", "els => els.map(e => e.getClientRects().length)")
+    assert lines and set(lines) == {1}  # a site link never wraps ("site-" / "a")
     page.click('#sites a:text-is("site-b")')
     assert page.url.endswith("site-site-b.html")
     assert page.locator("h1").inner_text() == "Site site-b"

@@ -242,3 +242,19 @@ def test_the_overview_shows_cut_off_flow_enrolment_kris_and_completeness(reporte
     for src, alt in figures:
         svg = (files.sponsors / src).read_text()
         assert alt and svg.count("<path") > 20, src  # drawn, not an empty frame
+
+
+def test_data_queries_list_record_locations_in_number_order(reported) -> None:
+    from rescue_pipeline.report.render import natural
+
+    assert sorted(["f:3323", "f:840", "f:1449"], key=natural) == ["f:840", "f:1449", "f:3323"]
+    _config, _truth, files = reported
+    for path in files.queries.glob("*/queries.csv"):
+        with path.open() as handle:
+            rows = list(csv.DictReader(handle))
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for r in rows:
+            groups.setdefault((r["severity"], r["table"], r["check"]), []).append(r["record"])
+        for records in groups.values():
+            assert records == sorted(records, key=natural), path
+        assert any(len(g) > 1 for g in groups.values())  # something to order
