@@ -54,16 +54,18 @@ def _say(text: str = "") -> None:
 
 
 # ---------------------------------------------------------------- synth
+def _out_error(value: str, exc: OSError) -> CommandError:
+    reason = exc.strerror or type(exc).__name__
+    return CommandError(f"--out {value}: cannot create the directory ({reason})", EXIT_USAGE)
+
+
 def _out_dir(value: str) -> Path:
     """--out as a directory that exists (made if need be), or one line saying why not."""
     path = Path(value)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise CommandError(
-            f"--out {value}: cannot create the directory ({reason})", EXIT_USAGE
-        ) from None
+        raise _out_error(value, exc) from None
     if not os.access(path, os.W_OK):
         raise CommandError(f"--out {value}: the directory is not writable", EXIT_USAGE)
     return path
@@ -387,10 +389,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         try:
             result = export(
                 con, study_id=config.study_id, nct_id=config.nct_id, fmt=args.format,
-                out=_out_dir(args.out),
+                out=Path(args.out),  # made only once the datasets pass their checks
             )  # fmt: skip
         except ExportError as exc:
             raise CommandError(f"export: {exc}") from None
+        except OSError as exc:
+            raise _out_error(args.out, exc) from None
     for name, path in result.files.items():
         _say(f"  {name:<9} {result.rows.get(name, 0):>7,} rows  {path}")
     for label, written in (
@@ -409,9 +413,11 @@ def cmd_km(args: argparse.Namespace) -> int:
     config = _config(args)
     with _analysis_db(config) as con:
         try:
-            result = kaplan_meier(con, out=_out_dir(args.out), paramcd=args.param)
+            result = kaplan_meier(con, out=Path(args.out), paramcd=args.param)
         except ValueError as exc:
             raise CommandError(f"km: {exc}", EXIT_USAGE) from None
+        except OSError as exc:
+            raise _out_error(args.out, exc) from None
     for kind, path in result.files.items():
         _say(f"  {kind:<6} {path}")
     _say("(for analysts only: never part of the sponsors' data-quality report)")

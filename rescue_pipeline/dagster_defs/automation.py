@@ -48,7 +48,9 @@ FRESHNESS_CRON = "15 * * * *"
 
 
 def build_jobs(freshness: dg.AssetChecksDefinition) -> list[UnresolvedAssetJobDefinition]:
-    load = dg.AssetSelection.assets(RAW_RESOURCES)
+    # a site's load judges its own data, not whether the other sites are fresh: the freshness
+    # check runs in the replay that follows every load (and hourly)
+    load = dg.AssetSelection.assets(RAW_RESOURCES) - dg.AssetSelection.checks(freshness)
     validation = dg.AssetSelection.assets(RAW_VALIDATION)
     return [
         dg.define_asset_job(
@@ -67,7 +69,9 @@ def build_jobs(freshness: dg.AssetChecksDefinition) -> list[UnresolvedAssetJobDe
         dg.define_asset_job(
             REPLAY_JOB,
             # the freshness check too: after every load the UI says which sites are stale
-            selection=(dg.AssetSelection.all() - load - validation)
+            selection=(
+                dg.AssetSelection.all() - dg.AssetSelection.assets(RAW_RESOURCES) - validation
+            )
             | dg.AssetSelection.checks(freshness),
             run_tags={PUBLISH_TAG: "true"},
             description="Core, analysis, checks, publish and report re-derived from the raw "

@@ -134,10 +134,22 @@ def _write_load_counts(con: duckdb.DuckDBPyConnection) -> None:
         f"INSERT INTO {load_history.fullname} BY NAME SELECT load_id, site_id, resource_type, "
         "received, accepted, quarantined, started_at, new_versions FROM raw.loads"
     )
+    # deletion files too: their lines are read and quarantined like any other (a new deletion
+    # is new data, as a new version is)
+    con.execute(
+        f"INSERT INTO {load_history.fullname} BY NAME SELECT load_id, site_id, "
+        "'deletion: ' || resource_type AS resource_type, received, received - quarantined AS "
+        "accepted, quarantined, finished_at AS started_at, recorded AS new_versions "
+        "FROM raw.deletion_loads"
+    )
     con.execute(f"DELETE FROM {quarantine_counts.fullname}")
+    # each quarantined content once, credited to the load that first brought it: a file re-sent
+    # in another order or under another name adds no new bad line
     con.execute(
         f"INSERT INTO {quarantine_counts.fullname} SELECT load_id, site_id, resource_type, "
-        "reason, count(*) FROM raw.quarantine GROUP BY ALL"
+        "reason, count(*) FROM (SELECT *, row_number() OVER (PARTITION BY site_id, bytes_sha256 "
+        "ORDER BY received_at, load_id, source, line_number) AS nth FROM raw.quarantine) "
+        "WHERE nth = 1 GROUP BY ALL"
     )
 
 

@@ -21,6 +21,9 @@ from rescue_pipeline.warehouse.quality_tables import kri as kri_table
 
 Kind = Literal["proportion", "rate", "days"]
 WARN_Z, FLAG_Z = 2.0, 3.0
+# Below this many records a site's proportion or rate is not judged: with 2 subjects one event
+# is 50 %, and a normal approximation would flag it.
+MIN_DENOMINATOR = 10
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,8 @@ INDICATORS: tuple[Indicator, ...] = (
     Indicator("missing_key_fields", "Missing key fields", "proportion", "key-field values",
               "Key fields of the core tables left empty (the fields the derivations read)."),
     Indicator("open_queries", "Open data queries per subject", "rate", "subjects",
-              "Row-level findings of this quality run (failed checks and quarantined lines) "
-              "per trial subject."),
+              "Records to correct after this quality run's failed checks, per trial subject "
+              "(quarantined lines are counted by their own indicator)."),
     Indicator("oldest_query_days", "Age of the oldest open query (days)", "days", "checks",
               "Days since a check failing now has failed without a pass in between.",
               threshold_days=28),
@@ -70,21 +73,24 @@ _SQL: dict[str, str] = {
             UNION ALL SELECT site_id, source_type, source_id, started_on
             FROM core.drug_administrations
         ), arrived AS (
-            SELECT site_id, resource_type, resource_id, min(received_at) AS received_at
+            SELECT site_id, resource_type, resource_id,
+                   arg_min(load_id, received_at) AS load_id, min(received_at) AS received_at
             FROM raw.fhir_resource_versions GROUP BY ALL
         ), first_load AS (
-            SELECT site_id, min(started_at)::DATE AS day FROM raw.loads GROUP BY 1
+            SELECT site_id, arg_min(load_id, started_at) AS load_id FROM raw.loads GROUP BY 1
         )
         SELECT d.site_id, median(date_diff('day', d.day, a.received_at::DATE)), count(*)
         FROM dated d JOIN arrived a ON a.site_id = d.site_id
          AND a.resource_type = d.source_type AND a.resource_id = d.source_id
         JOIN first_load f ON f.site_id = d.site_id
-        -- records of the trial's running time (not the first load's backlog), and dated no
-        -- later than they arrived (a record from the future is a date error, checked elsewhere)
-        WHERE d.day >= f.day AND d.day <= a.received_at::DATE
+        -- records that arrived after the site's first load (its backlog is not latency), old
+        -- ones included: they are the slowest; dated no later than they arrived (a record from
+        -- the future is a date error, checked elsewhere)
+        WHERE a.load_id <> f.load_id AND d.day <= a.received_at::DATE
         GROUP BY 1""",
     "quarantine_rate": """
-        WITH q AS (SELECT site_id, count(*) AS n FROM raw.quarantine GROUP BY 1),
+        WITH q AS (SELECT site_id, count(DISTINCT bytes_sha256) AS n FROM raw.quarantine
+                   GROUP BY 1),
              v AS (SELECT site_id, count(*) AS n FROM raw.fhir_resource_versions GROUP BY 1)
         SELECT coalesce(q.site_id, v.site_id), coalesce(q.n, 0),
                coalesce(q.n, 0) + coalesce(v.n, 0)
@@ -97,9 +103,13 @@ _SQL: dict[str, str] = {
         SELECT site_id, sum(rows - filled), sum(rows) FROM quality.completeness
         WHERE run_id = $run_id GROUP BY 1""",
     "open_queries": """
-        WITH f AS (SELECT site_id, count(*) AS n FROM quality.findings GROUP BY 1)
-        SELECT s.site_id, coalesce(f.n, 0), count(*)
-        FROM core.subjects s LEFT JOIN f ON f.site_id = s.site_id GROUP BY s.site_id, f.n""",
+        WITH f AS (  -- records to correct from failed checks (quarantined lines have their
+                     -- own indicator)
+            SELECT site_id, count(DISTINCT record_key) AS n FROM quality.findings
+            WHERE layer <> 'raw' GROUP BY 1
+        ), s AS (SELECT site_id, count(*) AS n FROM core.subjects GROUP BY 1)
+        SELECT coalesce(s.site_id, f.site_id), coalesce(f.n, 0), coalesce(s.n, 0)
+        FROM s FULL JOIN f ON f.site_id = s.site_id""",
     "oldest_query_days": """
         WITH failing AS (
             SELECT DISTINCT site_id, check_id FROM quality.results
@@ -153,7 +163,10 @@ def write_kris(
     for indicator in INDICATORS:
         sql = _SQL[indicator.id]
         needed = {k: v for k, v in params.items() if f"${k}" in sql}
-        found = {site: (num, den) for site, num, den in con.execute(sql, needed).fetchall()}
+        try:
+            found = {site: (num, den) for site, num, den in con.execute(sql, needed).fetchall()}
+        except duckdb.CatalogException:  # a table the indicator reads is missing (a failed
+            found = {}  # build): nothing to count, and the quality step goes on
         for site in sorted(set(sites) | {s for s in found if s is not None}):
             num, den = found.get(site, (0, 0))
             rows.append((run_id, checked_at, site, indicator.id, float(num or 0), int(den or 0)))
@@ -207,7 +220,8 @@ def assess(indicator: Indicator, counts: Iterable[tuple[str, float, int]]) -> As
     """Each site's value and whether it stands out from the study-wide one.
 
     Proportion: z = (p - p0) / sqrt(p0 (1 - p0) / n), the funnel plot's limits at 2 and 3.
-    Rate: z = (O - E) / sqrt(E) with E = n x the study-wide rate (Poisson). Days: above the
+    Rate: z = (O - E) / sqrt(E) with E = n x the study-wide rate (Poisson); a site with fewer
+    than MIN_DENOMINATOR records is not judged. Days: above the
     indicator's threshold a warning, and a flag when also at least twice the other sites'
     median (or there is no other site). Only the harmful side flags.
     """
@@ -226,7 +240,10 @@ def assess(indicator: Indicator, counts: Iterable[tuple[str, float, int]]) -> As
     out = []
     for site, n, d in rows:
         z = z_score(indicator.kind, n, d, p0)
-        mark: Flag = "n/a" if not d else _by_limit(z, WARN_Z, FLAG_Z) if z is not None else "ok"
+        mark: Flag = (
+            "n/a" if d < MIN_DENOMINATOR
+            else _by_limit(z, WARN_Z, FLAG_Z) if z is not None else "ok"
+        )  # fmt: skip
         out.append(SiteValue(site, n, d, n / d if d else None, z, mark))
     return Assessed(indicator, p0, tuple(out))
 

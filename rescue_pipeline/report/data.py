@@ -3,7 +3,7 @@
 Everything here is a count or a code: no names, no subject-level dates, no subject ids, and
 no outcome by arm (sponsors judge data quality, not results, until the trial's analysis). The
 screening flow counts subjects allocated to each arm, as CONSORT does; nothing else is split
-by arm. Enrolment is counted per month, never a subject's date.
+by arm. Enrolment is counted per quarter, never a subject's date.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from rescue_pipeline.quality.suites import CheckResult, Suite, load_suites
 from rescue_pipeline.warehouse.database import has_table
 
 ELIGIBILITY_STATUSES = ("yes", "no", "unknown")
+# One definition of randomised everywhere in the report: an arm and its date (as ADSL's RANDFL).
+RANDOMISED = "randomised_on IS NOT NULL AND arm IS NOT NULL"
 CRITERION_STATUSES = ("met", "not_met", "unknown")
 
 
@@ -208,8 +210,9 @@ def _data_cutoff(con: duckdb.DuckDBPyConnection) -> str | None:
 def _flow(con: duckdb.DuckDBPyConnection) -> Flow:
     """Screened, eligible / not / unknown with the criteria behind them, randomised per arm."""
     flow = Flow()
-    for eligible, failed, unknown, arm, n in con.execute(
-        "SELECT e.eligible, e.failed_criteria, e.unknown_criteria, a.ARMCD, count(*) "
+    for eligible, failed, unknown, arm, randomised, n in con.execute(
+        "SELECT e.eligible, e.failed_criteria, e.unknown_criteria, a.ARMCD, a.RANDFL = 'Y', "
+        "count(*) "
         "FROM analysis.eligibility_summary e LEFT JOIN analysis.adsl a ON a.USUBJID = e.usubjid "
         "GROUP BY ALL"
     ).fetchall():
@@ -224,7 +227,7 @@ def _flow(con: duckdb.DuckDBPyConnection) -> Flow:
             flow.unknown += n
             for criterion in filter(None, (c.strip() for c in (unknown or "").split(","))):
                 flow.unknown_by[criterion] = flow.unknown_by.get(criterion, 0) + n
-        if arm:
+        if arm and randomised:
             flow.randomised += n
             flow.by_arm[arm] = flow.by_arm.get(arm, 0) + n
             if eligible != "yes":
@@ -233,13 +236,14 @@ def _flow(con: duckdb.DuckDBPyConnection) -> Flow:
 
 
 def _enrolment(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, int]]]:
-    """Subjects randomised per site and month (counts, never a subject's date)."""
+    """Subjects randomised per site and calendar quarter (counts: a quarter is coarse enough
+    that no subject's randomisation date can be read from it)."""
     out: dict[str, list[tuple[str, int]]] = {}
-    for site_id, month, n in con.execute(
-        "SELECT site_id, strftime(randomised_on, '%Y-%m'), count(*) FROM core.subjects "
-        "WHERE randomised_on IS NOT NULL AND arm IS NOT NULL GROUP BY ALL ORDER BY 1, 2"
+    for site_id, quarter, n in con.execute(
+        "SELECT site_id, strftime(randomised_on, '%Y') || '-Q' || quarter(randomised_on), "
+        f"count(*) FROM core.subjects WHERE {RANDOMISED} GROUP BY ALL ORDER BY 1, 2"
     ).fetchall():
-        out.setdefault(site_id, []).append((month, int(n)))
+        out.setdefault(site_id, []).append((quarter, int(n)))
     return out
 
 
@@ -294,7 +298,7 @@ def _loads(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None
 
 def _subjects(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
     for site_id, subjects, randomised in con.execute(
-        "SELECT site_id, count(*), count(randomised_on) FROM core.subjects GROUP BY 1"
+        f"SELECT site_id, count(*), count(*) FILTER ({RANDOMISED}) FROM core.subjects GROUP BY 1"
     ).fetchall():
         sites[site_id].subjects, sites[site_id].randomised = int(subjects), int(randomised)
     for site_id, n in con.execute(

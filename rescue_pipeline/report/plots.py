@@ -151,10 +151,22 @@ def flow_plot(flow: Flow, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _quarters(first: str, last: str) -> list[str]:
+    """Every quarter from `first` to `last` (YYYY-Qn), none skipped."""
+    year, q = int(first[:4]), int(first[-1])
+    out = []
+    while (year, q) <= (int(last[:4]), int(last[-1])):
+        out.append(f"{year}-Q{q}")
+        year, q = (year + 1, 1) if q == 4 else (year, q + 1)
+    return out
+
+
 def enrolment_plot(enrolment: Mapping[str, Sequence[tuple[str, int]]], path: Path) -> Path:
-    """Subjects randomised, cumulative by month, per site and in all (monthly counts only)."""
+    """Subjects randomised, cumulative by quarter, per site and in all (counts only); the axis
+    runs through every quarter, so a pause in enrolment shows as one."""
     fig, ax = _figure(7, 3.0)
-    months = sorted({m for rows in enrolment.values() for m, _ in rows})
+    seen = sorted({m for rows in enrolment.values() for m, _ in rows})
+    months = _quarters(seen[0], seen[-1]) if seen else []
     index = {m: i for i, m in enumerate(months)}
     total = [0] * len(months)
     for site, rows in sorted(enrolment.items()):
@@ -167,7 +179,7 @@ def enrolment_plot(enrolment: Mapping[str, Sequence[tuple[str, int]]], path: Pat
     if months:
         ax.step(range(len(months)), total, where="post", label="all sites", color="#1d2430",
                 linewidth=2)  # fmt: skip
-        step = max(len(months) // 8, 1)
+        step = max(len(months) // 10, 1)
         ax.set_xticks(range(0, len(months), step), [months[i] for i in range(0, len(months), step)])
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     else:

@@ -54,3 +54,11 @@ def test_days_flag_above_the_threshold_and_twice_the_other_sites(
     rows = [("x", days, 50), ("y", others, 50), ("z", others, 50)]
     got = {s.site_id: s.flag for s in assess(BY_ID["latency_days"], rows).sites}
     assert got["x"] == flag
+
+
+def test_a_site_with_too_few_records_is_not_judged() -> None:
+    # two subjects randomised, both of unknown eligibility, against a 12 % study rate
+    rows = [("big", 10, 100), ("small", 2, 2)]
+    got = {s.site_id: s for s in assess(BY_ID["randomised_not_eligible"], rows).sites}
+    assert got["small"].z is not None and got["small"].z > 3
+    assert got["small"].flag == "n/a"  # below MIN_DENOMINATOR

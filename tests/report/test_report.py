@@ -28,13 +28,16 @@ def test_the_overview_counts_what_the_warehouses_hold(reported) -> None:
     assert set(rows) == {"site-a", "site-b", "site-c"}
     with work_db(config, read_only=True) as con:
         for site, received, new_versions, quarantined, loads in con.execute(
-            "SELECT site_id, sum(received), sum(new_versions), "
-            "(SELECT count(*) FROM raw.quarantine q WHERE q.site_id = l.site_id), "
-            "count(DISTINCT load_id) FROM raw.loads l GROUP BY 1"
+            "SELECT site_id, sum(received), sum(new), "
+            "(SELECT count(DISTINCT bytes_sha256) FROM raw.quarantine q "
+            " WHERE q.site_id = l.site_id), count(DISTINCT load_id) "
+            "FROM (SELECT site_id, load_id, received, new_versions AS new FROM raw.loads "
+            "      UNION ALL SELECT site_id, load_id, received, recorded FROM raw.deletion_loads"
+            ") l GROUP BY 1"
         ).fetchall():
             assert rows[site][2] == str(loads)
             assert rows[site][3] == f"{received:,}"  # every line read
-            assert rows[site][4] == f"{new_versions:,}"  # each version once
+            assert rows[site][4] == f"{new_versions:,}"  # each version (or deletion) once
             assert rows[site][5].startswith(f"{quarantined:,} (")  # each bad line once
     with duckdb.connect(str(config.warehouse), read_only=True) as con:
         for site, subjects, randomised in con.execute(
@@ -67,7 +70,8 @@ def test_a_site_page_shows_each_load_and_why_lines_were_quarantined(reported) ->
     with work_db(config, read_only=True) as con:
         expected = dict(
             con.execute(
-                "SELECT reason, count(*) FROM raw.quarantine WHERE site_id = 'site-a' GROUP BY 1"
+                "SELECT reason, count(DISTINCT bytes_sha256) FROM raw.quarantine "
+                "WHERE site_id = 'site-a' GROUP BY 1"
             ).fetchall()
         )
     assert reasons == expected and "not_json" in reasons
@@ -192,7 +196,8 @@ def test_after_a_full_reload_a_site_counts_each_line_once(tmp_path) -> None:
     with work_db(config, read_only=True) as con:
         held = con.execute(
             "SELECT (SELECT count(*) FROM raw.fhir_resource_versions WHERE site_id = 'site-a') "
-            "+ (SELECT count(*) FROM raw.quarantine WHERE site_id = 'site-a')"
+            "+ (SELECT count(DISTINCT bytes_sha256) FROM raw.quarantine "
+            "   WHERE site_id = 'site-a')"
         ).fetchall()[0][0]
     distinct = len({line for f in source.glob("*.ndjson") for line in f.read_bytes().splitlines()
                     if line.strip()})  # fmt: skip
@@ -231,8 +236,11 @@ def test_the_overview_shows_cut_off_flow_enrolment_kris_and_completeness(reporte
     assert (flow["Screened"], flow["Eligible"], flow["Not eligible"]) == (screened, eligible, no)
     assert flow["Eligibility unknown (missing data)"] == unknown
     assert flow["Randomised"] == sum(arms.values()) and flow["allocated to A"] == arms["A"]
-    enrolment = {r[0]: int(r[1]) for r in _cells(page, "enrolment") if len(r) == 4}
+    enrolment = {r[0]: int(r[1]) for r in _cells(page, "enrolment") if len(r) == 3}
     assert enrolment == randomised_by_site
+    # counts by quarter: no month of a subject's randomisation is shown
+    enrolment_html = page.split('id="enrolment"', 1)[1].split("</table>", 1)[0]
+    assert not re.search(r"\b20\d\d-\d\d\b", enrolment_html)
     kri_rows = [r for r in _cells(page, "kri") if r]
     assert len(kri_rows) == len(INDICATORS) and all(len(r) == 2 + 3 for r in kri_rows)
     figures = re.findall(r'<img src="(plots/[^"]+)" alt="([^"]+)">', page)
@@ -258,3 +266,31 @@ def test_data_queries_list_record_locations_in_number_order(reported) -> None:
         for records in groups.values():
             assert records == sorted(records, key=natural), path
         assert any(len(g) > 1 for g in groups.values())  # something to order
+
+
+def test_a_file_re_sent_in_another_order_adds_no_new_bad_line(tmp_path) -> None:
+    from rescue_pipeline.quality.gate import run_quality
+    from rescue_pipeline.report.render import write_report
+    from rescue_pipeline.site_load import load_site, publish_warehouse
+    from tests.cohort import TODAY, build_cohort
+
+    config, _ = build_cohort(tmp_path / "c", patients=40, seed=33, fault_rate=0.05)
+    site = config.site("site-b")
+
+    def quarantined() -> int:
+        with work_db(config) as con:
+            publish_warehouse(config, run_quality(con, config, today=TODAY))
+        files = write_report(config.warehouse, tmp_path / "report", study_id=config.study_id,
+                             site_ids=[s.id for s in config.sites])  # fmt: skip
+        page = (files.sponsors / "site-site-b.html").read_text()
+        found = re.search(r'id="quarantined-lines">([\d,]+)', page)
+        assert found
+        return int(found.group(1).replace(",", ""))
+
+    before = quarantined()
+    assert before > 0
+    observations = site.source.path / "Observation.ndjson"  # type: ignore[union-attr]
+    lines = observations.read_bytes().splitlines()
+    observations.write_bytes(b"\n".join(reversed(lines)) + b"\n")  # the same lines, re-sent
+    load_site(config, site)
+    assert quarantined() == before  # each bad line's content once
