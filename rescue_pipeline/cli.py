@@ -704,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         required=True,
         metavar="DIR",
-        help="directory for the NDJSON files, truth.json and sites.yaml",
+        help="directory for the NDJSON files, ground_truth.json and sites.yaml",
     )
     p.set_defaults(func=cmd_synth)
 
