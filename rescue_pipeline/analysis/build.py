@@ -626,11 +626,11 @@ def _adtte(
     )
     alive = dated(
         """
-        SELECT usubjid, max(day), arg_max(source_type, (day, source_type, source_id)),
-               arg_max(source_id, (day, source_type, source_id)),
-               arg_max(element, (day, source_type, source_id)),
-               arg_max(domain, (day, source_type, source_id)),
-               arg_max(variable, (day, source_type, source_id))
+        SELECT usubjid, max(c.day), arg_max(c.source_type, (c.day, c.source_type, c.source_id)),
+               arg_max(c.source_id, (c.day, c.source_type, c.source_id)),
+               arg_max(c.element, (c.day, c.source_type, c.source_id)),
+               arg_max(c.domain, (c.day, c.source_type, c.source_id)),
+               arg_max(c.variable, (c.day, c.source_type, c.source_id))
         FROM (
             SELECT usubjid, assessed_on AS day, source_type, source_id,
                    'effective[x]' AS element, 'RS' AS domain, 'RSDTC' AS variable
@@ -646,9 +646,14 @@ def _adtte(
             SELECT usubjid, assessed_on, source_type, source_id, 'effective[x]', 'RS',
                    'RSDTC'
             FROM core.disease_statuses
-        ) WHERE day <= $cutoff GROUP BY usubjid
+        ) c JOIN core.subjects s USING (usubjid)
+        -- the last contact inside the window: a subject seen after it was alive all through it
+        -- (the latest contact of all would fall outside and leave no censoring date)
+        WHERE c.day <= $cutoff AND c.day <= s.randomised_on + CAST($window AS INTEGER)
+        GROUP BY usubjid
         """,
         cutoff=settings.data_cutoff,
+        window=settings.window_days,
     )
     for subject in subjects:
         usubjid, rand, died = subject.usubjid, subject.randomised_on, subject.died_on
