@@ -224,6 +224,7 @@ class Config:
 
 
 KEY_ENV = "RESCUE_PSEUDONYM_KEY"
+KEY_CHANGED_ENV = "RESCUE_PSEUDONYM_KEY_CHANGED"  # "yes": re-key every hashed subject id, once
 LOG_ENV = "RESCUE_LOG_JSON"
 
 
@@ -249,6 +250,11 @@ class Environment:
     @property
     def pseudonym_key(self) -> str | None:
         return self._get(KEY_ENV)
+
+    @property
+    def pseudonym_key_changed(self) -> bool:
+        """The operator says the key was changed on purpose: re-key the hashed subject ids."""
+        return (self._get(KEY_CHANGED_ENV) or "").strip().lower() in ("yes", "true", "1")
 
     @property
     def log_target(self) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from rescue_pipeline.config import Config
+from rescue_pipeline.config import KEY_CHANGED_ENV, KEY_ENV, Config, Environment
 from rescue_pipeline.core import pseudonym, terminology
 from rescue_pipeline.rules.dates import age_bounds
 from rescue_pipeline.rules.gcig import Ca125, gcig_progression
@@ -36,6 +36,7 @@ from rescue_pipeline.warehouse.core_tables import recurrences as recurrences_tab
 from rescue_pipeline.warehouse.core_tables import regimens as regimens_table
 from rescue_pipeline.warehouse.database import (
     count_rows,
+    has_table,
     rebuild_tables,
     record_run,
     transaction,
@@ -192,8 +193,32 @@ def _usubjids(con: duckdb.DuckDBPyConnection, key: bytes) -> None:
         }
     )
     con.register("usubjid_source", table)
-    con.execute("CREATE OR REPLACE TABLE core_stage.usubjids AS FROM usubjid_source")
-    con.unregister("usubjid_source")
+    try:
+        _same_key(con)
+        con.execute("CREATE OR REPLACE TABLE core_stage.usubjids AS FROM usubjid_source")
+    finally:
+        con.unregister("usubjid_source")
+
+
+def _same_key(con: duckdb.DuckDBPyConnection) -> None:
+    """Refuse a pseudonym key other than the one the existing hashed ids were made with: every
+    such subject would silently become someone new to analysts, exports and data queries. A
+    subject whose hashed id changed while others kept theirs is a site's correction (her
+    patient reference), not a new key."""
+    if not has_table(con, "core_stage", "usubjids") or Environment.current().pseudonym_key_changed:
+        return
+    kept, changed = con.execute(
+        "SELECT count(*) FILTER (o.usubjid = n.usubjid), count(*) FILTER (o.usubjid <> n.usubjid) "
+        "FROM core_stage.usubjids o JOIN usubjid_source n USING (site_id, research_subject_id) "
+        "WHERE regexp_matches(o.usubjid, ?)",
+        [pseudonym.HASHED],
+    ).fetchall()[0]
+    if changed and not kept:
+        raise pseudonym.PseudonymKeyChanged(
+            f"{KEY_ENV} is not the key this warehouse's subject ids were made with: all "
+            f"{changed:,} pseudonymous ids (RESCUE-<site>-X...) would change. Set the key they "
+            f"were made with, or set {KEY_CHANGED_ENV}=yes for one run to re-key them on purpose"
+        )
 
 
 BREAKS_SQL = """

@@ -24,6 +24,14 @@ class PseudonymKeyMissing(RuntimeError):
     """Raised outside the demo when RESCUE_PSEUDONYM_KEY is not set."""
 
 
+class PseudonymKeyChanged(PseudonymKeyMissing):
+    """The key is not the one the subject ids were made with: every hashed id would change."""
+
+
+# A pseudonym made by hashed_usubjid (the others come from the site's RSC-<SITE>-NNNN id).
+HASHED = r"-X[0-9a-f]{10}$"
+
+
 def pseudonym_key() -> bytes:
     value = Environment.current().pseudonym_key
     if not value:
