@@ -62,6 +62,8 @@ def _out_error(value: str, exc: OSError) -> CommandError:
 def _out_dir(value: str) -> Path:
     """--out as a directory that exists (made if need be), or one line saying why not."""
     path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"--out {value}: is a file, not a directory", EXIT_USAGE)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -637,6 +639,16 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not an ISO date (YYYY-MM-DD): {text!r}") from None
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be 0 (never) or more: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rescue",
@@ -724,15 +736,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
 
-    p = add("run", "extract and land every site (or one), incrementally")
+    p = add("run", "load every site (or one) incrementally, then derive, check, publish and report")
     p.add_argument("--site", metavar="ID", help="only this site (its id in sites.yaml)")
     p.add_argument("--full", action="store_true", help="re-read everything (ignore watermarks)")
     p.set_defaults(func=cmd_run)
 
     p = add(
         "export",
-        "write ADSL, ADTTE and ADELIG as Parquet, CSV or SAS XPT, with define.xml "
-        "(Define-XML 2.1), define.html and define.json",
+        "write ADSL, ADTTE, ADELIG, ADELIGEV and ADELIGSM as Parquet, CSV or SAS XPT, with "
+        "define.xml (Define-XML 2.1), define.html and define.json",
     )
     p.add_argument(
         "--format",
@@ -763,7 +775,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = add("snapshot", "freeze the published warehouse and its exports for a data cut-off")
-    p.add_argument("--cutoff", type=_date, required=True, help="the analysis data cut-off")
+    p.add_argument(
+        "--cutoff",
+        type=_date,
+        required=True,
+        metavar="YYYY-MM-DD",
+        help="the analysis data cut-off",
+    )
     p.set_defaults(func=cmd_snapshot)
 
     p = add("report", "write the sponsors' data-quality site and each site's data queries")
@@ -784,7 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--work", action="store_true", help="query the working database")
     p.add_argument(
-        "--timeout", type=float, default=600.0, metavar="SECONDS",
+        "--timeout", type=_seconds, default=600.0, metavar="SECONDS",
         help="stop a query still running after this long (default 600; 0: never)",
     )  # fmt: skip
     p.add_argument(

@@ -88,3 +88,16 @@ def test_a_run_that_cannot_start_leaves_no_lock_and_no_warehouse(
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: RESCUE_PSEUDONYM_KEY is not set")
     assert not (tmp_path / "wh").exists()  # neither a lock file nor a database
+
+
+def test_out_that_is_a_file_and_a_negative_timeout_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert main(["dictionary", "--out", str(a_file)]) == 2
+    assert f"--out {a_file}: is a file, not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["query", "--timeout", "-1", "SELECT 1"])
+    assert exit_.value.code == 2
+    assert "must be 0 (never) or more" in capsys.readouterr().err

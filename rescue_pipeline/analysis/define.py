@@ -383,10 +383,27 @@ def criteria_rows() -> dict[str, list[Any]]:
     }
 
 
+def plain(text: str) -> str:
+    """A docstring as a reader's text: Markdown marks (** and `) dropped, lines wrapped for the
+    source joined into paragraphs, a list item kept on its own line."""
+    text = text.replace("**", "").replace("`", "")
+    paragraphs = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines: list[str] = []
+        for line in block.splitlines():
+            stripped = line.strip()
+            if lines and not stripped.startswith("- "):
+                lines[-1] += " " + stripped
+            else:
+                lines.append(stripped)
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
 def criterion_derivation(code: str) -> str:
     """How a criterion is decided: its rule's docstring (rule book §2-6)."""
     function = getattr(elig, code.lower(), None)
-    return _JUDGED.get(code) or (inspect.getdoc(function) or "" if function else "")
+    return plain(_JUDGED.get(code) or (inspect.getdoc(function) or "" if function else ""))
 
 
 def parameter_derivation(p: tte.Parameter, settings: Mapping[str, Any]) -> str:
@@ -445,7 +462,7 @@ def rule_modules() -> list[dict[str, str]]:
     )
 
     modules = (dates, partial_dates, screening, recurrence, regimens, gcig, elig, tte, treatment)
-    return [{"module": m.__name__, "text": inspect.getdoc(m) or ""} for m in modules]
+    return [{"module": m.__name__, "text": plain(inspect.getdoc(m) or "")} for m in modules]
 
 
 def _codelist(c: Codelist) -> dict[str, Any]:

@@ -53,7 +53,7 @@ INDICATORS: tuple[Indicator, ...] = (
     Indicator("oldest_query_days", "Age of the oldest open query (days)", "days", "checks",
               "Days since a check failing now has failed without a pass in between.",
               threshold_days=28),
-    Indicator("randomised_not_eligible", "Randomised but not eligible", "proportion",
+    Indicator("randomised_not_eligible", "Randomised but not eligible or unknown", "proportion",
               "randomised subjects", "Randomised subjects whose derived eligibility is no or "
               "unknown."),
     Indicator("assessments_off_schedule", "Tumour assessments outside their window",

@@ -144,7 +144,16 @@ class Flow:
     unknown_by: dict[str, int] = field(default_factory=dict)  # criterion -> subjects unknown
     randomised: int = 0
     by_arm: dict[str, int] = field(default_factory=dict)  # allocation, never a result
-    randomised_not_eligible: int = 0
+    randomised_not_eligible: int = 0  # derived eligibility no
+    randomised_unknown: int = 0  # derived eligibility unknown
+
+    @property
+    def randomised_eligible(self) -> int:
+        return self.randomised - self.randomised_not_eligible - self.randomised_unknown
+
+    @property
+    def eligible_not_randomised(self) -> int:
+        return self.eligible - self.randomised_eligible
 
 
 @dataclass
@@ -230,8 +239,10 @@ def _flow(con: duckdb.DuckDBPyConnection) -> Flow:
         if arm and randomised:
             flow.randomised += n
             flow.by_arm[arm] = flow.by_arm.get(arm, 0) + n
-            if eligible != "yes":
+            if eligible == "no":
                 flow.randomised_not_eligible += n
+            elif eligible != "yes":
+                flow.randomised_unknown += n
     return flow
 
 
@@ -317,7 +328,8 @@ def _subjects(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> N
         sites[site_id].eligibility[eligible] = int(n)
     for site_id, criterion, status, n in con.execute(
         "SELECT site_id, criterion, status, count(*) FROM analysis.eligibility "
-        "GROUP BY ALL ORDER BY criterion"
+        "GROUP BY site_id, criterion, status "
+        "ORDER BY criterion NOT LIKE 'IN%', criterion"  # IN01..IN06, then EX01..EX08
     ).fetchall():
         sites[site_id].criteria.setdefault(criterion, {})[status] = int(n)
 

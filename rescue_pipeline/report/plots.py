@@ -120,33 +120,34 @@ def _top(counts: Mapping[str, int], limit: int = 4) -> str:
 
 
 def flow_plot(flow: Flow, path: Path) -> Path:
-    """Screening to randomisation as a CONSORT-style diagram: the main line down the middle,
-    who left it (not eligible, eligibility unknown) to the right, with the criteria most often
-    behind it (a subject may fail several)."""
-    fig = Figure(figsize=(7.5, 4.6))
+    """Screening to randomisation as a CONSORT-style diagram: screened, then randomised and the
+    allocation on the main line; to the side, how the screened divide by derived eligibility
+    (with the criteria most often behind "not eligible" and "unknown"; a subject may fail
+    several) and how many of each were randomised all the same."""
+    fig = Figure(figsize=(7.5, 4.8))
     ax = fig.subplots()
     ax.set_xlim(0, 10)
     ax.set_ylim(0, 10)
     ax.axis("off")
-    _box(ax, 2.6, 9.2, f"Screened\n{flow.screened:,} subjects")
-    _box(ax, 2.6, 5.6, f"Eligible\n{flow.eligible:,}")
-    _box(ax, 7.4, 7.9, f"Not eligible: {flow.not_eligible:,}\n{_top(flow.failed_by)}",
+    _box(ax, 2.4, 9.3, f"Screened\n{flow.screened:,} subjects")
+    _box(ax, 7.3, 9.0, f"Eligible: {flow.eligible:,}\n"
+         f"randomised {flow.randomised_eligible:,}, not {flow.eligible_not_randomised:,}",
+         tone="#eef6ee")  # fmt: skip
+    _box(ax, 7.3, 6.5, f"Not eligible: {flow.not_eligible:,}\n"
+         f"randomised all the same: {flow.randomised_not_eligible:,}\n{_top(flow.failed_by, 3)}",
          tone="#fbeee6")  # fmt: skip
-    _box(ax, 7.4, 4.3, f"Eligibility unknown: {flow.unknown:,}\n(missing data)\n"
-         f"{_top(flow.unknown_by)}", tone="#fdf6e3")  # fmt: skip
-    randomised = f"Randomised\n{flow.randomised:,}"
-    if flow.randomised_not_eligible:
-        randomised += f"\n({flow.randomised_not_eligible:,} not eligible or unknown)"
-    _box(ax, 2.6, 2.9, randomised, tone="#e6f0fa")
+    _box(ax, 7.3, 3.4, f"Eligibility unknown (missing data): {flow.unknown:,}\n"
+         f"randomised all the same: {flow.randomised_unknown:,}\n{_top(flow.unknown_by, 3)}",
+         tone="#fdf6e3")  # fmt: skip
+    _box(ax, 2.4, 4.4, f"Randomised\n{flow.randomised:,}", tone="#e6f0fa")
     arms = sorted(flow.by_arm.items())
     for i, (arm, n) in enumerate(arms):
-        x = 1.2 + 2.8 * i if len(arms) > 1 else 2.6
-        _box(ax, x, 0.7, f"Allocated to {arm}\n{n:,}", tone="#e6f0fa")
-        _arrow(ax, (2.6, 2.3), (x, 1.2))
-    _arrow(ax, (2.6, 8.6), (2.6, 6.1))
-    _arrow(ax, (2.6, 5.1), (2.6, 3.5))
-    _arrow(ax, (3.4, 9.1), (6.2, 8.2))
-    _arrow(ax, (3.4, 8.9), (6.1, 4.6))
+        x = 1.1 + 2.6 * i if len(arms) > 1 else 2.4
+        _box(ax, x, 1.2, f"Allocated to {arm}\n{n:,}", tone="#e6f0fa")
+        _arrow(ax, (2.4, 3.9), (x, 1.7))
+    _arrow(ax, (2.4, 8.8), (2.4, 4.9))
+    for y in (9.0, 6.5, 3.4):  # the screened divide by eligibility
+        _arrow(ax, (3.3, 9.2), (5.2, y))
     ax.set_title("Screening to randomisation (CONSORT style)", fontsize=10)
     return _save(fig, path)
 
@@ -179,6 +180,7 @@ def enrolment_plot(enrolment: Mapping[str, Sequence[tuple[str, int]]], path: Pat
     if months:
         ax.step(range(len(months)), total, where="post", label="all sites", color="#1d2430",
                 linewidth=2)  # fmt: skip
+        ax.set_xlim(-0.5, len(months) - 0.5)  # the last quarter's step is seen whole
         step = max(len(months) // 10, 1)
         ax.set_xticks(range(0, len(months), step), [months[i] for i in range(0, len(months), step)])
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -232,7 +234,8 @@ def kri_plot(kris: Sequence[Assessed], path: Path) -> Path:
     ax.set_yticks(range(len(scored)), [k.indicator.title for k in scored])
     ax.set_ylim(-0.7, max(len(scored), 1) - 0.3)
     ax.invert_yaxis()
-    ax.set_xlim(-4.5, 8)
+    highest = max((v.z for k in scored for v in k.sites if v.z is not None), default=0.0)
+    ax.set_xlim(-4.5, min(max(4.5, highest + 1.0), 8.0))
     ax.set_xlabel("z-score against the study-wide value (right of 3: the site stands out)")
     ax.set_title("Key risk indicators: sites against the study")
     return _save(fig, path)
@@ -253,16 +256,17 @@ def completeness_heatmap(sites: Sequence[SiteReport], path: Path) -> Path:
     ]
     fig, ax = _figure(max(0.42 * len(fields) + 2.0, 5), 0.45 * max(len(rows), 2) + 2.2)
     if rows and fields:
-        image = ax.imshow(grid, cmap="Blues", vmin=0, vmax=100, aspect="auto")
+        # 80-100 % spread over the whole scale: 94 and 100 must not look alike; below 80 is red
+        image = ax.imshow(grid, cmap="RdYlGn", vmin=80, vmax=100, aspect="auto")
         for r, values in enumerate(grid):
             for c, v in enumerate(values):
                 if v == v:  # not NaN
-                    ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=6,
-                            color="white" if v > 60 else "#1d2430")  # fmt: skip
+                    ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                            color="#1d2430")  # fmt: skip
         labels = [f"{t.removeprefix('core.')}.{f}" for t, f in fields]
         ax.set_xticks(range(len(fields)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(rows)), [s.site_id for s in rows])
-        fig.colorbar(image, ax=ax, label="% filled", fraction=0.03, pad=0.02)
+        fig.colorbar(image, ax=ax, label="% filled (80 % or less: red)", fraction=0.03, pad=0.02)
     else:
         ax.text(0.5, 0.5, "no quality run yet", transform=ax.transAxes, ha="center")
     ax.set_title("Completeness of key fields (site x field, latest quality run)")

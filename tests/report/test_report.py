@@ -78,6 +78,8 @@ def test_a_site_page_shows_each_load_and_why_lines_were_quarantined(reported) ->
     headline = re.search(r'id="quarantined-lines">([\d,]+) distinct', page)
     assert headline and int(headline.group(1).replace(",", "")) == sum(reasons.values())
     assert "2 loads, " in page  # every count says which loads it covers
+    criteria = [r[0] for r in _cells(page, "criteria") if r]
+    assert criteria[:2] == ["IN01", "IN02"] and criteria[-1] == "EX08"  # the protocol's order
     units = [u for u in _cells(page, "ca125-units") if u]
     assert any(u[1].startswith("no") for u in units)  # the injected unconvertible unit
     for plot in ("loads", "quarantine", "completeness"):
