@@ -14,7 +14,7 @@ import pytest
 from rescue_pipeline.config import load_config
 from rescue_pipeline.site_load import publish_warehouse, work_db
 from rescue_pipeline.warehouse import publish as publish_module
-from tests.cohort import build_cohort
+from tests.cohort import KEY, build_cohort
 
 pytestmark = pytest.mark.integration  # runs the pipeline end to end (.ci/run)
 
@@ -106,7 +106,8 @@ def test_a_failed_publish_leaves_the_published_warehouse_as_it_was(
 def test_queries_on_the_published_warehouse_work_while_a_load_runs(config, tmp_path: Path) -> None:
     publish_warehouse(config)
     rescue = Path(sys.executable).parent / "rescue"
-    env = {**os.environ, "RESCUE_PSEUDONYM_KEY": "publish-test-key-0123456789"}
+    # the key the cohort's subject ids were made with (another one is refused)
+    env = {**os.environ, "RESCUE_PSEUDONYM_KEY": KEY.decode()}
     load = subprocess.Popen(
         [str(rescue), "run", "--full", "--config", str(config.path)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
