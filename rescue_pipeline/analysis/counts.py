@@ -6,6 +6,7 @@ them; reading them here keeps the definition (CNSR 0 is an event) in one place.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,3 +49,18 @@ def eligibility_counts(con: Any) -> EligibilityCounts:
     return EligibilityCounts(
         int(counts.get("yes", 0)), int(counts.get("no", 0)), int(counts.get("unknown", 0))
     )
+
+
+def latest_derivation(con: Any) -> dict[str, Any] | None:
+    """The latest derivation run: when (derived_at) and with which settings (the cut-off
+    resolved); None before the first one."""
+    if not has_table(con, "analysis", "derivation_runs"):
+        return None
+    rows = con.execute(
+        "SELECT derived_at, settings FROM analysis.derivation_runs ORDER BY derived_at DESC LIMIT 1"
+    ).fetchall()  # fetchall: DuckDB 2 keeps a half-read result open and blocks the connection
+    if not rows:
+        return None
+    derived_at, settings = rows[0]
+    settings = json.loads(settings) if isinstance(settings, str) else settings
+    return {"derived_at": derived_at, "settings": settings}

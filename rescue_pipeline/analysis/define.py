@@ -20,8 +20,17 @@ from typing import Any, Literal
 from sqlalchemy import Date, Double, Float, Integer, Table
 
 from rescue_pipeline.analysis.codelists import CODELISTS, CRITERION_TEXT, Codelist, codelist_for
+from rescue_pipeline.rules import (
+    dates,
+    gcig,
+    partial_dates,
+    recurrence,
+    regimens,
+    screening,
+    treatment,
+    tte,
+)
 from rescue_pipeline.rules import eligibility as elig
-from rescue_pipeline.rules import tte
 from rescue_pipeline.warehouse import analysis_tables as at
 
 Kind = Literal["text", "integer", "float", "date"]
@@ -451,15 +460,6 @@ def value_level(settings: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
 
 def rule_modules() -> list[dict[str, str]]:
     """The rule modules' own account of the rule book (their docstrings cite its sections)."""
-    from rescue_pipeline.rules import (
-        dates,
-        gcig,
-        partial_dates,
-        recurrence,
-        regimens,
-        screening,
-        treatment,
-    )
 
     modules = (dates, partial_dates, screening, recurrence, regimens, gcig, elig, tte, treatment)
     return [{"module": m.__name__, "text": plain(inspect.getdoc(m) or "")} for m in modules]

@@ -21,6 +21,7 @@ from odmlib.odm_parser import ODMSchemaValidator
 from xmlschema import XMLSchemaValidationError
 
 from rescue_pipeline import __version__
+from rescue_pipeline.analysis.codelists import CT_STANDARD
 
 RULES_LEAF = "LF.RULES"
 RULES_HREF = "define.html"  # its "Derivation rules" section: the rule modules' own account
@@ -78,8 +79,6 @@ def build(document: Mapping[str, Any], *, created: dt.datetime | None = None) ->
         Status="Final",
     ))  # fmt: skip
     if any(c["nci"] for c in document["codelists"]):
-        from rescue_pipeline.analysis.codelists import CT_STANDARD
-
         mdv.Standards.Standard.append(odm.Standard(
             OID="STD.CT", Name=CT_STANDARD["name"], Type="CT",
             PublishingSet=CT_STANDARD["publishing_set"], Version=CT_STANDARD["version"],
@@ -166,9 +165,7 @@ def _item_def(oid: str, v: Mapping[str, Any], *, fmt: str) -> Any:
     if v["codelist"]:
         item.CodeListRef = odm.CodeListRef(CodeListOID=v["codelist"])
     origin = odm.Origin(Type=v["origin"])
-    if v["origin"] == "Predecessor":
-        origin.Description = _text(v["derivation"])
-    elif v["origin"] == "Assigned":
+    if v["origin"] in ("Predecessor", "Assigned"):  # a derived one has its MethodDef instead
         origin.Description = _text(v["derivation"])
     item.Origin.append(origin)
     return item

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from rescue_pipeline.analysis import define_html, define_xml
+from rescue_pipeline.analysis.counts import latest_derivation
 from rescue_pipeline.analysis.define import (
     DIRECT_IDENTIFIERS,
     MAX_LABEL,
@@ -97,7 +98,7 @@ def export(
     lengths = {spec.name: value_lengths(tables[spec.name]) for spec in specs}
     document = define_document(specs, study_id=study_id, nct_id=nct_id, fmt=fmt,
                                lengths=lengths, files=files,
-                               provenance=_provenance(con))  # fmt: skip
+                               provenance=latest_derivation(con))  # fmt: skip
     document = json.loads(json.dumps(document, ensure_ascii=False, default=str))  # as written
     result.define_xml = out / "define.xml"
     try:
@@ -210,24 +211,6 @@ def _check_study(tables: dict[str, pa.Table], study_id: str) -> None:
         if found:
             raise ExportError(f"dataset {name}: STUDYID {sorted(map(str, found))} is not "
                               f"the configured study {study_id!r}")  # fmt: skip
-
-
-def _provenance(con: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
-    """The latest derivation run (when, with which settings), if the table exists."""
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() "
-        "WHERE schema_name = 'analysis' AND table_name = 'derivation_runs'"
-    ).fetchall()[0][0]
-    if not exists:
-        return None
-    rows = con.execute(
-        "SELECT derived_at, settings FROM analysis.derivation_runs ORDER BY derived_at DESC LIMIT 1"
-    ).fetchall()  # fetchall: DuckDB 2 keeps a half-read result open and blocks the connection
-    if not rows:
-        return None
-    row = rows[0]
-    settings = json.loads(row[1]) if isinstance(row[1], str) else row[1]
-    return {"derived_at": row[0], "settings": settings}
 
 
 @contextmanager

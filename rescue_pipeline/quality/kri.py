@@ -11,6 +11,7 @@ threshold. Only the harmful direction is flagged (more quarantined lines, not fe
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -249,11 +250,7 @@ def assess(indicator: Indicator, counts: Iterable[tuple[str, float, int]]) -> As
 
 
 def _median(values: Sequence[float]) -> float | None:
-    ordered = sorted(values)
-    if not ordered:
-        return None
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return statistics.median(values) if values else None
 
 
 def assess_all(rows: Iterable[tuple[str, str, float, int]]) -> list[Assessed]:

@@ -16,21 +16,15 @@ from typing import Any
 
 from rescue_pipeline.quality.gate import QualityResult
 from rescue_pipeline.quality.suites import CheckResult
-from rescue_pipeline.warehouse.database import has_table
+from rescue_pipeline.warehouse.database import has_table, table_columns
 
 
 def latest_quality_run(con: Any) -> QualityResult | None:
     """Every check of the latest quality run (by time checked), as quality.results holds it."""
     if not has_table(con, "quality", "results"):
         return None
-    present = {
-        name
-        for (name,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() "
-            "WHERE database_name = current_database() AND schema_name = 'quality' "
-            "AND table_name = 'results'"
-        ).fetchall()
-    }  # a warehouse of an earlier version lacks the newer columns: they read as None
+    # a warehouse of an earlier version lacks the newer columns: they read as None
+    present = table_columns(con, "quality", "results")
     columns = [f.name for f in dataclasses.fields(CheckResult) if f.name in present]
     order = "check_id, " if "check_id" in present else "table_name, expectation, "
     rows = con.execute(

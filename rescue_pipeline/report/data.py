@@ -9,18 +9,18 @@ by arm. Enrolment is counted per quarter, never a subject's date.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
+from rescue_pipeline.analysis.counts import latest_derivation
 from rescue_pipeline.quality.gate import QualityResult
 from rescue_pipeline.quality.kri import Assessed, assess_all
 from rescue_pipeline.quality.latest import latest_publication, latest_quality_run, run_checked_at
 from rescue_pipeline.quality.suites import CheckResult, Suite, load_suites
-from rescue_pipeline.warehouse.database import has_table
+from rescue_pipeline.warehouse.database import has_table, table_columns
 
 ELIGIBILITY_STATUSES = ("yes", "no", "unknown")
 # One definition of randomised everywhere in the report: an arm and its date (as ADSL's RANDFL).
@@ -204,14 +204,8 @@ def read_report(
 
 def _data_cutoff(con: duckdb.DuckDBPyConnection) -> str | None:
     """The data cut-off of the latest derivation (its recorded settings)."""
-    if not has_table(con, "analysis", "derivation_runs"):
-        return None
-    rows = con.execute(
-        "SELECT settings FROM analysis.derivation_runs ORDER BY derived_at DESC LIMIT 1"
-    ).fetchall()
-    if not rows or rows[0][0] is None:
-        return None
-    settings = json.loads(rows[0][0]) if isinstance(rows[0][0], str) else rows[0][0]
+    run = latest_derivation(con)
+    settings = run["settings"] if run else None
     cutoff = settings.get("data_cutoff") if isinstance(settings, dict) else None
     return str(cutoff) if cutoff else None
 
@@ -281,12 +275,7 @@ def _publications(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) 
 
 def _loads(con: duckdb.DuckDBPyConnection, sites: dict[str, SiteReport]) -> None:
     # new_versions: a published warehouse from before the column has none (then 0: "unknown")
-    has_new = "new_versions" in {
-        c for (c,) in con.execute(
-            "SELECT column_name FROM duckdb_columns() "
-            "WHERE schema_name = 'quality' AND table_name = 'load_history'"
-        ).fetchall()
-    }  # fmt: skip
+    has_new = "new_versions" in table_columns(con, "quality", "load_history")
     new_versions = "sum(new_versions)" if has_new else "0"
     by_load: dict[tuple[str, str], LoadCounts] = {}
     for load_id, site_id, started, received, accepted, quarantined, new in con.execute(

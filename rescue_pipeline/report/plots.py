@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -174,7 +175,7 @@ def enrolment_plot(enrolment: Mapping[str, Sequence[tuple[str, int]]], path: Pat
         per_month = [0] * len(months)
         for month, n in rows:
             per_month[index[month]] += n
-        cumulative = list(_running(per_month))
+        cumulative = list(accumulate(per_month))
         total = [t + c for t, c in zip(total, cumulative, strict=True)]
         ax.step(range(len(months)), cumulative, where="post", label=site)
     if months:
@@ -192,14 +193,6 @@ def enrolment_plot(enrolment: Mapping[str, Sequence[tuple[str, int]]], path: Pat
     ax.set_title("Enrolment over time")
     ax.tick_params(axis="x", labelrotation=30)
     return _save(fig, path)
-
-
-def _running(values: Sequence[int]) -> Sequence[int]:
-    out, total = [], 0
-    for v in values:
-        total += v
-        out.append(total)
-    return out
 
 
 def kri_plot(kris: Sequence[Assessed], path: Path) -> Path:

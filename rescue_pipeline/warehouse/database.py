@@ -197,6 +197,19 @@ def has_table(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
     )
 
 
+def table_columns(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> set[str]:
+    """The columns a table of the connection's own database has (one an earlier version wrote
+    may lack the newer ones)."""
+    return {
+        column
+        for (column,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() "
+            "AND schema_name = ? AND table_name = ?",
+            [schema, name],
+        ).fetchall()
+    }
+
+
 def rebuild_tables(
     con: duckdb.DuckDBPyConnection, tables_: Sequence[Table], *, run_log: Table
 ) -> None:
