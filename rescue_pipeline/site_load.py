@@ -31,6 +31,7 @@ from rescue_pipeline.quality.gate import (
     refusal,
     run_quality,
 )
+from rescue_pipeline.quality.suites import worker as quality_worker
 from rescue_pipeline.raw.landing import LoadResult, new_load_id
 from rescue_pipeline.raw.site_landing import land_fetched
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
@@ -315,16 +316,24 @@ def build_core_layer(
         return result
 
 
-def derive_analysis_layer(config: Config) -> AnalysisResult:
-    """Derive eligibility, ADSL and ADTTE from the core tables."""
+def derive_analysis_layer(config: Config, *, start_quality_worker: bool = False) -> AnalysisResult:
+    """Derive eligibility, ADSL and ADTTE from the core tables. `start_quality_worker` when the
+    quality step runs next in this process (`rescue run`): the worker imports Great
+    Expectations meanwhile, on the processor the derivation's Python leaves over."""
+    if start_quality_worker:
+        quality_worker.start()
     with work_db(config) as con:
         return derive_analysis(con, config)
 
 
 def check_quality(config: Config) -> QualityResult:
-    """Run every expectation suite; results go to quality.results."""
-    with work_db(config) as con:
-        result = run_quality(con, config)
+    """Run every expectation suite; results go to quality.results. The quality worker ends
+    with the step: the publish, report and validation get its memory back."""
+    try:
+        with work_db(config) as con:
+            result = run_quality(con, config)
+    finally:
+        quality_worker.stop()
     log.info(
         "quality run %s: %d checks, %d critical failures, %d warnings",
         result.run_id, len(result.checks), len(result.critical_failures), len(result.warnings),

@@ -39,6 +39,7 @@ from rescue_pipeline.dagster_defs.keys import (
     RAW_VALIDATION,
     REPORT,
     REPORT_TAG,
+    TRIGGER_TAG,
     WAREHOUSE_POOL,
 )
 from rescue_pipeline.quality.gate import PublishRefused
@@ -269,7 +270,10 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
     ) -> Iterator[dg.MaterializeResult]:
         config = rescue.load()
         with _reported(context, config, AnalysisPart):
-            result = derive_analysis_layer(config)
+            # the command line runs every step in its own process: the quality step's worker
+            # can start now (Dagster's multiprocess executor would end it with this step)
+            in_process = context.run.tags.get(TRIGGER_TAG) == "cli"
+            result = derive_analysis_layer(config, start_quality_worker=in_process)
         part = AnalysisPart(
             ok=True, eligible=result.eligible.eligible,
             not_eligible=result.eligible.not_eligible,

@@ -34,6 +34,7 @@ from rescue_pipeline.dagster_defs.keys import (
 )
 from rescue_pipeline.extract.http import scrub
 from rescue_pipeline.quality.latest import latest_publication
+from rescue_pipeline.quality.suites import worker as quality_worker
 from rescue_pipeline.raw.workers import shutdown_pools
 from rescue_pipeline.run_report import (
     ErrorPart,
@@ -112,6 +113,7 @@ def run_pipeline(
     replay = defs.resolve_job_def(REPLAY_JOB).execute_in_process(
         instance=instance, run_config=_QUIET, tags=tags, raise_on_error=False
     )
+    quality_worker.stop()  # when a step failed before the quality step could end it
     if not replay.success and _stopped(replay):
         published = any(e.asset_key == PUBLISHED for e in replay.get_asset_materialization_events())
         _end(end, False, "stopped")

@@ -4,11 +4,11 @@ Each suite is a JSON file here (`<layer>.<table>.json`): the DuckDB query that c
 frame, and its expectations, each with a stable id (`ca125_units_known`) that names the Dagster
 check and keys its results in quality.results. The suites' sha256 is recorded with every run.
 
-GE's SQL datasource fails quietly on DuckDB (DEPENDENCY-FACTS.md), so each suite names the
-DuckDB query that computes its frame (keys and derived flags; DuckDB does the heavy work) and
-GE validates that frame through its pandas route. An expectation whose run raised is a failure
-with the error shown, never a pass. Results keep only keys of failing rows (resource ids,
-usubjid), never their values, so quality.results carries no PHI.
+GE's SQL datasource fails quietly on DuckDB, so each suite names the DuckDB query that
+computes its frame (keys and derived flags; DuckDB does the heavy work) and GE validates that
+frame through its pandas route, in the quality worker (`worker.py`). An expectation whose run
+raised is a failure with the error shown, never a pass. Results keep only keys of failing rows
+(resource ids, usubjid), never their values, so quality.results carries no PHI.
 """
 
 from __future__ import annotations
@@ -18,51 +18,37 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from rescue_pipeline.raw.structure import REASONS
+from rescue_pipeline.quality.suites import worker
+from rescue_pipeline.quality.suites.model import (
+    SAMPLE_KEYS,
+    CheckResult,
+    Stamp,
+    Suite,
+    SuiteError,
+    failed,
+)
 
-SAMPLE_KEYS = 5
+__all__ = [
+    "SAMPLE_KEYS",
+    "CheckResult",
+    "Suite",
+    "SuiteError",
+    "load_suites",
+    "run_suites",
+    "suites_folder",
+    "suites_sha256",
+]
+
+IN_FLIGHT = 2  # frames computed and not yet checked: memory stays bounded
 _ID = re.compile(r"[a-z][a-z0-9_]{2,62}")
-
-
-@dataclass(frozen=True)
-class Suite:
-    name: str
-    layer: str
-    table: str
-    query: str
-    key: str
-    expectations: tuple[dict[str, Any], ...]
-
-
-class SuiteError(ValueError):
-    """A suite file that cannot be used: the file and what is wrong with it."""
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    run_id: str
-    site_id: str | None
-    layer: str
-    table_name: str
-    expectation: str
-    description: str
-    severity: str
-    success: bool
-    observed_value: str | None
-    unexpected_count: int | None
-    sample_keys: str | None
-    checked_at: str
-    check_id: str | None = None  # the expectation's stable id
-    suites_sha256: str | None = None  # of the suites this run used
-    # Every failing row's key (the site's data queries); not a quality.results column.
-    failing_keys: tuple[str, ...] = ()
 
 
 def suites_folder() -> Path:
@@ -103,11 +89,6 @@ def load_suites(folder: Path | None = None) -> list[Suite]:
     return suites
 
 
-def _kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Placeholders a JSON file cannot hold: $REASONS is the landing's reason codes."""
-    return {k: sorted(REASONS) if v == "$REASONS" else v for k, v in kwargs.items()}
-
-
 def run_suites(
     con: duckdb.DuckDBPyConnection,
     suites: list[Suite],
@@ -122,123 +103,29 @@ def run_suites(
     `sites` (the configured ones) each get a result even when a frame has no row of theirs: a
     suite whose query keeps only suspect rows (DuckDB narrowing millions of rows to the few
     that can fail) then still says that the site passed. `digest` (the suites' sha256) is
-    recorded with every result.
+    recorded with every result. DuckDB computes each frame here; Great Expectations checks it in
+    the quality worker while the next frame is computed (a few frames in flight at most).
     """
-    import great_expectations as gx  # 3 s to import: only the quality step pays for it
-
-    run_id = run_id or uuid.uuid4().hex[:12]
-    checked_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    # No progress bars: they are not ours to print, and a closed stdout (a pipe to `head`)
-    # would turn every check into a "Broken pipe" failure.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-    source = context.data_sources.add_pandas("rescue")
+    stamp = Stamp(
+        run_id or uuid.uuid4().hex[:12],
+        dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        digest,
+        uuid.uuid4().hex,
+    )
+    pending: deque[Callable[[], list[CheckResult]]] = deque()
     out: list[CheckResult] = []
     for suite in suites:
         try:
             needed = {k: v for k, v in params.items() if f"${k}" in suite.query}
             frame = con.execute(suite.query, needed or None).df()
         except duckdb.Error as exc:
-            out += [
-                _failed(run_id, None, suite, e, f"query failed: {exc}", checked_at, digest)
-                for e in suite.expectations
-            ]
-            continue
-        asset = source.add_dataframe_asset(suite.name)
-        batch_definition = asset.add_batch_definition_whole_dataframe("all")
-        ge_suite = gx.ExpectationSuite(name=suite.name)
-        for e in suite.expectations:
-            config = gx.expectations.expectation_configuration.ExpectationConfiguration(
-                type=e["type"], kwargs=_kwargs(e["kwargs"]), meta=e.get("meta", {})
-            )
-            ge_suite.add_expectation_configuration(config)
-        ge_suite = context.suites.add(ge_suite)
-        present = set(frame["site_id"].dropna().unique()) if len(frame) else set()
-        per_site: list[str | None] = sorted(present | set(sites))
-        for site in per_site or [None]:
-            part = frame if site is None else frame[frame["site_id"] == site]
-            batch = batch_definition.get_batch(batch_parameters={"dataframe": part})
-            result = batch.validate(
-                ge_suite,
-                result_format={
-                    "result_format": "COMPLETE",
-                    "unexpected_index_column_names": [suite.key],
-                },
-            )
-            for expectation, r in zip(suite.expectations, result.results, strict=True):
-                out.append(_result(run_id, site, suite, expectation, r, checked_at, digest))
+            message = f"query failed: {exc}"
+            known = [failed(suite, None, e, message, stamp) for e in suite.expectations]
+            pending.append(partial(list, known))
+        else:
+            pending.append(worker.submit(suite, frame, sites, stamp))
+        if len(pending) >= IN_FLIGHT:
+            out += pending.popleft()()
+    while pending:
+        out += pending.popleft()()
     return out
-
-
-def _result(
-    run_id: str,
-    site: str | None,
-    suite: Suite,
-    e: dict[str, Any],
-    r: Any,
-    checked_at: str,
-    digest: str | None,
-) -> CheckResult:
-    message = _raised(r.exception_info)
-    if message is not None:
-        return _failed(run_id, site, suite, e, message, checked_at, digest)
-    details = r.result or {}
-    # sorted: the sample is then the same whatever order DuckDB handed the rows over in
-    keys = sorted(
-        str(row.get(suite.key) if isinstance(row, dict) else row)
-        for row in details.get("unexpected_index_list") or []
-    )
-    observed = details.get("observed_value")
-    if observed is None and details.get("element_count") is not None:
-        # a row-by-row expectation has no single observed value: say what it saw
-        rows, bad = int(details["element_count"]), int(details.get("unexpected_count") or 0)
-        observed = (
-            f"{bad:,} of {rows:,} rows unexpected" if bad else f"all {rows:,} rows as expected"
-        )
-    return CheckResult(
-        run_id=run_id,
-        site_id=site,
-        layer=suite.layer,
-        table_name=suite.table,
-        expectation=e["type"],
-        description=e.get("meta", {}).get("description", ""),
-        severity=e.get("meta", {}).get("severity", "warning"),
-        success=bool(r.success),
-        observed_value=None if observed is None else str(observed)[:200],
-        unexpected_count=details.get("unexpected_count"),
-        sample_keys=",".join(keys[:SAMPLE_KEYS]) or None,
-        checked_at=checked_at,
-        check_id=e["id"],
-        suites_sha256=digest,
-        failing_keys=tuple(keys) if not r.success else (),
-    )
-
-
-def _raised(info: Any) -> str | None:
-    """The error a check raised, if it did. GE keeps it either at the top level or per metric
-    ({metric id: {raised_exception, exception_message, ...}}); both shapes are read."""
-    if not isinstance(info, dict):
-        return None
-    entries = [info, *(v for v in info.values() if isinstance(v, dict))]
-    for entry in entries:
-        if entry.get("raised_exception") or entry.get("exception_message"):
-            return str(entry.get("exception_message") or "the check raised an error")
-    return None
-
-
-def _failed(
-    run_id: str,
-    site: str | None,
-    suite: Suite,
-    e: dict[str, Any],
-    message: str,
-    checked_at: str,
-    digest: str | None,
-) -> CheckResult:
-    return CheckResult(
-        run_id, site, suite.layer, suite.table, e["type"], e.get("meta", {}).get("description", ""),
-        e.get("meta", {}).get("severity", "warning"), False, message.splitlines()[0][:500], None,
-        None, checked_at, e["id"], digest,
-    )  # fmt: skip
