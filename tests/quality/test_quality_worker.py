@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -179,3 +182,25 @@ def test_stop_ends_the_worker_at_once() -> None:
     process = worker._WORKER[0].process
     worker.stop()
     assert not process.is_alive() and not worker._WORKER
+
+
+def test_a_process_that_used_the_worker_exits_without_a_word_on_stderr(tmp_path: Path) -> None:
+    """The worker's libraries make semaphores; a worker stopped without releasing them makes
+    Python's resource tracker warn on the user's terminal when the run ends."""
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import duckdb\n"
+        "from rescue_pipeline.quality.suites import Suite, run_suites, worker\n"
+        "if __name__ == '__main__':\n"
+        "    suite = Suite('core.x', 'core', 'core.x', \"SELECT 'site-a' AS site_id, 'k' AS key, "
+        "1 AS v\", 'key', ({'id': 'v_present', 'type': 'expect_column_values_to_not_be_null', "
+        "'kwargs': {'column': 'v'}},))\n"
+        "    results = run_suites(duckdb.connect(), [suite], params={}, sites=['site-a'])\n"
+        "    assert len(results) == 1 and results[0].success\n"
+        "    worker.stop()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout == ""

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 
 from rescue_pipeline.quality.suites import worker
 from rescue_pipeline.quality.suites.model import (
@@ -115,17 +116,23 @@ def run_suites(
     pending: deque[Callable[[], list[CheckResult]]] = deque()
     out: list[CheckResult] = []
     for suite in suites:
+        needed = {k: v for k, v in params.items() if f"${k}" in suite.query}
+        again = partial(_frame, con, suite.query, needed)
         try:
-            needed = {k: v for k, v in params.items() if f"${k}" in suite.query}
-            frame = con.execute(suite.query, needed or None).df()
+            frame = again()
         except duckdb.Error as exc:
             message = f"query failed: {exc}"
             known = [failed(suite, None, e, message, stamp) for e in suite.expectations]
             pending.append(partial(list, known))
         else:
-            pending.append(worker.submit(suite, frame, sites, stamp))
+            pending.append(worker.submit(suite, frame, sites, stamp, again))
+            del frame  # the worker has it
         if len(pending) >= IN_FLIGHT:
             out += pending.popleft()()
     while pending:
         out += pending.popleft()()
     return out
+
+
+def _frame(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any]) -> pd.DataFrame:
+    return con.execute(query, params or None).df()

@@ -20,6 +20,7 @@ import queue
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -53,6 +54,9 @@ def _serve(requests: Any, replies: Any, parent: int) -> None:
     queue's own thread would only print it)."""
     watch_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # stop() ends it with SIGTERM: exit as Python does, so that the semaphores a library made
+    # here are released (killed outright, the resource tracker would warn of them)
+    signal.signal(signal.SIGTERM, _exit)
     logging.getLogger().addHandler(logging.NullHandler())  # GE's log lines are not ours to print
     warm()
     while (message := requests.get()) is not None:
@@ -64,6 +68,10 @@ def _serve(requests: Any, replies: Any, parent: int) -> None:
             first = (str(exc).splitlines() or [""])[0][:300]
             reply = pickle.dumps(f"suite {request.suite.name}: {type(exc).__name__}: {first}")
         replies.put((request.number, reply))
+
+
+def _exit(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 class _Worker:
@@ -104,12 +112,16 @@ class _Worker:
         return checked
 
     def stop(self) -> None:
-        """End the process now: what it was still checking is not wanted any more."""
+        """End the process now: what it was still checking is not wanted any more. The
+        queues are closed too: their feeder thread would otherwise keep a semaphore to the end
+        of this process, and Python would warn of it on the way out."""
         self.process.terminate()
         self.process.join(timeout=5)
         if self.process.is_alive():
             self.process.kill()
             self.process.join(timeout=5)
+        for channel in (self.requests, self.replies):
+            channel.close()
 
 
 class _Gone(Exception):
@@ -139,28 +151,34 @@ def stop() -> None:
 
 
 def submit(
-    suite: Suite, data: pd.DataFrame, sites: Sequence[str], stamp: Stamp
+    suite: Suite,
+    data: pd.DataFrame,
+    sites: Sequence[str],
+    stamp: Stamp,
+    again: Callable[[], pd.DataFrame],
 ) -> Callable[[], list[CheckResult]]:
-    """Hand a suite's frame to the worker; the returned call waits for its results (made here
-    when the worker cannot make them)."""
+    """Hand a suite's frame to the worker; the returned call waits for its results. Once sent,
+    the frame is not kept here (at 100,000 patients one is hundreds of MB): if the worker dies
+    before it answers, `again` computes the frame anew and it is checked in this process."""
     start()
     worker = _WORKER[0] if _WORKER else None
     if worker is None:
-        return lambda: validate_frame(suite, data, sites, stamp)
-    request = _Request(next(worker.numbers), suite, data, tuple(sites), stamp)
+        return partial(validate_frame, suite, data, sites, stamp)
+    number = next(worker.numbers)
+    request = _Request(number, suite, data, tuple(sites), stamp)
     try:  # pickled here: the queue's own thread would only print a failure, and wait forever
         message = pickle.dumps(request)
     except Exception:
-        return lambda: validate_frame(suite, data, sites, stamp)
+        return partial(validate_frame, suite, data, sites, stamp)
     worker.requests.put(message)
 
     def results() -> list[CheckResult]:
         try:
-            return worker.reply(request.number)
+            return worker.reply(number)
         except _Gone:
             log.warning("the quality worker ended; the checks go on in this process")
             if _WORKER and _WORKER[0] is worker:
                 _WORKER.clear()
-            return validate_frame(suite, data, sites, stamp)
+            return validate_frame(suite, again(), sites, stamp)
 
     return results
