@@ -22,10 +22,9 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
 from rescue_pipeline.quality.suites import worker
 from rescue_pipeline.quality.suites.model import (
@@ -36,6 +35,9 @@ from rescue_pipeline.quality.suites.model import (
     SuiteError,
     failed,
 )
+
+if TYPE_CHECKING:  # pandas takes 0.4 s to import; here it only names a type
+    import pandas as pd
 
 __all__ = [
     "SAMPLE_KEYS",

@@ -9,9 +9,7 @@ calling process, so both places check the very same data.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from rescue_pipeline.quality.suites.model import (
     SAMPLE_KEYS,
@@ -21,6 +19,9 @@ from rescue_pipeline.quality.suites.model import (
     failed,
 )
 from rescue_pipeline.raw.structure import REASONS
+
+if TYPE_CHECKING:  # pandas takes 0.4 s to import; here it only names a type
+    import pandas as pd
 
 # The call of run_suites in progress: its token, GE context and datasource, and how many suites
 # it has checked (GE's names must be unique in a context, and a suite may come twice).

@@ -22,13 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing.process import BaseProcess
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from rescue_pipeline.quality.suites.model import CheckResult, Stamp, Suite
 from rescue_pipeline.quality.suites.validate import validate_frame, warm
 from rescue_pipeline.raw.workers import watch_parent
+
+if TYPE_CHECKING:  # pandas takes 0.4 s to import; here it only names a type
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
