@@ -113,9 +113,12 @@ def _run_pipeline(
 
     from rescue_pipeline.core.pseudonym import pseudonym_key
     from rescue_pipeline.dagster_defs.runner import instance_for, run_pipeline
+    from rescue_pipeline.interpreter import imports_done
     from rescue_pipeline.progress import Stage
     from rescue_pipeline.site_load import work_db
     from rescue_pipeline.warehouse.no_space import no_space
+
+    imports_done()
 
     pseudonym_key()  # fail before landing anything, not after
     stages: list[Stage] = []
@@ -814,6 +817,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the command itself, not a caller in a process of its own
+        from rescue_pipeline.interpreter import collect_less
+
+        collect_less()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "synth":

@@ -14,6 +14,8 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 
+from rescue_pipeline.interpreter import collect_less
+
 WORKERS_MAX = 4
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
@@ -32,6 +34,13 @@ def watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="rescue-parent-watch", daemon=True).start()
 
 
+def start_worker(parent: int) -> None:
+    """Worker initializer: ends with its parent (watch_parent); collects garbage as the
+    command does (interpreter.collect_less), which also makes its exit quick."""
+    watch_parent(parent)
+    collect_less()
+
+
 def available() -> int:
     """How many workers this machine can keep busy: its processors, at most WORKERS_MAX."""
     try:
@@ -47,7 +56,7 @@ def pool(workers: int) -> ProcessPoolExecutor:
     if found is None:
         context = multiprocessing.get_context("spawn")
         found = _POOLS[workers] = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=watch_parent, initargs=(os.getpid(),)
+            workers, mp_context=context, initializer=start_worker, initargs=(os.getpid(),)
         )
         if len(_POOLS) == 1:
             atexit.register(shutdown_pools)

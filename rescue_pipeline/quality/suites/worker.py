@@ -24,9 +24,10 @@ from functools import partial
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
+from rescue_pipeline.interpreter import imports_done
 from rescue_pipeline.quality.suites.model import CheckResult, Stamp, Suite
 from rescue_pipeline.quality.suites.validate import validate_frame, warm
-from rescue_pipeline.raw.workers import watch_parent
+from rescue_pipeline.raw.workers import start_worker
 
 if TYPE_CHECKING:  # pandas takes 0.4 s to import; here it only names a type
     import pandas as pd
@@ -53,13 +54,14 @@ def _serve(requests: Any, replies: Any, parent: int) -> None:
     """The worker's loop: import GE, then check each request in turn until told to stop.
     Replies are pickled here, so one that cannot be sent is reported instead of lost (the
     queue's own thread would only print it)."""
-    watch_parent(parent)
+    start_worker(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # stop() ends it with SIGTERM: exit as Python does, so that the semaphores a library made
     # here are released (killed outright, the resource tracker would warn of them)
     signal.signal(signal.SIGTERM, _exit)
     logging.getLogger().addHandler(logging.NullHandler())  # GE's log lines are not ours to print
     warm()
+    imports_done()
     while (message := requests.get()) is not None:
         request: _Request = pickle.loads(message)  # noqa: S301 (our own parent's bytes)
         try:
