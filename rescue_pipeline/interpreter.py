@@ -1,4 +1,5 @@
-"""How CPython's cyclic garbage collector runs in the pipeline's processes.
+"""How CPython's cyclic garbage collector (and the C allocator under it) runs in the
+pipeline's processes.
 
 Importing Dagster, DuckDB, pyarrow (and, in the quality worker, Great Expectations) leaves
 hundreds of thousands of long-lived objects that are never garbage. With CPython's default
@@ -14,7 +15,9 @@ passes.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import gc
+import sys
 
 # A young-generation pass every YOUNG container allocations (CPython: 700), an older pass every
 # OLDER young ones (CPython: 10 and 10). Cyclic garbage waits a little longer: a few MB at most.
@@ -38,3 +41,15 @@ def imports_done() -> None:
     """After a process's large imports: what they made lives as long as the process, so later
     passes need not walk it."""
     gc.freeze()
+
+
+def return_free_memory() -> None:
+    """Give memory freed since the last call back to the system. glibc keeps what a large
+    frame used in its arenas for reuse, so a worker's resident size would otherwise stay at its
+    largest request's while the next stage needs the memory. No-op off glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # musl and others: nothing to trim with
+        return

@@ -20,6 +20,7 @@ from rescue_pipeline.config import Config
 from rescue_pipeline.quality.completeness import write_completeness
 from rescue_pipeline.quality.kri import write_kris
 from rescue_pipeline.quality.suites import CheckResult, load_suites, run_suites, suites_sha256
+from rescue_pipeline.quality.suites import worker as suites_worker
 from rescue_pipeline.warehouse.database import (
     create_or_upgrade,
     has_table,
@@ -65,6 +66,7 @@ def run_quality(
         con, load_suites(), params=params, sites=[s.id for s in config.sites],
         digest=suites_sha256(),
     )  # fmt: skip
+    suites_worker.stop()  # every result is in: its memory goes before the results are written
     result = QualityResult(checks[0].run_id if checks else "none", checks)
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS quality")

@@ -329,3 +329,30 @@ def test_every_result_names_its_check_by_id_and_the_suites_it_was_checked_by(con
     assert {c for c, _ in stored} == ids  # every check, by its id
     assert {d for _, d in stored} == {suites_module.suites_sha256()}
     assert findings and {f for (f,) in findings} <= ids
+
+
+@pytest.mark.integration
+def test_the_quality_worker_ends_before_the_results_are_written(
+    config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 100,000 patients the worker holds hundreds of MB that the writes after the checks
+    (findings, completeness, KRIs) would otherwise run beside."""
+    from rescue_pipeline.quality import gate
+    from rescue_pipeline.quality.suites import worker
+
+    alive_at_write: list[bool] = []
+    write_kris = gate.write_kris
+
+    def spy(*args, **kwargs):
+        alive_at_write.append(any(w.alive() for w in worker._WORKER))
+        return write_kris(*args, **kwargs)
+
+    monkeypatch.setattr(gate, "write_kris", spy)
+    worker.start()
+    try:
+        checked_by = worker._WORKER[0].process
+        with work_db(config) as con:
+            result = run_quality(con, config, today=TODAY)
+    finally:
+        worker.stop()
+    assert result.checks and alive_at_write == [False] and not checked_by.is_alive()

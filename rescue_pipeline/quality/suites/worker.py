@@ -24,7 +24,7 @@ from functools import partial
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
-from rescue_pipeline.interpreter import imports_done
+from rescue_pipeline.interpreter import imports_done, return_free_memory
 from rescue_pipeline.quality.suites.model import CheckResult, Stamp, Suite
 from rescue_pipeline.quality.suites.validate import validate_frame, warm
 from rescue_pipeline.raw.workers import start_worker
@@ -71,6 +71,8 @@ def _serve(requests: Any, replies: Any, parent: int) -> None:
             first = (str(exc).splitlines() or [""])[0][:300]
             reply = pickle.dumps(f"suite {request.suite.name}: {type(exc).__name__}: {first}")
         replies.put((request.number, reply))
+        del request, message
+        return_free_memory()  # the frame's memory, for the run's next queries
 
 
 def _exit(signum: int, frame: object) -> None:
