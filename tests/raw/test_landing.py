@@ -270,6 +270,10 @@ def test_large_file_crosses_batches(con, write_site, monkeypatch: pytest.MonkeyP
     result = land(con, folder, progress=seen.append)
     assert result.total().accepted == 51 and result.total().new_versions == 50
     assert sum(seen) == 51
+    # the copy in a later span is the one dropped: the version is where it first came
+    assert rows(
+        con, "SELECT line_number FROM raw.fhir_resource_versions WHERE resource_id = 'o3'"
+    ) == [(4,)]
 
 
 def test_parallel_workers_land_exactly_what_inline_lands(
