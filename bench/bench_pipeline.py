@@ -277,6 +277,8 @@ def main() -> None:
         "run with the median ratio to the report: on a shared machine one run can be 15 %% off",
     )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat: at least 1")
     OUT.mkdir(parents=True, exist_ok=True)
     # The package byte-compiled, as an installed one is (pip compiles a wheel's modules; an
     # editable install compiles them at first import, unless PYTHONDONTWRITEBYTECODE is set,

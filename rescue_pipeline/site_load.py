@@ -331,7 +331,7 @@ def check_quality(config: Config) -> QualityResult:
     with the step: the publish, report and validation get its memory back."""
     try:
         with work_db(config) as con:
-            result = run_quality(con, config)
+            result = run_quality(con, config, stop_worker=True)
     finally:
         quality_worker.stop()
     log.info(

@@ -30,6 +30,7 @@ except SystemExit:
 """
 
 
+@pytest.mark.integration
 def test_the_command_collects_less_and_freezes_its_objects_at_exit() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _COMMAND], capture_output=True, text=True, check=True, timeout=120
@@ -42,8 +43,12 @@ def test_a_caller_in_its_own_process_keeps_its_collector_settings() -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     assert gc.get_threshold() == before != TUNED
+    frozen = gc.get_freeze_count()
+    interpreter.imports_done()  # as `rescue run` called in this process does
+    assert gc.get_freeze_count() == frozen
 
 
+@pytest.mark.integration
 def test_worker_processes_collect_as_the_command_does() -> None:
     try:
         assert pool(1).submit(gc.get_threshold).result(timeout=120) == TUNED
@@ -54,11 +59,12 @@ def test_worker_processes_collect_as_the_command_does() -> None:
 # 3,000 blocks of 64 KiB (under glibc's mmap threshold: they come from the heap), all freed but
 # the last, which pins the heap's top, so glibc cannot give the rest back by itself.
 _HEAP = """
+import os
 from rescue_pipeline.interpreter import return_free_memory
 
 def rss():
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096 // 2**20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 2**20
 
 blocks = [bytearray(64 * 1024) for _ in range(3000)]
 pin = blocks[-1]
@@ -69,7 +75,8 @@ print(before, rss())
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's heap")
+@pytest.mark.integration
+@pytest.mark.skipif(not interpreter.glibc(), reason="glibc's heap")
 def test_freed_memory_goes_back_to_the_system() -> None:
     done = subprocess.run(
         [sys.executable, "-c", _HEAP], capture_output=True, text=True, check=True, timeout=120

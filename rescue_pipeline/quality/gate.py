@@ -58,15 +58,24 @@ class QualityResult:
 
 
 def run_quality(
-    con: duckdb.DuckDBPyConnection, config: Config, *, today: dt.date | None = None
+    con: duckdb.DuckDBPyConnection,
+    config: Config,
+    *,
+    today: dt.date | None = None,
+    stop_worker: bool = False,
 ) -> QualityResult:
+    """Check every suite, then write the results, findings, load counts, completeness and KRIs
+    in one transaction. `stop_worker`: end the quality worker once every result is in, so that
+    its memory (hundreds of MB at 100,000 patients) is free for the writes; the quality step
+    asks for it, a caller that checks again soon does not."""
     cutoff = config.analysis.data_cutoff or today or dt.date.today()
     params = {"data_cutoff": cutoff, "checked_since": _previous_run(con)}
     checks = run_suites(
         con, load_suites(), params=params, sites=[s.id for s in config.sites],
         digest=suites_sha256(),
     )  # fmt: skip
-    suites_worker.stop()  # every result is in: its memory goes before the results are written
+    if stop_worker:
+        suites_worker.stop()
     result = QualityResult(checks[0].run_id if checks else "none", checks)
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS quality")

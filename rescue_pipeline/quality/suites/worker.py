@@ -63,16 +63,23 @@ def _serve(requests: Any, replies: Any, parent: int) -> None:
     warm()
     imports_done()
     while (message := requests.get()) is not None:
-        request: _Request = pickle.loads(message)  # noqa: S301 (our own parent's bytes)
-        try:
-            checked = validate_frame(request.suite, request.data, request.sites, request.stamp)
-            reply = pickle.dumps(checked)
-        except Exception as exc:
-            first = (str(exc).splitlines() or [""])[0][:300]
-            reply = pickle.dumps(f"suite {request.suite.name}: {type(exc).__name__}: {first}")
-        replies.put((request.number, reply))
-        del request, message
+        replies.put(_answer(message))
+        del message
         return_free_memory()  # the frame's memory, for the run's next queries
+
+
+def _answer(message: bytes) -> tuple[int, bytes]:
+    """A request's number and its reply, pickled: the results, or the error's one line. The
+    frame and the results are gone when this returns."""
+    request: _Request = pickle.loads(message)  # noqa: S301 (our own parent's bytes)
+    try:
+        checked = validate_frame(request.suite, request.data, request.sites, request.stamp)
+        return request.number, pickle.dumps(checked)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:300]
+        return request.number, pickle.dumps(
+            f"suite {request.suite.name}: {type(exc).__name__}: {first}"
+        )
 
 
 def _exit(signum: int, frame: object) -> None:
