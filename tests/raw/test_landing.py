@@ -455,3 +455,24 @@ def test_a_database_made_by_other_definitions_is_brought_up_to_date(tmp_path: Pa
         assert len(state) == 1 and len(state[0][0]) == 64
     finally:
         con.close()
+
+
+def test_a_version_in_two_files_of_one_load_is_stored_once_where_it_first_came(
+    con, write_site
+) -> None:
+    folder = write_site("site-a", {"Observation": [obs("o1"), obs("o2")]})
+    (folder / "Observation.2.ndjson").write_bytes(  # lands first: files go in name order
+        (folder / "Observation.ndjson").read_bytes().split(b"\n", 1)[1] + orjson.dumps(obs("o3"))
+    )
+    result = land(con, folder)
+    assert result.total().received == 4 and result.total().new_versions == 3
+    assert rows(
+        con,
+        "SELECT resource_id, source, line_number FROM raw.fhir_resource_versions ORDER BY 1",
+    ) == [
+        ("o1", "Observation.ndjson", 1),
+        ("o2", "Observation.2.ndjson", 1),
+        ("o3", "Observation.2.ndjson", 2),
+    ]
+    loads = rows(con, "SELECT received, accepted, new_versions FROM raw.loads")
+    assert loads == [(4, 4, 3)]
