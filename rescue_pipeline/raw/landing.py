@@ -65,19 +65,19 @@ WHERE NOT EXISTS (
 # A version that came twice in this load (the same bytes in two files or spans): the first
 # arrival stays. The streaming insert cannot see its own rows, so this runs after it, in DuckDB
 # (bounded by its memory limit, spilling past it), not as a Python set of every digest (some
-# 250 MB for a 3-million-line load). Arrivals are numbered past every earlier load's, so
-# `arrival > $before` lets DuckDB skip the row groups of earlier loads.
+# 250 MB for a 3-million-line load). This load's arrivals are numbered past every row already
+# stored, and the load holds the writer lock: `arrival > $before` is exactly this load's rows
+# (one site's), and lets DuckDB skip the row groups of earlier loads.
 _DROP_LATER_ARRIVALS = """
 DELETE FROM raw.fhir_resource_versions v
 USING (
     SELECT payload_sha256, min(arrival) AS first_arrival
     FROM raw.fhir_resource_versions
-    WHERE arrival > $before AND site_id = $site AND load_id = $load
+    WHERE arrival > $before
     GROUP BY payload_sha256
     HAVING count(*) > 1
 ) twice
-WHERE v.arrival > $before AND v.site_id = $site AND v.load_id = $load
-  AND v.payload_sha256 = twice.payload_sha256 AND v.arrival > twice.first_arrival
+WHERE v.payload_sha256 = twice.payload_sha256 AND v.arrival > twice.first_arrival
 """
 _STREAM_SCHEMA = VERSION_SCHEMA.append(pa.field("source", pa.string()))
 _INSERT_QUARANTINE = """
@@ -255,7 +255,7 @@ def _land(
             raise failure[0] from None
         raise
     con.unregister("landing_stream")
-    con.execute(_DROP_LATER_ARRIVALS, {"site": site_id, "load": load_id, "before": before})
+    con.execute(_DROP_LATER_ARRIVALS, {"before": before})
     if quarantined:
         con.register("landing_quarantine", pa.concat_tables(quarantined))
         con.execute(_INSERT_QUARANTINE, params)
