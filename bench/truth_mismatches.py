@@ -39,7 +39,7 @@ def main(cohort: Path, work_db: Path) -> None:
     for s in truth["subjects"]:
         u = ids.get(s["research_subject_id"])
         bad = u is None
-        if not bad:
+        if u is not None:
             bad = any(crit[u].get(k) != v["status"] for k, v in s["eligibility"].items())
             bad = bad or summary.get(u) != s["eligible"]
             if s["pfs"] is not None:

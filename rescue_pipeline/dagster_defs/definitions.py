@@ -32,6 +32,7 @@ from rescue_pipeline.config import (
 from rescue_pipeline.dagster_defs.automation import build_automation, build_jobs
 from rescue_pipeline.dagster_defs.failures import fail, failure_line, secrets_of
 from rescue_pipeline.dagster_defs.keys import (
+    AFTER_PUBLISH,
     FULL_TAG,
     PUBLISHED,
     QUALITY,
@@ -470,6 +471,7 @@ def build_freshness_check(config: Config) -> dg.AssetChecksDefinition:
     @dg.asset_check(
         asset=RAW_RESOURCES,
         name="sites_loaded_recently",
+        op_tags=AFTER_PUBLISH,
         description=f"Every site landed within the last {hours:g} hours "
         "(orchestration.stale_after_hours).",
     )
@@ -523,7 +525,10 @@ def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDef
     if not specs:
         return []
 
-    @dg.multi_asset_check(specs=specs, name="quality_checks", can_subset=True, pool=WAREHOUSE_POOL)
+    @dg.multi_asset_check(
+        specs=specs, name="quality_checks", can_subset=True, pool=WAREHOUSE_POOL,
+        op_tags=AFTER_PUBLISH,
+    )  # fmt: skip
     def quality_checks(
         context: dg.AssetCheckExecutionContext, rescue: RescueConfig
     ) -> Iterator[dg.AssetCheckResult]:

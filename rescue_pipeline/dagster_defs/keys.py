@@ -16,6 +16,11 @@ LOAD_OP = RAW_RESOURCES.to_python_identifier()
 # instance limits the pool to 1 (dagster_home/*.yaml: concurrency.pools.default_limit).
 WAREHOUSE_POOL = "rescue_warehouse"
 
+# Steps that only annotate assets for the UI (asset checks reading back what a step stored) run
+# after the steps that publish and write the report, when both are ready: what analysts and
+# sponsors wait for comes first. Dagster runs ready steps of higher priority first.
+AFTER_PUBLISH: dict[str, str] = {"dagster/priority": "-1"}
+
 SITE_TAG = "rescue/site"  # one run per site at a time (tag_concurrency_limits)
 TRIGGER_TAG = "rescue/trigger"  # schedule, sensor, ui
 DROP_TAG = "rescue/drop"  # the drop a sensor run lands

@@ -338,6 +338,12 @@ def test_full_reload_rereads_and_replay_rederives_without_fetching(
         shutil.rmtree(path.parent / site)  # nothing to fetch from: replay must not try
     replay = defs.get_job("replay").execute_in_process(instance=instance)
     assert replay.success
+    # the asset checks (annotations for the UI) run once the report is written, not before it
+    started = [e.step_key for e in replay.all_events if e.event_type_value == "STEP_START"]
+    report = started.index("report__sponsors")
+    assert started.index("warehouse__published") < report
+    assert report < started.index("quality_checks")
+    assert report < started.index("raw__fhir_resources_sites_loaded_recently")
     with duckdb.connect(str(config.work_db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw.loads").fetchone() == loads_before
         (subjects,) = con.execute("SELECT count(*) FROM core.subjects").fetchone() or (0,)
