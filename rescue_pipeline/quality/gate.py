@@ -25,6 +25,7 @@ from rescue_pipeline.warehouse.database import (
     create_or_upgrade,
     has_table,
     insert_columns,
+    memory_share,
     transaction,
 )
 from rescue_pipeline.warehouse.quality_tables import (
@@ -36,6 +37,10 @@ from rescue_pipeline.warehouse.quality_tables import (
 )
 
 WHOLE_TABLE = "(whole table)"
+# DuckDB's share of its memory limit while the suites run: two thirds at the default limit
+# (1.2 GB on a 24 GB machine) leaves the quality worker 0.4 GB. Measured at 100,000
+# patients: the raw integrity query as fast; traceability 3.7 -> 4.9 s.
+BESIDE_THE_WORKER = 2 / 3
 
 
 class PublishRefused(RuntimeError):
@@ -70,10 +75,13 @@ def run_quality(
     asks for it, a caller that checks again soon does not."""
     cutoff = config.analysis.data_cutoff or today or dt.date.today()
     params = {"data_cutoff": cutoff, "checked_since": _previous_run(con)}
-    checks = run_suites(
-        con, load_suites(), params=params, sites=[s.id for s in config.sites],
-        digest=suites_sha256(),
-    )  # fmt: skip
+    # The quality worker (Great Expectations and the frames in flight: 0.3-0.4 GB at 100,000
+    # patients) lives beside DuckDB until every result is in: DuckDB leaves it that much.
+    with memory_share(con, config.duckdb, BESIDE_THE_WORKER):
+        checks = run_suites(
+            con, load_suites(), params=params, sites=[s.id for s in config.sites],
+            digest=suites_sha256(),
+        )  # fmt: skip
     if stop_worker:
         suites_worker.stop()
     result = QualityResult(checks[0].run_id if checks else "none", checks)

@@ -72,6 +72,22 @@ def memory_limit_bytes(setting: str, usable: int | None) -> int:
     return max(wanted, MIN_MEMORY)
 
 
+@contextmanager
+def memory_share(
+    con: duckdb.DuckDBPyConnection, limits: DuckDBConfig, share: float
+) -> Iterator[None]:
+    """DuckDB keeps to `share` of its memory limit inside the block, while another process of
+    ours needs memory beside it (it spills or evicts cached blocks to stay under), then has its
+    whole limit again. The limit is per database instance: every connection to it keeps to it."""
+    whole = memory_limit_bytes(limits.memory_limit, usable_memory())
+    part = max(int(whole * share), MIN_MEMORY)
+    con.execute(f"SET memory_limit = '{part // 2**20}MiB'")  # integers of ours, not data
+    try:
+        yield
+    finally:
+        con.execute(f"SET memory_limit = '{whole // 2**20}MiB'")
+
+
 def connection_settings(limits: DuckDBConfig, path: Path) -> dict[str, str | int]:
     """DuckDB's settings for a connection to the working database at `path`: a memory limit
     taken from this machine (or the configuration), a spill folder, the threads."""

@@ -10,10 +10,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from rescue_pipeline.machine import usable_memory
 from rescue_pipeline.quality import suites as suites_module
 from rescue_pipeline.quality.gate import PublishRefused, held_sites, refusal, run_quality
 from rescue_pipeline.report.render import write_report
 from rescue_pipeline.site_load import publish_warehouse, work_db
+from rescue_pipeline.warehouse.database import MIN_MEMORY
 from tests.cohort import TODAY, build_cohort
 
 
@@ -356,3 +358,39 @@ def test_the_quality_worker_ends_before_the_results_are_written(
     finally:
         worker.stop()
     assert result.checks and alive_at_first_write[:1] == [False]
+
+
+def test_duckdb_leaves_the_quality_worker_a_third_of_its_memory_while_the_suites_run(
+    config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker (Great Expectations and the frames in flight) runs beside DuckDB until every
+    result is in; then the writes have DuckDB's whole limit again."""
+    from rescue_pipeline.quality import gate
+    from rescue_pipeline.warehouse.database import memory_limit_bytes
+
+    def limit(con) -> float:
+        ((value,),) = con.execute(
+            "SELECT value FROM duckdb_settings() WHERE name = 'memory_limit'"
+        ).fetchall()
+        number, unit = value.split()
+        return float(number) * {"MiB": 2**20, "GiB": 2**30, "KiB": 2**10}[unit]
+
+    seen: dict[str, float] = {}
+    run_suites, insert_columns = gate.run_suites, gate.insert_columns
+
+    def suites_spy(con, *args, **kwargs):
+        seen["suites"] = limit(con)
+        return run_suites(con, *args, **kwargs)
+
+    def writes_spy(con, *args, **kwargs):
+        seen.setdefault("writes", limit(con))
+        return insert_columns(con, *args, **kwargs)
+
+    monkeypatch.setattr(gate, "run_suites", suites_spy)
+    monkeypatch.setattr(gate, "insert_columns", writes_spy)
+    with work_db(config) as con:
+        run_quality(con, config, today=TODAY)
+    whole = memory_limit_bytes(config.duckdb.memory_limit, usable_memory())
+    # DuckDB shows a limit over 1 GiB to one decimal place of GiB (1.18 GiB: "1.1 GiB")
+    assert seen["writes"] == pytest.approx(whole, rel=0.1)
+    assert seen["suites"] == pytest.approx(max(whole * 2 / 3, MIN_MEMORY), rel=0.1)

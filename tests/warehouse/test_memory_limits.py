@@ -6,12 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from rescue_pipeline.config import ConfigError, DuckDBConfig, load_config
 from rescue_pipeline.machine import cgroup_memory_limit, usable_memory
 from rescue_pipeline.site_load import work_db
-from rescue_pipeline.warehouse.database import MIN_MEMORY, memory_limit_bytes, open_work_db
+from rescue_pipeline.warehouse.database import (
+    MIN_MEMORY,
+    memory_limit_bytes,
+    memory_share,
+    open_work_db,
+)
 
 GIB = 2**30
 
@@ -69,6 +75,31 @@ def test_the_working_database_is_opened_with_the_limit_threads_and_spill_folder(
     assert settings["threads"] == "1"
     assert settings["temp_directory"] == str(tmp_path / "spill")
     assert settings["enable_progress_bar"] == "false"  # no bar drawn over the CLI's stages
+
+
+def _limit(con: duckdb.DuckDBPyConnection) -> str:
+    ((value,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    return str(value)
+
+
+def test_a_share_of_the_limit_holds_inside_the_block_and_the_whole_after_even_on_error(
+    tmp_path: Path,
+) -> None:
+    limits = DuckDBConfig(memory_limit="900MiB")
+    con = open_work_db(tmp_path / "rescue.work.duckdb", limits=limits)
+    try:
+        whole = _limit(con)
+        with memory_share(con, limits, 2 / 3):
+            assert _limit(con) in ("600.0 MiB", "629.1 MB")
+            # another connection to the same database keeps to it too (one buffer pool)
+            assert _limit(con.cursor()) == _limit(con)
+        assert _limit(con) == whole
+        with pytest.raises(duckdb.Error), memory_share(con, limits, 0.01):
+            assert _limit(con) in ("256.0 MiB", "268.4 MB")  # never below the floor
+            con.execute("SELECT no_such_column")
+        assert _limit(con) == whole
+    finally:
+        con.close()
 
 
 def test_by_default_a_twentieth_of_the_machine_and_a_spill_folder_beside_the_file(
