@@ -36,12 +36,15 @@ from rescue_pipeline.raw.landing import LoadResult, new_load_id
 from rescue_pipeline.raw.site_landing import land_fetched
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
 from rescue_pipeline.stopping import StopRequested
-from rescue_pipeline.warehouse.database import open_work_db
+from rescue_pipeline.warehouse.database import memory_beside, open_work_db
 from rescue_pipeline.warehouse.lock import WarehouseBusy, holder
 from rescue_pipeline.warehouse.no_space import no_space
 from rescue_pipeline.warehouse.publish import PublishResult, publish
 
 log = logging.getLogger(__name__)
+
+# What DuckDB leaves of its memory limit to the validation workers (at most a third of it).
+VALIDATION_RESERVE = 512 * 2**20
 
 
 class SiteLoadError(RuntimeError):
@@ -288,9 +291,13 @@ def validate_site(
     config: Config, site_id: str | None = None, progress: Callable[[int], None] | None = None
 ) -> ValidationResult:
     """Full FHIR validation of the versions not validated yet (all sites, or `site_id`'s),
-    off the publish's path."""
-    with work_db(config) as con:
-        return validate_pending(con, site_id=site_id, progress=progress)
+    off the publish's path. The validation workers (the FHIR models, a few batches each) work
+    beside DuckDB: it leaves them VALIDATION_RESERVE of its memory limit, the last checkpoint
+    included (closing the connection would checkpoint at the whole limit, workers still up)."""
+    with work_db(config) as con, memory_beside(con, config.duckdb, VALIDATION_RESERVE):
+        result = validate_pending(con, site_id=site_id, progress=progress)
+        con.execute("CHECKPOINT")
+        return result
 
 
 def build_core_layer(

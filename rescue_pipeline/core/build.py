@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -41,7 +40,7 @@ from rescue_pipeline.warehouse.database import (
     record_run,
     transaction,
 )
-from rescue_pipeline.warehouse.statements import ScriptError, run_script
+from rescue_pipeline.warehouse.statements import ScriptError, duckdb_first_line, run_script
 from rescue_pipeline.warehouse.streams import ColumnSink, by_subject, insert_arrow
 
 
@@ -72,14 +71,6 @@ def _sql(name: str) -> str:
 class CoreBuildError(RuntimeError):
     """A core build stage failed: its name and DuckDB's first line (out of memory, a missing
     table), never its advice or a quoted value."""
-
-
-def duckdb_first_line(exc: BaseException) -> str:
-    """DuckDB's first line of an error, its quoted literals left out: they can be values of a
-    resource (a conversion error quotes the string it could not convert), identifiers stay."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    first = lines[0] if lines else type(exc).__name__
-    return re.sub(r"'[^']*'", "'…'", first)
 
 
 def build_core(

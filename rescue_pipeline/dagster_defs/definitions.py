@@ -32,8 +32,8 @@ from rescue_pipeline.config import (
 from rescue_pipeline.dagster_defs.automation import build_automation, build_jobs
 from rescue_pipeline.dagster_defs.failures import fail, failure_line, secrets_of
 from rescue_pipeline.dagster_defs.keys import (
-    AFTER_PUBLISH,
     FULL_TAG,
+    LAST_IN_RUN,
     PUBLISHED,
     QUALITY,
     RAW_RESOURCES,
@@ -462,16 +462,17 @@ def _drop_site(site: SiteConfig, drop: Path) -> SiteConfig:
     return dataclasses.replace(site, source=NdjsonSource(path=drop))
 
 
-def build_freshness_check(config: Config) -> dg.AssetChecksDefinition:
+def build_freshness_check(config: Config, *, last: bool = False) -> dg.AssetChecksDefinition:
     """Per site: when did raw/fhir_resources last land it? Older than stale_after_hours (or
-    never) is stale. Dagster's own freshness checks look at the latest partition only."""
+    never) is stale. Dagster's own freshness checks look at the latest partition only. `last`:
+    after the other steps ready with it (keys.LAST_IN_RUN)."""
     site_ids = [site.id for site in config.sites]
     hours = config.orchestration.stale_after_hours
 
     @dg.asset_check(
         asset=RAW_RESOURCES,
         name="sites_loaded_recently",
-        op_tags=AFTER_PUBLISH,
+        op_tags=LAST_IN_RUN if last else None,
         description=f"Every site landed within the last {hours:g} hours "
         "(orchestration.stale_after_hours).",
     )
@@ -499,8 +500,11 @@ def build_freshness_check(config: Config) -> dg.AssetChecksDefinition:
     return sites_loaded_recently
 
 
-def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDefinition]:
-    """Each expectation of a core or analysis suite, as an asset check on the table it covers.
+def build_quality_checks(
+    table_keys: set[dg.AssetKey], *, last: bool = False
+) -> list[dg.AssetChecksDefinition]:
+    """Each expectation of a core or analysis suite, as an asset check on the table it covers
+    (`last`: after the other steps ready with it, keys.LAST_IN_RUN).
 
     The suites run once in quality/results (per site, into quality.results); the checks read
     that run back, so the UI shows pass/fail, the failing sites and row counts on each table.
@@ -527,7 +531,7 @@ def build_quality_checks(table_keys: set[dg.AssetKey]) -> list[dg.AssetChecksDef
 
     @dg.multi_asset_check(
         specs=specs, name="quality_checks", can_subset=True, pool=WAREHOUSE_POOL,
-        op_tags=AFTER_PUBLISH,
+        op_tags=LAST_IN_RUN if last else None,
     )  # fmt: skip
     def quality_checks(
         context: dg.AssetCheckExecutionContext, rescue: RescueConfig
@@ -593,18 +597,23 @@ def _column_schema(table: Table) -> dg.TableSchema:
     )
 
 
-def build_definitions(config: Config, *, retries: bool = True) -> dg.Definitions:
+def build_definitions(
+    config: Config, *, retries: bool = True, checks_last: bool = False
+) -> dg.Definitions:
     """Everything from one configuration: a new site brings its partition, nightly schedule and
     drop sensor. Runs use the multiprocess executor (a step a process); the warehouse pool keeps
-    the working database to one writer. `retries=False`: the command line's runs, which report
-    a failed site at once."""
+    the working database to one writer. `retries=False`, `checks_last=True`: the command line's
+    runs, which report a failed site at once and run the asset checks after the report."""
     assets = build_assets(config, retries=retries)
-    freshness = build_freshness_check(config)
+    freshness = build_freshness_check(config, last=checks_last)
     jobs = build_jobs(freshness)
     schedules, sensors = build_automation(config, jobs)
     return dg.Definitions(
         assets=assets,
-        asset_checks=[*build_quality_checks({k for a in assets for k in a.keys}), freshness],
+        asset_checks=[
+            *build_quality_checks({k for a in assets for k in a.keys}, last=checks_last),
+            freshness,
+        ],
         jobs=jobs,
         schedules=schedules,
         sensors=sensors,

@@ -1,5 +1,8 @@
 """Names the Dagster wiring shares: asset keys, the warehouse pool, run tags."""
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 import dagster as dg
 
 RAW_RESOURCES = dg.AssetKey(["raw", "fhir_resources"])
@@ -16,10 +19,11 @@ LOAD_OP = RAW_RESOURCES.to_python_identifier()
 # instance limits the pool to 1 (dagster_home/*.yaml: concurrency.pools.default_limit).
 WAREHOUSE_POOL = "rescue_warehouse"
 
-# Steps that only annotate assets for the UI (asset checks reading back what a step stored) run
-# after the steps that publish and write the report, when both are ready: what analysts and
-# sponsors wait for comes first. Dagster runs ready steps of higher priority first.
-AFTER_PUBLISH: dict[str, str] = {"dagster/priority": "-1"}
+# The command line's runs (in-process executor, one step at a time) run the asset checks, which
+# only annotate assets for the UI by reading back what a step stored, after the publish and the
+# report when all are ready: what analysts and sponsors wait for comes first. Only there: in the
+# daemon's runs a step's priority also orders its claim on the warehouse pool across runs.
+LAST_IN_RUN: Mapping[str, str] = MappingProxyType({"dagster/priority": "-1"})
 
 SITE_TAG = "rescue/site"  # one run per site at a time (tag_concurrency_limits)
 TRIGGER_TAG = "rescue/trigger"  # schedule, sensor, ui

@@ -28,6 +28,7 @@ from rescue_pipeline.dagster_defs.keys import (
     FULL_TAG,
     LOAD_OP,
     PUBLISHED,
+    REPORT,
     REPORT_TAG,
     SITE_TAG,
     TRIGGER_TAG,
@@ -80,7 +81,8 @@ def run_pipeline(
     """Load each of `site_ids` (every file re-read when `full`), then derive, check, publish,
     report and validate; the run report of it all. A stop signal raises StopRequested with
     what stands."""
-    defs = build_definitions(config, retries=False)  # a failed site is reported at once
+    # a failed site is reported at once; the asset checks wait for the publish and the report
+    defs = build_definitions(config, retries=False, checks_last=True)
     report_id = uuid.uuid4().hex
     tags = {REPORT_TAG: report_id, TRIGGER_TAG: "cli"}
     began = dt.datetime.now(dt.UTC)
@@ -115,14 +117,8 @@ def run_pipeline(
     )
     quality_worker.stop()  # when a step failed before the quality step could end it
     if not replay.success and _stopped(replay):
-        published = any(e.asset_key == PUBLISHED for e in replay.get_asset_materialization_events())
         _end(end, False, "stopped")
-        raise StopRequested(
-            f"stopped by {stop_signal()} after the publish, while the report was written"
-            if published
-            else f"stopped by {stop_signal()} during core, analysis, quality or publish",
-            published=published,
-        )
+        raise replay_stopped({e.asset_key for e in replay.get_asset_materialization_events()})
     runs.ended("replay", replay)
     report = runs.report(report_id, began)
     core = report.core
@@ -145,6 +141,21 @@ def run_pipeline(
     runs.ended("validate", validation)
     _end(end, validation.success, runs.note("validate"))
     return runs.report(report_id, began, store=True)
+
+
+def replay_stopped(done: set[dg.AssetKey | None]) -> StopRequested:
+    """What a stop signal during the replay leaves, from the assets it had materialized: the
+    asset checks come after the publish and the report."""
+    published, reported = PUBLISHED in done, REPORT in done
+    if reported:
+        where = "after the publish and the report, during the asset checks"
+    elif published:
+        where = "after the publish, while the report was written"
+    else:
+        where = "during core, analysis, quality or publish"
+    return StopRequested(
+        f"stopped by {stop_signal()} {where}", published=published, report_written=reported
+    )
 
 
 def _begin(begin: Begin | None, label: str) -> None:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -73,19 +73,42 @@ def memory_limit_bytes(setting: str, usable: int | None) -> int:
 
 
 @contextmanager
-def memory_share(
-    con: duckdb.DuckDBPyConnection, limits: DuckDBConfig, share: float
+def memory_beside(
+    con: duckdb.DuckDBPyConnection, limits: DuckDBConfig, reserve: int
 ) -> Iterator[None]:
-    """DuckDB keeps to `share` of its memory limit inside the block, while another process of
-    ours needs memory beside it (it spills or evicts cached blocks to stay under), then has its
-    whole limit again. The limit is per database instance: every connection to it keeps to it."""
+    """DuckDB leaves `reserve` bytes of its memory limit (at most a third of it) to another
+    process of ours that works beside it inside the block, spilling or evicting cached blocks to
+    keep to the rest; after the block it has its whole limit again.
+
+    `con` was opened with `limits` (work_db does so). The limit belongs to the database, not
+    the connection: every cursor keeps to it; the blocks do not nest. Lowering it is an economy,
+    never a reason to fail: when DuckDB cannot free enough at once, the block runs at the whole
+    limit. The restore goes through a cursor of its own, which works even when the block left
+    a failed transaction, and never hides the block's own error.
+    """
     whole = memory_limit_bytes(limits.memory_limit, usable_memory())
-    part = max(int(whole * share), MIN_MEMORY)
-    con.execute(f"SET memory_limit = '{part // 2**20}MiB'")  # integers of ours, not data
+    part = max(whole - min(reserve, whole // 3), MIN_MEMORY)
+    try:
+        con.execute(f"SET memory_limit = '{part // 2**20}MiB'")  # integers of ours, not data
+    except duckdb.OutOfMemoryException:
+        part = whole
     try:
         yield
+    except BaseException:
+        if part != whole:
+            with suppress(duckdb.Error):
+                _set_limit(con, whole)
+        raise
+    if part != whole:
+        _set_limit(con, whole)
+
+
+def _set_limit(con: duckdb.DuckDBPyConnection, limit: int) -> None:
+    cursor = con.cursor()
+    try:
+        cursor.execute(f"SET memory_limit = '{limit // 2**20}MiB'")
     finally:
-        con.execute(f"SET memory_limit = '{whole // 2**20}MiB'")
+        cursor.close()
 
 
 def connection_settings(limits: DuckDBConfig, path: Path) -> dict[str, str | int]:

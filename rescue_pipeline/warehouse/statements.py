@@ -47,3 +47,11 @@ class ScriptError(RuntimeError):
         super().__init__(f"{label}: {error}")
         self.label = label
         self.error = error
+
+
+def duckdb_first_line(exc: BaseException) -> str:
+    """DuckDB's first line of an error, its quoted literals left out: they can be values of a
+    resource (a conversion error quotes the string it could not convert), identifiers stay."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    return re.sub(r"'[^']*'", "'…'", first)

@@ -9,8 +9,9 @@ import duckdb
 import pytest
 
 import rescue_pipeline.core.build as build
-from rescue_pipeline.core.build import CoreBuildError, build_core, duckdb_first_line
+from rescue_pipeline.core.build import CoreBuildError, build_core
 from rescue_pipeline.site_load import work_db
+from rescue_pipeline.warehouse.statements import duckdb_first_line
 from tests.cohort import KEY, TODAY, build_cohort
 
 

@@ -338,14 +338,41 @@ def test_full_reload_rereads_and_replay_rederives_without_fetching(
         shutil.rmtree(path.parent / site)  # nothing to fetch from: replay must not try
     replay = defs.get_job("replay").execute_in_process(instance=instance)
     assert replay.success
-    # the asset checks (annotations for the UI) run once the report is written, not before it
-    started = [e.step_key for e in replay.all_events if e.event_type_value == "STEP_START"]
-    report = started.index("report__sponsors")
-    assert started.index("warehouse__published") < report
-    assert report < started.index("quality_checks")
-    assert report < started.index("raw__fhir_resources_sites_loaded_recently")
     with duckdb.connect(str(config.work_db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw.loads").fetchone() == loads_before
         (subjects,) = con.execute("SELECT count(*) FROM core.subjects").fetchone() or (0,)
     assert subjects == 8
     assert config.warehouse.exists()
+
+
+CHECK_STEPS = ("quality_checks", "raw__fhir_resources_sites_loaded_recently")
+
+
+@pytest.mark.slow
+def test_the_command_lines_replay_runs_the_asset_checks_after_the_publish_and_report(
+    cohort: Callable[..., Path], pseudonym_key: str
+) -> None:
+    """They only annotate assets for the UI: analysts and sponsors do not wait for them."""
+    config = load_config(cohort())
+    defs = build_definitions(config, retries=False, checks_last=True)
+    instance = dg.DagsterInstance.ephemeral()
+    for site in ("site-a", "site-b"):
+        load = defs.resolve_job_def("site_load")
+        assert load.execute_in_process(partition_key=site, instance=instance).success
+    replay = defs.resolve_job_def("replay").execute_in_process(instance=instance)
+    assert replay.success
+    started = [e.step_key for e in replay.all_events if e.event_type_value == "STEP_START"]
+    report = started.index("report__sponsors")
+    assert started.index("warehouse__published") < report
+    assert all(report < started.index(step) for step in CHECK_STEPS)
+
+
+def test_the_daemons_runs_leave_the_checks_priority_alone(cohort: Callable[..., Path]) -> None:
+    """In the daemon's runs a step's priority also orders its claim on the warehouse pool
+    across runs: the checks of a replay would wait behind every site load's steps."""
+    config = load_config(cohort())
+    for checks_last, expected in ((False, None), (True, "-1")):
+        job = build_definitions(config, checks_last=checks_last).resolve_job_def("replay")
+        for step in CHECK_STEPS:
+            node = job.graph.node_named(step)
+            assert node.tags.get("dagster/priority") == expected

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from rescue_pipeline.quality.suites import Suite, run_suites, worker
+from rescue_pipeline.quality.suites import Suite, SuiteOutOfMemory, run_suites, worker
 from rescue_pipeline.quality.suites.model import CheckResult
 from rescue_pipeline.quality.suites.worker import QualityWorkerError
 
@@ -204,3 +204,18 @@ def test_a_process_that_used_the_worker_exits_without_a_word_on_stderr(tmp_path:
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr == "" and done.stdout == ""
+
+
+def test_a_suite_out_of_memory_fails_the_step_naming_the_suite_not_as_a_finding(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    """A failed check would refuse the publish as if the data were wrong."""
+    greedy = Suite(
+        "core.greedy", "core", "core.greedy",
+        "SELECT 'site-a' AS site_id, 'k' AS key, list(i) AS value FROM range(20000000) r(i)",
+        "key", SUITE.expectations,
+    )  # fmt: skip
+    con.execute("SET memory_limit = '32MB'")
+    con.execute("SET temp_directory = ''")  # nothing to spill to
+    with pytest.raises(SuiteOutOfMemory, match=r"^suite core\.greedy: Out of Memory Error"):
+        run_suites(con, [SUITE, greedy], params={"data_cutoff": "2027-01-01"}, sites=["site-a"])

@@ -75,3 +75,37 @@ def test_worker_processes_validate_as_this_process_does(tmp_path: Path, write_si
     assert results[0] == results[2]
     assert ("o7", "invalid", "ca125Comment: Extra inputs are not permitted") in results[2]
     assert ("o8", "valid", None) in results[2]
+
+
+def test_duckdb_leaves_the_validation_workers_memory_while_they_validate(
+    write_site, write_config, monkeypatch
+) -> None:
+    """The workers (the FHIR models, a few batches each) run beside DuckDB."""
+    from rescue_pipeline import site_load
+    from rescue_pipeline.config import load_config
+    from rescue_pipeline.machine import usable_memory
+    from rescue_pipeline.warehouse.database import MIN_MEMORY, memory_limit_bytes
+    from tests.warehouse.test_memory_limits import shown
+
+    folder = write_site("site-a", {"Observation": [obs("o1"), obs("o2")]})
+    site = {"id": "site-a", "source": {"kind": "ndjson", "path": str(folder)}}
+    config = load_config(write_config({"study_id": "RESCUE", "sites": [site]}))
+
+    def limit(con) -> str:
+        ((value,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+        return str(value)
+
+    seen: list[str] = []
+    validate = site_load.validate_pending
+
+    def spy(con, **kwargs):
+        seen.append(limit(con))
+        return validate(con, **kwargs)
+
+    monkeypatch.setattr(site_load, "validate_pending", spy)
+    with site_load.work_db(config) as con:
+        land_files(con, "site-a", discover(folder, "site-a"), load_id=new_load_id("site-a"))
+    assert site_load.validate_site(config).validated == 2
+    whole = memory_limit_bytes(config.duckdb.memory_limit, usable_memory())
+    left = max(whole - min(site_load.VALIDATION_RESERVE, whole // 3), MIN_MEMORY)
+    assert seen == [shown(left // 2**20)] != [shown(whole // 2**20)]

@@ -14,8 +14,8 @@ from rescue_pipeline.machine import cgroup_memory_limit, usable_memory
 from rescue_pipeline.site_load import work_db
 from rescue_pipeline.warehouse.database import (
     MIN_MEMORY,
+    memory_beside,
     memory_limit_bytes,
-    memory_share,
     open_work_db,
 )
 
@@ -82,22 +82,48 @@ def _limit(con: duckdb.DuckDBPyConnection) -> str:
     return str(value)
 
 
-def test_a_share_of_the_limit_holds_inside_the_block_and_the_whole_after_even_on_error(
+def shown(mib: int) -> str:
+    """How DuckDB shows a limit of `mib` MiB (it rounds: 1205 MiB is "1.1 GiB")."""
+    with duckdb.connect() as scratch:
+        scratch.execute(f"SET memory_limit = '{mib}MiB'")
+        return _limit(scratch)
+
+
+def test_duckdb_leaves_a_reserve_inside_the_block_and_has_its_whole_limit_after(
     tmp_path: Path,
 ) -> None:
     limits = DuckDBConfig(memory_limit="900MiB")
     con = open_work_db(tmp_path / "rescue.work.duckdb", limits=limits)
     try:
-        whole = _limit(con)
-        with memory_share(con, limits, 2 / 3):
-            assert _limit(con) in ("600.0 MiB", "629.1 MB")
-            # another connection to the same database keeps to it too (one buffer pool)
-            assert _limit(con.cursor()) == _limit(con)
-        assert _limit(con) == whole
-        with pytest.raises(duckdb.Error), memory_share(con, limits, 0.01):
-            assert _limit(con) in ("256.0 MiB", "268.4 MB")  # never below the floor
+        assert _limit(con) == shown(900)
+        with memory_beside(con, limits, 200 * 2**20):
+            assert _limit(con) == shown(700)
+            assert _limit(con.cursor()) == shown(700)  # the database's limit, every cursor's
+        assert _limit(con) == shown(900)
+        with memory_beside(con, limits, 10 * GIB):
+            assert _limit(con) == shown(600)  # at most a third is left to the other process
+        small = DuckDBConfig(memory_limit="300MiB")
+        with memory_beside(con, small, 200 * 2**20):
+            assert _limit(con) == shown(256)  # never below DuckDB's floor
+        assert _limit(con) == shown(300)
+    finally:
+        con.close()
+
+
+def test_the_whole_limit_comes_back_after_an_error_even_in_a_failed_transaction(
+    tmp_path: Path,
+) -> None:
+    limits = DuckDBConfig(memory_limit="900MiB")
+    con = open_work_db(tmp_path / "rescue.work.duckdb", limits=limits)
+    try:
+        with pytest.raises(duckdb.BinderException), memory_beside(con, limits, 200 * 2**20):
             con.execute("SELECT no_such_column")
-        assert _limit(con) == whole
+        assert _limit(con) == shown(900)
+        con.execute("BEGIN")
+        with pytest.raises(duckdb.BinderException), memory_beside(con, limits, 200 * 2**20):
+            con.execute("SELECT no_such_column")  # the transaction is aborted now
+        con.execute("ROLLBACK")
+        assert _limit(con) == shown(900)
     finally:
         con.close()
 

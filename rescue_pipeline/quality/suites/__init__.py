@@ -35,6 +35,7 @@ from rescue_pipeline.quality.suites.model import (
     SuiteError,
     failed,
 )
+from rescue_pipeline.warehouse.statements import duckdb_first_line
 
 if TYPE_CHECKING:  # pandas takes 0.4 s to import; here it only names a type
     import pandas as pd
@@ -122,6 +123,8 @@ def run_suites(
         again = partial(_frame, con, suite.query, needed)
         try:
             frame = again()
+        except duckdb.OutOfMemoryException as exc:  # about this machine, not the data
+            raise SuiteOutOfMemory(f"suite {suite.name}: {duckdb_first_line(exc)}") from None
         except duckdb.Error as exc:
             message = f"query failed: {exc}"
             known = [failed(suite, None, e, message, stamp) for e in suite.expectations]
@@ -134,6 +137,12 @@ def run_suites(
     while pending:
         out += pending.popleft()()
     return out
+
+
+class SuiteOutOfMemory(RuntimeError):
+    """A suite's query ran out of memory: the quality step fails and says which suite, rather
+    than record it as a failed check (a finding about the data, that would refuse the
+    publish)."""
 
 
 def _frame(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any]) -> pd.DataFrame:
