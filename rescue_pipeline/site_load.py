@@ -296,7 +296,14 @@ def validate_site(
     included (closing the connection would checkpoint at the whole limit, workers still up)."""
     with work_db(config) as con, memory_beside(con, config.duckdb, VALIDATION_RESERVE):
         result = validate_pending(con, site_id=site_id, progress=progress)
-        con.execute("CHECKPOINT")
+        try:
+            con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            full = no_space(exc)
+            if full is None:
+                raise
+            # every batch committed (in the write-ahead log): the next open checkpoints it
+            log.warning("validation: the checkpoint waits for disk space: %s", full)
         return result
 
 

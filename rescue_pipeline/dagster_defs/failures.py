@@ -24,11 +24,14 @@ from rescue_pipeline.extract.http import HttpError, scrub
 from rescue_pipeline.extract.ndjson import SourceError
 from rescue_pipeline.extract.retry import transient_status, transient_transport
 from rescue_pipeline.quality.gate import PublishRefused
+from rescue_pipeline.quality.suites import SuiteOutOfMemory
 from rescue_pipeline.site_load import SiteLoadError
 from rescue_pipeline.warehouse.lock import WarehouseBusy
 from rescue_pipeline.warehouse.no_space import no_space_text
 
-_KNOWN = (SiteLoadError, SourceError, ConfigError, WarehouseBusy, PublishRefused)
+_KNOWN = (
+    SiteLoadError, SourceError, ConfigError, WarehouseBusy, PublishRefused, SuiteOutOfMemory
+)  # fmt: skip
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -37,6 +37,7 @@ from rescue_pipeline.warehouse.quality_tables import (
 )
 
 WHOLE_TABLE = "(whole table)"
+RAW_INTEGRITY_SUITE = "raw.fhir_resource_versions"  # versions stored once, hashes that match
 # What DuckDB leaves of its memory limit to the quality worker while the suites run: Great
 # Expectations and the frames in flight take 0.3-0.4 GB at 100,000 patients (at most a third
 # of the limit is left: 0.4 GB of the default 1.2 GB on a 24 GB machine). Measured there: the
@@ -78,13 +79,15 @@ def run_quality(
     params = {"data_cutoff": cutoff, "checked_since": _previous_run(con)}
     # The quality worker (Great Expectations and the frames in flight: 0.3-0.4 GB at 100,000
     # patients) lives beside DuckDB until every result is in: DuckDB leaves it that much.
-    with memory_beside(con, config.duckdb, WORKER_RESERVE):
-        checks = run_suites(
-            con, load_suites(), params=params, sites=[s.id for s in config.sites],
-            digest=suites_sha256(),
-        )  # fmt: skip
-    if stop_worker:
-        suites_worker.stop()
+    try:
+        with memory_beside(con, config.duckdb, WORKER_RESERVE):
+            checks = run_suites(
+                con, load_suites(), params=params, sites=[s.id for s in config.sites],
+                digest=suites_sha256(),
+            )  # fmt: skip
+    finally:
+        if stop_worker:  # a frame may still be in it when a suite failed the step
+            suites_worker.stop()
     result = QualityResult(checks[0].run_id if checks else "none", checks)
     with transaction(con):
         con.execute("CREATE SCHEMA IF NOT EXISTS quality")
@@ -109,10 +112,16 @@ def run_quality(
 
 
 def _previous_run(con: duckdb.DuckDBPyConnection) -> str:
-    """When the previous quality run checked (ISO), or the epoch before the first one: what
-    landed since is what the raw integrity checks look at."""
+    """When the last quality run whose raw integrity checks all passed checked (ISO), or the
+    epoch before the first one: what landed since is what those checks look at. A version
+    they found wrong is so looked at again by every run until it is put right (the site stays
+    held), not only by the run that found it."""
     if has_table(con, "quality", "results"):
-        latest = con.execute("SELECT max(checked_at) FROM quality.results").fetchall()[0][0]
+        latest = con.execute(
+            "SELECT max(checked_at) FROM (SELECT run_id, max(checked_at) AS checked_at "
+            "FROM quality.results WHERE table_name = ? GROUP BY run_id HAVING bool_and(success))",
+            [RAW_INTEGRITY_SUITE],
+        ).fetchall()[0][0]
         if latest:
             return str(latest)
     return "1970-01-01T00:00:00+00:00"

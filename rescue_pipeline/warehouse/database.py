@@ -9,9 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from sqlalchemy.schema import CreateTable
 from rescue_pipeline.config import DuckDBConfig
 from rescue_pipeline.machine import usable_memory
 from rescue_pipeline.warehouse import tables
+
+log = logging.getLogger(__name__)
 
 
 def dialect() -> Dialect:
@@ -81,29 +84,30 @@ def memory_beside(
     keep to the rest; after the block it has its whole limit again.
 
     `con` was opened with `limits` (work_db does so). The limit belongs to the database, not
-    the connection: every cursor keeps to it; the blocks do not nest. Lowering it is an economy,
+    the connection: every cursor keeps to it; the blocks do not nest. Changing it is an economy,
     never a reason to fail: when DuckDB cannot free enough at once, the block runs at the whole
-    limit. The restore goes through a cursor of its own, which works even when the block left
-    a failed transaction, and never hides the block's own error.
+    limit; a restore that fails is logged. Both go through a cursor of their own, which leaves
+    a transaction of `con` as it was (even a failed one).
     """
     whole = memory_limit_bytes(limits.memory_limit, usable_memory())
     part = max(whole - min(reserve, whole // 3), MIN_MEMORY)
-    try:
-        con.execute(f"SET memory_limit = '{part // 2**20}MiB'")  # integers of ours, not data
-    except duckdb.OutOfMemoryException:
-        part = whole
+    if part != whole:
+        try:
+            _set_limit(con, part)
+        except duckdb.OutOfMemoryException:
+            part = whole
     try:
         yield
-    except BaseException:
+    finally:
         if part != whole:
-            with suppress(duckdb.Error):
+            try:
                 _set_limit(con, whole)
-        raise
-    if part != whole:
-        _set_limit(con, whole)
+            except duckdb.Error as exc:  # a broken database: the block's own error says why
+                log.warning("DuckDB's memory limit was not restored: %s", type(exc).__name__)
 
 
 def _set_limit(con: duckdb.DuckDBPyConnection, limit: int) -> None:
+    """A limit of ours (an integer, never data), set on a cursor of its own."""
     cursor = con.cursor()
     try:
         cursor.execute(f"SET memory_limit = '{limit // 2**20}MiB'")

@@ -128,6 +128,22 @@ def test_the_whole_limit_comes_back_after_an_error_even_in_a_failed_transaction(
         con.close()
 
 
+def test_when_duckdb_cannot_free_enough_the_block_runs_at_the_whole_limit() -> None:
+    """Lowering the limit is an economy: memory DuckDB cannot give back (an in-memory table,
+    nowhere to spill) never fails the block, nor a transaction the caller holds open."""
+    limits = DuckDBConfig(memory_limit="400MiB")
+    with duckdb.connect(config={"memory_limit": "400MiB", "temp_directory": ""}) as con:
+        con.execute(
+            "CREATE TEMP TABLE filler AS SELECT repeat('x', 1000) || i AS s FROM range(300000) r(i)"
+        )
+        con.execute("BEGIN")
+        with memory_beside(con, limits, 200 * 2**20):
+            assert _limit(con) == shown(400)
+            assert con.execute("SELECT count(*) FROM filler").fetchall() == [(300000,)]
+        con.execute("COMMIT")
+        assert _limit(con) == shown(400)
+
+
 def test_by_default_a_twentieth_of_the_machine_and_a_spill_folder_beside_the_file(
     tmp_path: Path,
 ) -> None:

@@ -35,6 +35,7 @@ from rescue_pipeline.quality.suites.model import (
     SuiteError,
     failed,
 )
+from rescue_pipeline.warehouse.no_space import no_space
 from rescue_pipeline.warehouse.statements import duckdb_first_line
 
 if TYPE_CHECKING:  # pandas takes 0.4 s to import; here it only names a type
@@ -120,12 +121,12 @@ def run_suites(
     out: list[CheckResult] = []
     for suite in suites:
         needed = {k: v for k, v in params.items() if f"${k}" in suite.query}
-        again = partial(_frame, con, suite.query, needed)
+        again = partial(_frame, con, suite, needed)
         try:
             frame = again()
-        except duckdb.OutOfMemoryException as exc:  # about this machine, not the data
-            raise SuiteOutOfMemory(f"suite {suite.name}: {duckdb_first_line(exc)}") from None
         except duckdb.Error as exc:
+            if _machine_fault(exc):  # about this machine or DuckDB, not the data: the step fails
+                raise
             message = f"query failed: {exc}"
             known = [failed(suite, None, e, message, stamp) for e in suite.expectations]
             pending.append(partial(list, known))
@@ -142,8 +143,22 @@ def run_suites(
 class SuiteOutOfMemory(RuntimeError):
     """A suite's query ran out of memory: the quality step fails and says which suite, rather
     than record it as a failed check (a finding about the data, that would refuse the
-    publish)."""
+    publish, and move the raw checks' "since" past versions never checked)."""
 
 
-def _frame(con: duckdb.DuckDBPyConnection, query: str, params: dict[str, Any]) -> pd.DataFrame:
-    return con.execute(query, params or None).df()
+def _machine_fault(exc: duckdb.Error) -> bool:
+    """Errors of this machine or of DuckDB itself (a full disk, a broken file, an internal
+    error), which say nothing about the data a suite reads."""
+    faults = (duckdb.FatalException, duckdb.InternalException, duckdb.IOException)
+    return isinstance(exc, faults) or no_space(exc) is not None
+
+
+def _frame(con: duckdb.DuckDBPyConnection, suite: Suite, params: dict[str, Any]) -> pd.DataFrame:
+    """The suite's frame, here or again when the worker could not check it."""
+    try:
+        return con.execute(suite.query, params or None).df()
+    except duckdb.OutOfMemoryException as exc:
+        raise SuiteOutOfMemory(
+            f"suite {suite.name}: {duckdb_first_line(exc)} (raise duckdb.memory_limit in "
+            "sites.yaml)"
+        ) from None
