@@ -43,9 +43,6 @@ from rescue_pipeline.warehouse.publish import PublishResult, publish
 
 log = logging.getLogger(__name__)
 
-# What DuckDB leaves of its memory limit to the validation workers (at most a third of it).
-VALIDATION_RESERVE = 512 * 2**20
-
 
 class SiteLoadError(RuntimeError):
     """A site's load failed; the message names the site and the reason. Other sites go on."""
@@ -292,9 +289,9 @@ def validate_site(
 ) -> ValidationResult:
     """Full FHIR validation of the versions not validated yet (all sites, or `site_id`'s),
     off the publish's path. The validation workers (the FHIR models, a few batches each) work
-    beside DuckDB: it leaves them VALIDATION_RESERVE of its memory limit, the last checkpoint
+    beside DuckDB: it leaves them their share of its memory limit, the last checkpoint
     included (closing the connection would checkpoint at the whole limit, workers still up)."""
-    with work_db(config) as con, memory_beside(con, config.duckdb, VALIDATION_RESERVE):
+    with work_db(config) as con, memory_beside(con, config.duckdb):
         result = validate_pending(con, site_id=site_id, progress=progress)
         try:
             con.execute("CHECKPOINT")

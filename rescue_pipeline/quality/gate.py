@@ -38,11 +38,6 @@ from rescue_pipeline.warehouse.quality_tables import (
 
 WHOLE_TABLE = "(whole table)"
 RAW_INTEGRITY_SUITE = "raw.fhir_resource_versions"  # versions stored once, hashes that match
-# What DuckDB leaves of its memory limit to the quality worker while the suites run: Great
-# Expectations and the frames in flight take 0.3-0.4 GB at 100,000 patients (at most a third
-# of the limit is left: 0.4 GB of the default 1.2 GB on a 24 GB machine). Measured there: the
-# raw integrity query as fast at 0.8 GB, traceability 3.7 -> 4.9 s.
-WORKER_RESERVE = 512 * 2**20
 
 
 class PublishRefused(RuntimeError):
@@ -80,7 +75,7 @@ def run_quality(
     # The quality worker (Great Expectations and the frames in flight: 0.3-0.4 GB at 100,000
     # patients) lives beside DuckDB until every result is in: DuckDB leaves it that much.
     try:
-        with memory_beside(con, config.duckdb, WORKER_RESERVE):
+        with memory_beside(con, config.duckdb):
             checks = run_suites(
                 con, load_suites(), params=params, sites=[s.id for s in config.sites],
                 digest=suites_sha256(),

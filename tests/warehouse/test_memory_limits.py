@@ -3,7 +3,7 @@ the size or share sites.yaml gives, is set on every connection to the working da
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -89,43 +89,43 @@ def shown(mib: int) -> str:
         return _limit(scratch)
 
 
+LIMITS = DuckDBConfig(memory_limit="900MiB")
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A working database opened with LIMITS."""
+    with open_work_db(tmp_path / "rescue.work.duckdb", limits=LIMITS) as con:
+        yield con
+
+
 def test_duckdb_leaves_a_reserve_inside_the_block_and_has_its_whole_limit_after(
-    tmp_path: Path,
+    work: duckdb.DuckDBPyConnection,
 ) -> None:
-    limits = DuckDBConfig(memory_limit="900MiB")
-    con = open_work_db(tmp_path / "rescue.work.duckdb", limits=limits)
-    try:
-        assert _limit(con) == shown(900)
-        with memory_beside(con, limits, 200 * 2**20):
-            assert _limit(con) == shown(700)
-            assert _limit(con.cursor()) == shown(700)  # the database's limit, every cursor's
-        assert _limit(con) == shown(900)
-        with memory_beside(con, limits, 10 * GIB):
-            assert _limit(con) == shown(600)  # at most a third is left to the other process
-        small = DuckDBConfig(memory_limit="300MiB")
-        with memory_beside(con, small, 200 * 2**20):
-            assert _limit(con) == shown(256)  # never below DuckDB's floor
-        assert _limit(con) == shown(300)
-    finally:
-        con.close()
+    assert _limit(work) == shown(900)
+    with memory_beside(work, LIMITS, 200 * 2**20):
+        assert _limit(work) == shown(700)
+        assert _limit(work.cursor()) == shown(700)  # the database's limit, every cursor's
+    assert _limit(work) == shown(900)
+    with memory_beside(work, LIMITS, 10 * GIB):
+        assert _limit(work) == shown(600)  # at most a third is left to the other process
+    small = DuckDBConfig(memory_limit="300MiB")
+    with memory_beside(work, small, 200 * 2**20):
+        assert _limit(work) == shown(256)  # never below DuckDB's floor
+    assert _limit(work) == shown(300)
 
 
 def test_the_whole_limit_comes_back_after_an_error_even_in_a_failed_transaction(
-    tmp_path: Path,
+    work: duckdb.DuckDBPyConnection,
 ) -> None:
-    limits = DuckDBConfig(memory_limit="900MiB")
-    con = open_work_db(tmp_path / "rescue.work.duckdb", limits=limits)
-    try:
-        with pytest.raises(duckdb.BinderException), memory_beside(con, limits, 200 * 2**20):
-            con.execute("SELECT no_such_column")
-        assert _limit(con) == shown(900)
-        con.execute("BEGIN")
-        with pytest.raises(duckdb.BinderException), memory_beside(con, limits, 200 * 2**20):
-            con.execute("SELECT no_such_column")  # the transaction is aborted now
-        con.execute("ROLLBACK")
-        assert _limit(con) == shown(900)
-    finally:
-        con.close()
+    with pytest.raises(duckdb.BinderException), memory_beside(work, LIMITS, 200 * 2**20):
+        work.execute("SELECT no_such_column")
+    assert _limit(work) == shown(900)
+    work.execute("BEGIN")
+    with pytest.raises(duckdb.BinderException), memory_beside(work, LIMITS, 200 * 2**20):
+        work.execute("SELECT no_such_column")  # the transaction is aborted now
+    work.execute("ROLLBACK")
+    assert _limit(work) == shown(900)
 
 
 def test_when_duckdb_cannot_free_enough_the_block_runs_at_the_whole_limit() -> None:
