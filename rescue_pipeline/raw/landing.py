@@ -40,6 +40,7 @@ from rescue_pipeline.raw.chunks import (
 )
 from rescue_pipeline.raw.workers import WORKERS_MAX, available, shutdown_pools
 from rescue_pipeline.raw.workers import pool as worker_pool
+from rescue_pipeline.raw.workers import start as start_workers
 from rescue_pipeline.warehouse.database import transaction
 
 if TYPE_CHECKING:
@@ -148,6 +149,28 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _new_bytes(
+    con: duckdb.DuckDBPyConnection, site_id: str, sources: list[SourceFile], reread: bool
+) -> int:
+    """Bytes of the files that will surely be read: every file when `reread`, else those whose
+    size no ledger entry of theirs has (a file of a known size may still be new; it is found
+    so once hashed, and the pool then starts at its first span as it always did)."""
+    known = set(
+        con.execute(
+            "SELECT source, size_bytes FROM ops.landed_files WHERE site_id = ?", [site_id]
+        ).fetchall()
+    )
+    total = 0
+    for source in sources:
+        try:
+            size = source.path.stat().st_size
+        except OSError:  # planning the file says what is wrong with it
+            continue
+        if reread or (source.label, size) not in known:
+            total += size
+    return total
+
+
 def _workers_for(files: list[tuple[SourceFile, FilePlan]]) -> int:
     size = sum(plan.size for _, plan in files)
     return available() if size >= PARALLEL_MIN_BYTES else 0
@@ -171,8 +194,11 @@ def land_files(
     """
     started = time.perf_counter()
     result = LoadResult(load_id, site_id)
+    sources = list(files)
+    if workers is None and _new_bytes(con, site_id, sources, reread) >= PARALLEL_MIN_BYTES:
+        start_workers(available())  # they start while the files are hashed
     todo: list[tuple[SourceFile, FilePlan]] = []
-    for source in files:
+    for source in sources:
         # one pass cuts the file into spans and hashes exactly those bytes
         plan = plan_spans(str(source.path), source.resource_type, 0, SPAN_BYTES)
         seen = con.execute(

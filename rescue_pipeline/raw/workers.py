@@ -63,6 +63,14 @@ def pool(workers: int) -> ProcessPoolExecutor:
     return found
 
 
+def start(workers: int) -> ProcessPoolExecutor:
+    """The pool of `workers`, its processes starting now (in the background) rather than at
+    its first task: the caller's own work meanwhile hides their ~0.5 s start."""
+    found = pool(workers)
+    found.submit(os.getpid)  # a pool starts its processes at its first task
+    return found
+
+
 def shutdown_pools() -> None:
     """Stop every pool (after a failure a worker may have died: the next use starts afresh)."""
     while _POOLS:

@@ -21,7 +21,8 @@ import duckdb
 import pyarrow as pa
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
-from sqlalchemy.schema import CreateTable
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.schema import CreateColumn, CreateTable
 
 from rescue_pipeline.config import DuckDBConfig
 from rescue_pipeline.machine import usable_memory
@@ -39,6 +40,22 @@ def dialect() -> Dialect:
 def _literal(text: str) -> str:
     """Quote our own comment text (constants from tables.py, never data) as an SQL literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+@compiles(CreateColumn, "duckdb")
+def _column_with_compression(element: CreateColumn, compiler: Any, **kw: Any) -> str:
+    """A column's definition, with DuckDB's `USING COMPRESSION` when tables.py names one (it
+    goes between the type and the constraints). Only new tables get it: DuckDB cannot change
+    a column's compression in place."""
+    text: str = compiler.visit_create_column(element, **kw)
+    compression = element.element.info.get("compression")
+    if compression:
+        type_ = element.element.type.compile(dialect=compiler.dialect)
+        head = f"{element.element.name} {type_}"
+        if not text.startswith(head):
+            raise RuntimeError(f"cannot place the compression of column {element.element.name}")
+        text = f"{head} USING COMPRESSION {compression}{text[len(head) :]}"
+    return text
 
 
 def ddl(tables_: Iterable[Table]) -> list[str]:

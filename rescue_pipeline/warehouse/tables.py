@@ -29,8 +29,16 @@ metadata = MetaData()
 TS = DateTime(timezone=True)
 
 
-def _c(name: str, type_: Any, comment: str, *, nullable: bool = True) -> Column[Any]:
-    return Column(name, type_, nullable=nullable, comment=comment)
+# DuckDB's own choice for long JSON text (dictionary/FSST) stores it at half its size and is
+# slow to write; zstd stores it at a sixth and checkpoints in half the time, and reads as fast.
+ZSTD = "zstd"
+
+
+def _c(
+    name: str, type_: Any, comment: str, *, nullable: bool = True, compression: str | None = None
+) -> Column[Any]:
+    info = {"compression": compression} if compression else {}
+    return Column(name, type_, nullable=nullable, comment=comment, info=info)
 
 
 fhir_resource_versions = Table(
@@ -47,6 +55,7 @@ fhir_resource_versions = Table(
         "The resource as compact JSON in the order the site sent it (numbers as read: 1.50 "
         "is 1.5). as_received has the line itself when it differs.",
         nullable=False,
+        compression=ZSTD,
     ),
     _c(
         "payload_sha256",
@@ -71,6 +80,7 @@ fhir_resource_versions = Table(
         "it is not byte for byte the payload: whitespace and numbers as sent (1.50, 28-digit "
         "decimals, 30-digit integers). NULL: the payload is the line (for versions landed "
         "before this column existed, whose payload has sorted keys: the line was not kept).",
+        compression=ZSTD,
     ),
     schema="raw",
     comment=(

@@ -13,6 +13,7 @@ from rescue_pipeline.extract.ndjson import SourceError, discover
 from rescue_pipeline.raw.chunks import classify_span
 from rescue_pipeline.raw.landing import land_files, new_load_id
 from rescue_pipeline.warehouse.database import open_work_db
+from tests.conftest import line as ndjson_line
 from tests.conftest import obs
 
 
@@ -476,3 +477,42 @@ def test_a_version_in_two_files_of_one_load_is_stored_once_where_it_first_came(
     ]
     loads = rows(con, "SELECT received, accepted, new_versions FROM raw.loads")
     assert loads == [(4, 4, 3)]
+
+
+def test_payloads_and_lines_as_received_are_stored_with_zstd(con, write_site) -> None:
+    # 1.50 is kept as received beside its payload (1.5): both long text columns get zstd,
+    # a sixth of the JSON's size where DuckDB's own choice kept half and wrote it slower
+    lines = [
+        ndjson_line(obs(f"o{i}", value=float(i % 97))).replace(b'"value":', b'"value": ')
+        for i in range(4000)
+    ]
+    land(con, write_site("site-a", {"Observation": lines}))
+    con.execute("CHECKPOINT")
+    stored = rows(
+        con,
+        "SELECT column_name, list(DISTINCT compression ORDER BY compression) "
+        "FROM pragma_storage_info('raw.fhir_resource_versions') "
+        "WHERE column_name IN ('payload', 'as_received') AND segment_type <> 'VALIDITY' "
+        "GROUP BY ALL ORDER BY ALL",
+    )
+    assert stored == [("as_received", ["ZSTD"]), ("payload", ["ZSTD"])]
+
+
+def test_the_pool_starts_early_only_for_files_that_will_surely_be_read(
+    con, write_site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rescue_pipeline.raw.landing as landing
+
+    started: list[int] = []
+    monkeypatch.setattr(landing, "start_workers", started.append)
+    monkeypatch.setattr(landing, "PARALLEL_MIN_BYTES", 1000)
+    folder = write_site("site-a", {"Observation": [obs(f"o{i}") for i in range(20)]})
+    land(con, folder, workers=0)
+    assert started == []  # the caller chose the workers
+    land(con, folder)
+    assert started == []  # the ledger has the file at this size: probably unchanged
+    land(con, folder, reread=True)
+    assert len(started) == 1  # a full reload reads it whatever the ledger says
+    write_site("site-a", {"Observation": [obs(f"o{i}") for i in range(21)]})
+    land(con, folder)
+    assert len(started) == 2  # a new size: surely new bytes
