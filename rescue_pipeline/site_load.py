@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from rescue_pipeline.quality.gate import (
     run_quality,
 )
 from rescue_pipeline.quality.suites import worker as quality_worker
+from rescue_pipeline.raw import ahead
 from rescue_pipeline.raw.landing import LoadResult, new_load_id
 from rescue_pipeline.raw.site_landing import land_fetched
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
@@ -260,6 +261,21 @@ def fetch_site(
         yield Fetched(discover(source.path, site.id), discover_deletions(source.path, site.id))
     else:
         raise SiteLoadError(f"site {site.id}: source kind {source.kind!r} is not known")
+
+
+def expect_sites(config: Config, site_ids: Sequence[str], *, full: bool = False) -> None:
+    """The sites that load next in this process, in this order: the new files of those read
+    from a folder are classified while the site before them finishes (raw.ahead). A folder
+    that cannot be listed is left to its own load to report (the site after it then gets
+    nothing begun ahead)."""
+    for site_id in site_ids:
+        site = config.site(site_id)
+        if isinstance(site.source, NdjsonSource):
+            try:
+                files = discover(site.source.path, site.id)
+            except (SourceError, OSError):
+                continue
+            ahead.expect(site.id, files, reread=full)
 
 
 def _finish(

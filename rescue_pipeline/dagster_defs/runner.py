@@ -36,6 +36,7 @@ from rescue_pipeline.dagster_defs.keys import (
 from rescue_pipeline.extract.http import scrub
 from rescue_pipeline.quality.latest import latest_publication
 from rescue_pipeline.quality.suites import worker as quality_worker
+from rescue_pipeline.raw import ahead
 from rescue_pipeline.raw.workers import shutdown_pools
 from rescue_pipeline.run_report import (
     ErrorPart,
@@ -44,7 +45,7 @@ from rescue_pipeline.run_report import (
     RunReport,
     ValidationPart,
 )
-from rescue_pipeline.site_load import work_db
+from rescue_pipeline.site_load import expect_sites, work_db
 from rescue_pipeline.stopping import StopRequested, stop_requested, stop_signal
 from rescue_pipeline.warehouse.no_space import no_space
 
@@ -94,22 +95,25 @@ def run_pipeline(
     if full:
         load_config["ops"] = {LOAD_OP: {"config": {"full": True}}}
         load_tags[FULL_TAG] = "true"
-    for site_id in site_ids:
-        _begin(begin, f"landing {site_id}" + (" (full reload)" if full else ""))
-        result = load.execute_in_process(
-            partition_key=site_id,
-            instance=instance,
-            run_config=load_config,
-            tags={**load_tags, SITE_TAG: site_id},
-            raise_on_error=False,
-        )
-        if not result.success and _stopped(result):
-            shutdown_pools()
-            _end(end, False, "stopped")
-            raise StopRequested(_stopped_at(config, site_id, began))
-        runs.ended(f"load:{site_id}", result)
-        _end(end, result.success, runs.note(f"load:{site_id}"))
-    shutdown_pools()  # the landing's worker processes, and what they hold, go now
+    expect_sites(config, site_ids, full=full)  # each next one's files while one commits
+    try:
+        for site_id in site_ids:
+            _begin(begin, f"landing {site_id}" + (" (full reload)" if full else ""))
+            result = load.execute_in_process(
+                partition_key=site_id,
+                instance=instance,
+                run_config=load_config,
+                tags={**load_tags, SITE_TAG: site_id},
+                raise_on_error=False,
+            )
+            if not result.success and _stopped(result):
+                _end(end, False, "stopped")
+                raise StopRequested(_stopped_at(config, site_id, began))
+            runs.ended(f"load:{site_id}", result)
+            _end(end, result.success, runs.note(f"load:{site_id}"))
+    finally:
+        ahead.discard()  # what was classified ahead and not taken
+        shutdown_pools()  # the landing's worker processes, and what they hold, go now
 
     _begin(begin, "core, analysis, quality, publish, report")
     replay = defs.resolve_job_def(REPLAY_JOB).execute_in_process(

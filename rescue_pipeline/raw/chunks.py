@@ -32,7 +32,6 @@ VERSION_SCHEMA = pa.schema(
         ("version_id", pa.string()),
         ("last_updated", pa.string()),
         ("payload_sha256", pa.string()),
-        ("arrival", pa.int64()),
         ("line_number", pa.int64()),
         ("payload", pa.large_string()),
         ("as_received", pa.large_string()),
@@ -89,14 +88,14 @@ class Span:
 
     crc32 is of those bytes as planned: the reader checks it, so a file rewritten while it is
     being landed fails the load instead of landing a mix of two files (a checksum, not a
-    digest: it guards against change, the file's sha256 in the ledger identifies it)."""
+    digest: it guards against change, the file's sha256 in the ledger identifies it). What a
+    span classifies to depends on nothing else: the landing numbers arrivals itself."""
 
     path: str
     offset: int
     length: int
     first_line: int
     file_type: str
-    arrival_base: int
     crc32: int | None = None
 
 
@@ -114,7 +113,7 @@ class FilePlan:
     size: int
 
 
-def plan_spans(path: str, file_type: str, arrival_base: int, target_bytes: int) -> FilePlan:
+def plan_spans(path: str, file_type: str, target_bytes: int) -> FilePlan:
     """Cut a file into spans of about target_bytes at line ends, hashing as it reads: the one
     pass gives the ledger the hash of the very bytes that are landed."""
     spans: list[Span] = []
@@ -130,9 +129,7 @@ def plan_spans(path: str, file_type: str, arrival_base: int, target_bytes: int) 
                 block += f.readline()  # finish the line the block cut
             whole.update(block)
             lines = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-            spans.append(
-                Span(path, offset, len(block), line, file_type, arrival_base, zlib.crc32(block))
-            )
+            spans.append(Span(path, offset, len(block), line, file_type, zlib.crc32(block)))
             offset += len(block)
             line += lines
     return FilePlan(spans, line - 1, whole.hexdigest(), offset)
@@ -237,7 +234,7 @@ def classify_span(span: Span, spill: str | None = None) -> ClassifiedChunk:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    chunk = classify_chunk(lines, span.first_line, span.file_type, span.arrival_base)
+    chunk = classify_chunk(lines, span.first_line, span.file_type)
     if spill is None or chunk.versions is None:
         return chunk
     path = os.path.join(spill, f"{uuid.uuid4().hex}.arrow")
@@ -248,13 +245,8 @@ def classify_span(span: Span, spill: str | None = None) -> ClassifiedChunk:
     return chunk
 
 
-def classify_chunk(
-    lines: list[bytes], first_line: int, file_type: str, arrival_base: int
-) -> ClassifiedChunk:
-    """Classify lines (without line ends) numbered from `first_line`.
-
-    Arrival order, which breaks ties between versions, is arrival_base + line number.
-    """
+def classify_chunk(lines: list[bytes], first_line: int, file_type: str) -> ClassifiedChunk:
+    """Classify lines (without line ends) numbered from `first_line`."""
     cols: dict[str, list[object]] = {name: [] for name in _KEYS_SCHEMA.names}
     payloads = bytearray()
     offsets = array("q", [0])
@@ -265,9 +257,7 @@ def classify_chunk(
     counts = ChunkCounts()
     seen: set[str] = set()
     accepted: dict[str, int] = {}
-    types, ids, versions_, updated, shas, arrivals, numbers = (
-        cols[name] for name in _KEYS_SCHEMA.names
-    )
+    types, ids, versions_, updated, shas, numbers = (cols[name] for name in _KEYS_SCHEMA.names)
     for number, line in enumerate(lines, start=first_line):
         outcome = classify(line.removesuffix(b"\r"), first_line=number == 1)
         if type(outcome) is Accepted:
@@ -281,7 +271,6 @@ def classify_chunk(
             versions_.append(version_id)
             updated.append(last_updated)
             shas.append(sha)
-            arrivals.append(arrival_base + number)
             numbers.append(number)
             payloads += payload
             offsets.append(len(payloads))

@@ -18,14 +18,16 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rescue_pipeline.extract.ndjson import SourceError, SourceFile
+from rescue_pipeline.raw import ahead
 from rescue_pipeline.raw.chunks import (
     VERSION_SCHEMA,
     ClassifiedChunk,
@@ -80,7 +82,8 @@ USING (
 ) twice
 WHERE v.payload_sha256 = twice.payload_sha256 AND v.arrival > twice.first_arrival
 """
-_STREAM_SCHEMA = VERSION_SCHEMA.append(pa.field("source", pa.string()))
+_ARRIVAL = pa.field("arrival", pa.int64())
+_STREAM_SCHEMA = VERSION_SCHEMA.append(_ARRIVAL).append(pa.field("source", pa.string()))
 _INSERT_QUARANTINE = """
 INSERT INTO raw.quarantine
 SELECT $site, q.resource_type, q.resource_id, q.source, q.line_number, q.reason, q.element,
@@ -195,32 +198,41 @@ def land_files(
     started = time.perf_counter()
     result = LoadResult(load_id, site_id)
     sources = list(files)
-    if workers is None and _new_bytes(con, site_id, sources, reread) >= PARALLEL_MIN_BYTES:
-        start_workers(available())  # they start while the files are hashed
-    todo: list[tuple[SourceFile, FilePlan]] = []
-    for source in sources:
-        # one pass cuts the file into spans and hashes exactly those bytes
-        plan = plan_spans(str(source.path), source.resource_type, 0, SPAN_BYTES)
-        seen = con.execute(
-            "SELECT 1 FROM ops.landed_files WHERE site_id = ? AND source = ? AND file_sha256 = ?",
-            [site_id, source.label, plan.sha256],
-        ).fetchall()
-        if seen and not reread:
-            result.files_unchanged += 1
-        else:
-            todo.append((source, plan))
-    if todo:
-        count = _workers_for(todo) if workers is None else workers
-        pool = worker_pool(count) if count > 0 else None
-        try:
-            with transaction(con):
-                _land(con, site_id, todo, load_id, pool, result, progress)
-        except FileChanged as exc:  # rolled back whole; the next load reads the file as it is
-            raise SourceError(f"site {site_id}: {exc}") from None
-        except BaseException:
-            if pool is not None:  # a worker may have died: start afresh next time
-                shutdown_pools()
-            raise
+    ahead.keep_only(site_id)
+    ahead.read_ledger(con, after=site_id)
+    try:
+        if workers is None and _new_bytes(con, site_id, sources, reread) >= PARALLEL_MIN_BYTES:
+            start_workers(available())  # they start while the files are hashed
+        todo: list[tuple[SourceFile, FilePlan]] = []
+        for source in sources:
+            # one pass cuts the file into spans and hashes exactly those bytes
+            plan = ahead.take_plan(site_id, source) or plan_spans(
+                str(source.path), source.resource_type, SPAN_BYTES
+            )
+            seen = con.execute(
+                "SELECT 1 FROM ops.landed_files "
+                "WHERE site_id = ? AND source = ? AND file_sha256 = ?",
+                [site_id, source.label, plan.sha256],
+            ).fetchall()
+            if seen and not reread:
+                result.files_unchanged += 1
+            else:
+                todo.append((source, plan))
+        if todo:
+            count = _workers_for(todo) if workers is None else workers
+            pool = worker_pool(count) if count > 0 else None
+            try:
+                with transaction(con):
+                    _land(con, site_id, todo, load_id, pool, result, progress)
+            except FileChanged as exc:  # rolled back whole; the next load reads it as it is
+                raise SourceError(f"site {site_id}: {exc}") from None
+            except BaseException:
+                if pool is not None:  # a worker may have died: start afresh next time
+                    ahead.discard()
+                    shutdown_pools()
+                raise
+    finally:
+        ahead.done(site_id)  # what was classified ahead and not taken goes
     result.files_read = len(todo)
     result.seconds = time.perf_counter() - started
     return result
@@ -242,18 +254,19 @@ def _land(
         ][0]
     )
     before = arrival  # every version of this load arrives after it
-    plans: list[list[Span]] = []
+    bases: list[pa.Scalar[Any]] = []
     for _, plan in todo:  # arrival = base + line number, so each file starts past the last
-        plans.append([replace(span, arrival_base=arrival) for span in plan.spans])
+        bases.append(pa.scalar(arrival, pa.int64()))
         arrival += plan.lines
+    plans = [plan.spans for _, plan in todo]
     quarantined: list[pa.Table] = []
     failure: list[BaseException] = []
 
     def batches() -> Iterator[pa.RecordBatch]:
         """Classified spans in order, tallied as they pass; DuckDB pulls them."""
         try:
-            stream = _classified(plans, pool)
-            for (source, _), spans in zip(todo, plans, strict=True):
+            stream = _classified(site_id, plans, pool)
+            for (source, _), spans, base in zip(todo, plans, bases, strict=True):
                 label = pa.scalar(source.label, pa.string())
                 for _ in spans:
                     chunk = next(stream)
@@ -265,8 +278,13 @@ def _land(
                     if progress:
                         progress(chunk.lines)
                     if versions.num_rows:
+                        arrivals = pc.add(versions["line_number"], base)
                         column = pa.repeat(label, versions.num_rows)
-                        yield from versions.append_column("source", column).to_batches()
+                        yield from (
+                            versions.append_column(_ARRIVAL, arrivals)
+                            .append_column("source", column)
+                            .to_batches()
+                        )
         except BaseException as exc:  # DuckDB would only see a generic error
             failure.append(exc)
             raise
@@ -325,12 +343,13 @@ def _tally(result: LoadResult, chunk: ClassifiedChunk) -> None:
 
 
 def _classified(
-    plans: list[list[Span]], pool: ProcessPoolExecutor | None
+    site_id: str, plans: list[list[Span]], pool: ProcessPoolExecutor | None
 ) -> Iterator[ClassifiedChunk]:
     """Every span of every file, classified, in order: inline, or in the pool.
 
     With a pool, the next spans are being classified while DuckDB inserts the current one; a
-    few spans in flight keep memory bounded.
+    few spans in flight keep memory bounded. A span classified ahead (`ahead`) is taken as it
+    is; once every span is in the pool, the next expected site's are begun.
     """
     spans = [span for plan in plans for span in plan]
     if pool is None:
@@ -342,9 +361,12 @@ def _classified(
     limit = 4 * WORKERS_MAX + 1
     try:
         for span in spans:
-            pending.append(pool.submit(classify_span, span, spill))
+            pending.append(
+                ahead.take_chunk(site_id, span) or pool.submit(classify_span, span, spill)
+            )
             if len(pending) >= limit:
                 yield pending.popleft().result()
+        ahead.begin_next(site_id, pool, SPAN_BYTES)
         while pending:
             yield pending.popleft().result()
     finally:

@@ -313,7 +313,7 @@ def test_spans_cut_only_at_line_ends(tmp_path: Path) -> None:
         + b'{"resourceType":"Patient","id":"last"}'
     )
     path.write_bytes(body)
-    plan = plan_spans(str(path), "Patient", 0, target_bytes=97)
+    plan = plan_spans(str(path), "Patient", target_bytes=97)
     spans = plan.spans
     assert plan.lines == 101 and plan.size == len(body)
     assert plan.sha256 == hashlib.sha256(body).hexdigest()  # hashed in the same pass

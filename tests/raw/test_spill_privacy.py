@@ -28,7 +28,7 @@ def test_spilled_versions_are_private_to_the_landing_user(tmp_path: Path) -> Non
     try:
         folder = Path(private_spill(str(tmp_path)))
         chunk = classify_span(
-            Span(str(data), 0, data.stat().st_size, 1, "Observation", 0), str(folder)
+            Span(str(data), 0, data.stat().st_size, 1, "Observation"), str(folder)
         )
     finally:
         os.umask(old)

@@ -1,0 +1,228 @@
+"""The next site's new files, classified while this site's load finishes.
+
+`rescue run` lands its sites one after another, each in a Dagster run and a transaction of its
+own. Between two, the worker processes would wait: through the end of one site's insert, its
+commit and checkpoint, the end of its run and the start of the next, and the hashing of the
+next site's files. So the command names the sites to come (`expect`); once a load has handed
+its last span to the workers, the next site's files that are surely new (a size its ledger has
+not seen, or every file of a full reload) are hashed and their first spans classified
+(`begin_next`), and that site's load takes these plans and chunks instead of making them again
+(`take_plan`, `take_chunk`). Whatever is not taken is dropped (`discard`), its spilled
+versions with it.
+
+What a span classifies to depends only on its bytes, which the reader checks against the
+plan's crc32: a chunk made ahead is the chunk the load would have made, and a file changed
+since it was planned fails that load whole, as it always did. A plan is taken only while the
+file's size, modification time and inode are still those it was planned at.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from rescue_pipeline.extract.ndjson import SourceFile
+from rescue_pipeline.raw.chunks import (
+    ClassifiedChunk,
+    FilePlan,
+    Span,
+    classify_span,
+    plan_spans,
+    private_spill,
+    release_spill,
+    spill_dir,
+)
+
+# Spans classified ahead at most (each one's versions wait in shared memory, ~10 MB a span).
+AHEAD_SPANS = 16
+
+
+@dataclass
+class _Site:
+    site_id: str
+    files: list[SourceFile]
+    reread: bool
+    new: list[SourceFile] | None = None  # the files surely new, once the ledger was read
+    plans: dict[tuple[str, str], tuple[tuple[int, int, int], FilePlan]] = field(
+        default_factory=dict
+    )
+    chunks: dict[Span, Future[ClassifiedChunk]] = field(default_factory=dict)
+    spill: str | None = None
+    worker: threading.Thread | None = None
+
+
+_LOCK = threading.Lock()
+_EXPECTED: list[_Site] = []  # in the order they will load
+_STARTED: dict[str, _Site] = {}  # site id -> the work begun for it
+
+
+def expect(site_id: str, files: Iterable[SourceFile], *, reread: bool = False) -> None:
+    """`site_id` loads in this process after the sites expected before it, from these files
+    (a full reload when `reread`). Work is begun for a site only while the one expected just
+    before it loads."""
+    with _LOCK:
+        _EXPECTED.append(_Site(site_id, list(files), reread))
+
+
+def read_ledger(con: duckdb.DuckDBPyConnection, after: str) -> None:
+    """Before `after`'s load begins (its connection is free then): which files of the site
+    expected next are surely new, by the sizes its ledger has."""
+    with _LOCK:
+        upcoming = _next_after(after)
+    if upcoming is None or upcoming.new is not None:
+        return
+    known = set(
+        con.execute(
+            "SELECT source, size_bytes FROM ops.landed_files WHERE site_id = ?",
+            [upcoming.site_id],
+        ).fetchall()
+    )
+    new = []
+    for source in upcoming.files:
+        try:
+            size = source.path.stat().st_size
+        except OSError:
+            continue  # its own load says what is wrong with it
+        if upcoming.reread or (source.label, size) not in known:
+            new.append(source)
+    upcoming.new = new
+
+
+def begin_next(after: str, pool: ProcessPoolExecutor, span_bytes: int) -> None:
+    """`after` has handed every span to `pool`: start on the next expected site's new files
+    (hashed in a thread here into spans of `span_bytes`, the load's own, and classified in the
+    pool, AHEAD_SPANS spans at most)."""
+    with _LOCK:
+        upcoming = _next_after(after)
+        if upcoming is None or not upcoming.new or upcoming.site_id in _STARTED:
+            return
+        _STARTED[upcoming.site_id] = upcoming
+        upcoming.spill = private_spill(spill_dir())
+        upcoming.worker = threading.Thread(
+            target=_plan_and_submit,
+            args=(upcoming, pool, span_bytes),
+            name="rescue-ahead",
+            daemon=True,
+        )
+        upcoming.worker.start()
+
+
+def _plan_and_submit(site: _Site, pool: ProcessPoolExecutor, span_bytes: int) -> None:
+    budget = AHEAD_SPANS
+    for source in site.new or ():
+        try:
+            before = _identity(source.path)
+            plan = plan_spans(str(source.path), source.resource_type, span_bytes)
+        except OSError:
+            continue  # the load plans it again and says what is wrong
+        if _identity(source.path) != before:
+            continue  # changing as it was read: the load reads it as it then is
+        site.plans[(str(source.path), source.resource_type)] = (before, plan)
+        for span in plan.spans:
+            if budget == 0:
+                return
+            try:
+                site.chunks[span] = pool.submit(classify_span, span, site.spill)
+            except RuntimeError:  # the pool was shut down meanwhile
+                return
+            budget -= 1
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    info = os.stat(path)
+    return info.st_size, info.st_mtime_ns, info.st_ino
+
+
+def _next_after(site_id: str) -> _Site | None:
+    """The site expected just after `site_id` (None when `site_id` is not expected)."""
+    ids = [s.site_id for s in _EXPECTED]
+    at = ids.index(site_id) + 1 if site_id in ids else len(ids)
+    return _EXPECTED[at] if at < len(_EXPECTED) else None
+
+
+def _begun(site_id: str) -> _Site | None:
+    """The work begun for `site_id`, once its planning thread is done (None if none)."""
+    with _LOCK:
+        site = _STARTED.get(site_id)
+    if site is not None and site.worker is not None:
+        site.worker.join()
+    return site
+
+
+def take_plan(site_id: str, source: SourceFile) -> FilePlan | None:
+    """The plan made ahead for this file of `site_id`, if the file is as it was then."""
+    site = _begun(site_id)
+    if site is None:
+        return None
+    found = site.plans.pop((str(source.path), source.resource_type), None)
+    if found is None:
+        return None
+    identity, plan = found
+    try:
+        return plan if _identity(source.path) == identity else None
+    except OSError:
+        return None
+
+
+def take_chunk(site_id: str, span: Span) -> Future[ClassifiedChunk] | None:
+    """The classification begun ahead for this very span of `site_id`, if any."""
+    site = _begun(site_id)
+    return None if site is None else site.chunks.pop(span, None)
+
+
+def done(site_id: str) -> None:
+    """`site_id`'s load has read what it needed: what it did not take is dropped."""
+    with _LOCK:
+        site = _STARTED.pop(site_id, None)
+    if site is not None:
+        _drop(site)
+
+
+def keep_only(site_id: str) -> None:
+    """`site_id` is loading now: the sites expected up to it are passed (their turn is over,
+    loaded or not), and work begun for any other site is stale (its load failed before it took
+    it, or the order changed) and is dropped."""
+    with _LOCK:
+        ids = [s.site_id for s in _EXPECTED]
+        if site_id in ids:
+            del _EXPECTED[: ids.index(site_id)]  # this one stays: the next is found after it
+        stale = [s for s in _STARTED.values() if s.site_id != site_id]
+        for site in stale:
+            del _STARTED[site.site_id]
+    for site in stale:
+        _drop(site)
+
+
+def discard() -> None:
+    """Forget every expected site and drop all work begun (the landing is over)."""
+    with _LOCK:
+        begun = list(_STARTED.values())
+        _STARTED.clear()
+        _EXPECTED.clear()
+    for site in begun:
+        _drop(site)
+
+
+def _drop(site: _Site) -> None:
+    if site.worker is not None:
+        site.worker.join()
+    for future in site.chunks.values():
+        if future.cancel():
+            continue
+        try:
+            chunk = future.result()
+        except Exception:  # noqa: S112 - a span never landed has nothing to report
+            continue
+        if chunk.versions_path:
+            Path(chunk.versions_path).unlink(missing_ok=True)
+    site.chunks.clear()
+    site.plans.clear()
+    if site.spill is not None:
+        release_spill(site.spill)
+        site.spill = None
