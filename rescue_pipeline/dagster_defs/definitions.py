@@ -46,6 +46,7 @@ from rescue_pipeline.dagster_defs.keys import (
 from rescue_pipeline.quality.gate import PublishRefused
 from rescue_pipeline.quality.latest import latest_quality_run
 from rescue_pipeline.quality.suites import load_suites, suites_sha256
+from rescue_pipeline.report import drawing
 from rescue_pipeline.run_report import (
     AnalysisPart,
     CorePart,
@@ -341,6 +342,8 @@ def build_assets(config: Config, *, retries: bool = True) -> list[dg.AssetsDefin
         context: dg.AssetExecutionContext, rescue: RescueConfig
     ) -> dg.MaterializeResult:
         config = rescue.load()
+        if context.run.tags.get(TRIGGER_TAG) == "cli":  # the report step runs in this process
+            drawing.start()  # matplotlib's import while the publish leaves a processor free
         with work_db(config, read_only=True) as con:
             latest = latest_quality_run(con)
         try:

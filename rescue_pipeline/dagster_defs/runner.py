@@ -38,6 +38,7 @@ from rescue_pipeline.quality.latest import latest_publication
 from rescue_pipeline.quality.suites import worker as quality_worker
 from rescue_pipeline.raw import ahead
 from rescue_pipeline.raw.workers import shutdown_pools
+from rescue_pipeline.report import drawing
 from rescue_pipeline.run_report import (
     ErrorPart,
     LoadPart,
@@ -120,6 +121,7 @@ def run_pipeline(
         instance=instance, run_config=_QUIET, tags=tags, raise_on_error=False
     )
     quality_worker.stop()  # when a step failed before the quality step could end it
+    drawing.stop()  # the report's drawing process, started with the publish
     if not replay.success and _stopped(replay):
         _end(end, False, "stopped")
         raise replay_stopped({e.asset_key for e in replay.get_asset_materialization_events()})

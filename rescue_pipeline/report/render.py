@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from rescue_pipeline.quality.kri import Indicator, describe
 from rescue_pipeline.raw.structure import REASONS
-from rescue_pipeline.report import plots
+from rescue_pipeline.report import drawing, plots
 from rescue_pipeline.report.data import (
     CRITERION_STATUSES,
     ELIGIBILITY_STATUSES,
@@ -141,12 +141,7 @@ def _sponsor_site(data: ReportData, folder: Path) -> list[Path]:
         "kri": "plots/kri.svg",
         "completeness": "plots/completeness.svg",
     }
-    written = [
-        plots.flow_plot(data.flow, folder / overview["flow"]),
-        plots.enrolment_plot(data.enrolment, folder / overview["enrolment"]),
-        plots.kri_plot(data.kris, folder / overview["kri"]),
-        plots.completeness_heatmap(data.sites, folder / overview["completeness"]),
-    ]
+    written: list[Path] = []
     pages = []
 
     def page(name: str, template: str, **context: object) -> None:
@@ -161,22 +156,30 @@ def _sponsor_site(data: ReportData, folder: Path) -> list[Path]:
         plots=overview,
         kri_flagged=describe({k.indicator.id: k for k in data.kris}),
     )
+    site_plots = []  # each site's plots go to the drawing process, if one runs
     for site in data.sites:
         names = {
             "loads": f"plots/{site.site_id}-loads.svg",
             "quarantine": f"plots/{site.site_id}-quarantine.svg",
             "completeness": f"plots/{site.site_id}-completeness.svg",
         }
-        written += [
-            plots.loads_plot(site, folder / names["loads"]),
-            plots.quarantine_plot(site, folder / names["quarantine"]),
-            plots.completeness_plot(site, folder / names["completeness"]),
+        site_plots += [
+            drawing.draw(plots.loads_plot, site, folder / names["loads"]),
+            drawing.draw(plots.quarantine_plot, site, folder / names["quarantine"]),
+            drawing.draw(plots.completeness_plot, site, folder / names["completeness"]),
         ]
         page(f"site-{site.site_id}.html", "site.html.j2", title=f"Site {site.site_id}",
              site=site, plots=names)  # fmt: skip
+    written += [
+        plots.flow_plot(data.flow, folder / overview["flow"]),
+        plots.enrolment_plot(data.enrolment, folder / overview["enrolment"]),
+        plots.kri_plot(data.kris, folder / overview["kri"]),
+        plots.completeness_heatmap(data.sites, folder / overview["completeness"]),
+    ]
     for report in data.suites:
         page(f"suite-{report.slug}.html", "suite.html.j2", title=f"Suite {report.suite.name}",
              report=report)  # fmt: skip
+    written += [wait() for wait in site_plots]
     return pages + written
 
 
