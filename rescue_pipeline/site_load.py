@@ -23,7 +23,7 @@ from rescue_pipeline.config import BulkSource, Config, FhirSource, NdjsonSource,
 from rescue_pipeline.core.build import CoreBuildResult, build_core
 from rescue_pipeline.core.pseudonym import pseudonym_key
 from rescue_pipeline.extract.fetched import Fetched
-from rescue_pipeline.extract.ndjson import SourceError, discover, discover_deletions
+from rescue_pipeline.extract.ndjson import SourceError, SourceFile, discover, discover_deletions
 from rescue_pipeline.quality.gate import (
     PublishRefused,
     QualityResult,
@@ -36,6 +36,7 @@ from rescue_pipeline.raw import ahead
 from rescue_pipeline.raw.landing import LoadResult, new_load_id
 from rescue_pipeline.raw.site_landing import land_fetched
 from rescue_pipeline.raw.validation import ValidationResult, validate_pending
+from rescue_pipeline.raw.workers import shutdown_pools
 from rescue_pipeline.stopping import StopRequested
 from rescue_pipeline.warehouse.database import memory_beside, open_work_db
 from rescue_pipeline.warehouse.lock import WarehouseBusy, holder
@@ -264,18 +265,28 @@ def fetch_site(
 
 
 def expect_sites(config: Config, site_ids: Sequence[str], *, full: bool = False) -> None:
-    """The sites that load next in this process, in this order: the new files of those read
-    from a folder are classified while the site before them finishes (raw.ahead). A folder
-    that cannot be listed is left to its own load to report (the site after it then gets
-    nothing begun ahead)."""
+    """The sites that load in this process, in this order: the new files of those read from a
+    folder are hashed and classified while the site before them finishes (raw.ahead). Other
+    sources fetch when they load, and a folder that cannot be listed is left to its own load
+    to report: nothing is begun for them."""
     for site_id in site_ids:
         site = config.site(site_id)
+        files: list[SourceFile] = []
         if isinstance(site.source, NdjsonSource):
             try:
                 files = discover(site.source.path, site.id)
             except (SourceError, OSError):
-                continue
-            ahead.expect(site.id, files, reread=full)
+                files = []
+        ahead.expect(site.id, files, reread=full)
+
+
+def landing_over() -> None:
+    """The sites have landed (or a stop came): what was classified ahead and not taken, and
+    the landing's worker processes with what they hold, go now."""
+    try:
+        shutdown_pools()  # what they have not begun is cancelled: the drop does not wait for it
+    finally:
+        ahead.discard()
 
 
 def _finish(

@@ -36,8 +36,6 @@ from rescue_pipeline.dagster_defs.keys import (
 from rescue_pipeline.extract.http import scrub
 from rescue_pipeline.quality.latest import latest_publication
 from rescue_pipeline.quality.suites import worker as quality_worker
-from rescue_pipeline.raw import ahead
-from rescue_pipeline.raw.workers import shutdown_pools
 from rescue_pipeline.report import drawing
 from rescue_pipeline.run_report import (
     ErrorPart,
@@ -46,7 +44,7 @@ from rescue_pipeline.run_report import (
     RunReport,
     ValidationPart,
 )
-from rescue_pipeline.site_load import expect_sites, work_db
+from rescue_pipeline.site_load import expect_sites, landing_over, work_db
 from rescue_pipeline.stopping import StopRequested, stop_requested, stop_signal
 from rescue_pipeline.warehouse.no_space import no_space
 
@@ -96,8 +94,8 @@ def run_pipeline(
     if full:
         load_config["ops"] = {LOAD_OP: {"config": {"full": True}}}
         load_tags[FULL_TAG] = "true"
-    expect_sites(config, site_ids, full=full)  # each next one's files while one commits
     try:
+        expect_sites(config, site_ids, full=full)  # each next one's files while one commits
         for site_id in site_ids:
             _begin(begin, f"landing {site_id}" + (" (full reload)" if full else ""))
             result = load.execute_in_process(
@@ -113,15 +111,16 @@ def run_pipeline(
             runs.ended(f"load:{site_id}", result)
             _end(end, result.success, runs.note(f"load:{site_id}"))
     finally:
-        ahead.discard()  # what was classified ahead and not taken
-        shutdown_pools()  # the landing's worker processes, and what they hold, go now
+        landing_over()
 
     _begin(begin, "core, analysis, quality, publish, report")
-    replay = defs.resolve_job_def(REPLAY_JOB).execute_in_process(
-        instance=instance, run_config=_QUIET, tags=tags, raise_on_error=False
-    )
-    quality_worker.stop()  # when a step failed before the quality step could end it
-    drawing.stop()  # the report's drawing process, started with the publish
+    try:
+        replay = defs.resolve_job_def(REPLAY_JOB).execute_in_process(
+            instance=instance, run_config=_QUIET, tags=tags, raise_on_error=False
+        )
+    finally:
+        quality_worker.stop()  # when a step failed before the quality step could end it
+        drawing.stop()  # the report's drawing process, started with the publish
     if not replay.success and _stopped(replay):
         _end(end, False, "stopped")
         raise replay_stopped({e.asset_key for e in replay.get_asset_materialization_events()})

@@ -12,6 +12,7 @@ Large loads classify their chunks in worker processes while this process inserts
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -198,11 +199,13 @@ def land_files(
     started = time.perf_counter()
     result = LoadResult(load_id, site_id)
     sources = list(files)
-    ahead.keep_only(site_id)
-    ahead.read_ledger(con, after=site_id)
     try:
+        ahead.keep_only(site_id)
+        ahead.read_ledger(con, after=site_id)
         if workers is None and _new_bytes(con, site_id, sources, reread) >= PARALLEL_MIN_BYTES:
-            start_workers(available())  # they start while the files are hashed
+            # they start while the files are hashed; failing, the load starts them itself
+            with contextlib.suppress(Exception):
+                start_workers(available())
         todo: list[tuple[SourceFile, FilePlan]] = []
         for source in sources:
             # one pass cuts the file into spans and hashes exactly those bytes
@@ -228,7 +231,7 @@ def land_files(
                 raise SourceError(f"site {site_id}: {exc}") from None
             except BaseException:
                 if pool is not None:  # a worker may have died: start afresh next time
-                    ahead.discard()
+                    ahead.drop_begun()
                     shutdown_pools()
                 raise
     finally:
@@ -357,20 +360,31 @@ def _classified(
             yield classify_span(span)
         return
     spill = private_spill(spill_dir())
-    pending: deque[Future[ClassifiedChunk]] = deque()
+    pending: deque[tuple[Span, Future[ClassifiedChunk], bool]] = deque()
     limit = 4 * WORKERS_MAX + 1
+
+    def result(span: Span, future: Future[ClassifiedChunk], early: bool) -> ClassifiedChunk:
+        try:
+            return future.result()
+        except Exception:
+            if not early:
+                raise
+            return pool.submit(classify_span, span, spill).result()  # as if never begun early
+
     try:
         for span in spans:
-            pending.append(
-                ahead.take_chunk(site_id, span) or pool.submit(classify_span, span, spill)
-            )
+            early = ahead.take_chunk(site_id, span)
+            if early is not None:
+                pending.append((span, early, True))
+            else:
+                pending.append((span, pool.submit(classify_span, span, spill), False))
             if len(pending) >= limit:
-                yield pending.popleft().result()
-        ahead.begin_next(site_id, pool, SPAN_BYTES)
+                yield result(*pending.popleft())
+        ahead.begin_next(site_id, pool, SPAN_BYTES, PARALLEL_MIN_BYTES)
         while pending:
-            yield pending.popleft().result()
+            yield result(*pending.popleft())
     finally:
-        for future in pending:  # a failure part-way: leave no spilled files behind
+        for _, future, _ in pending:  # a failure part-way: leave no spilled files behind
             if future.cancel():
                 continue
             try:

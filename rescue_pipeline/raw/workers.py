@@ -51,8 +51,13 @@ def available() -> int:
 
 
 def pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of `workers` processes, started on first use and kept."""
+    """A pool of `workers` processes, started on first use and kept (a pool one of whose
+    processes died is replaced: it would refuse every task)."""
     found = _POOLS.get(workers)
+    if found is not None and getattr(found, "_broken", False):
+        del _POOLS[workers]
+        found.shutdown(wait=False, cancel_futures=True)
+        found = None
     if found is None:
         context = multiprocessing.get_context("spawn")
         found = _POOLS[workers] = ProcessPoolExecutor(
@@ -65,9 +70,10 @@ def pool(workers: int) -> ProcessPoolExecutor:
 
 def start(workers: int) -> ProcessPoolExecutor:
     """The pool of `workers`, its processes starting now (in the background) rather than at
-    its first task: the caller's own work meanwhile hides their ~0.5 s start."""
+    its first tasks: the caller's own work meanwhile hides their ~0.5 s start."""
     found = pool(workers)
-    found.submit(os.getpid)  # a pool starts its processes at its first task
+    for _ in range(workers):  # a pool starts a process per task until it has them all
+        found.submit(os.getpid)
     return found
 
 

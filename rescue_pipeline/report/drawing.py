@@ -16,6 +16,7 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +67,21 @@ def draw(plot: Callable[[Any, Path], Path], data: Any, path: Path) -> Callable[[
         return lambda: done
     try:
         future: Future[Path] = _POOL[0].submit(plot, data, path)
-    except RuntimeError:  # the process broke on an earlier plot
-        return lambda: plot(data, path)
+    except RuntimeError as exc:  # the process broke on an earlier plot
+        return partial(_here, plot, data, path, exc)
 
     def result() -> Path:
         try:
             return future.result()
         except Exception as exc:  # whatever it was, the plot is drawn here
-            log.warning("a plot is drawn in this process: %s", type(exc).__name__)
-            return plot(data, path)
+            return _here(plot, data, path, exc)
 
     return result
+
+
+def _here(plot: Callable[[Any, Path], Path], data: Any, path: Path, exc: Exception) -> Path:
+    log.warning(
+        "the drawing process did not draw %s (%s): it is drawn in this process",
+        path.name, type(exc).__name__,
+    )  # fmt: skip
+    return plot(data, path)

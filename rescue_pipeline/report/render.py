@@ -7,6 +7,7 @@ beside its final place and renamed over the old one: a reader never sees half a 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -156,7 +157,27 @@ def _sponsor_site(data: ReportData, folder: Path) -> list[Path]:
         plots=overview,
         kri_flagged=describe({k.indicator.id: k for k in data.kris}),
     )
-    site_plots = []  # each site's plots go to the drawing process, if one runs
+    site_plots: list[Callable[[], Path]] = []  # to the drawing process, if one runs
+    try:
+        written += _pages(data, folder, overview, page, site_plots)
+    except BaseException:
+        for wait in site_plots:  # nothing is still being drawn into the folder once it raises
+            with contextlib.suppress(Exception):
+                wait()
+        raise
+    written += [wait() for wait in site_plots]
+    return pages + written
+
+
+def _pages(
+    data: ReportData,
+    folder: Path,
+    overview: dict[str, str],
+    page: Callable[..., None],
+    site_plots: list[Callable[[], Path]],
+) -> list[Path]:
+    """Every page, the overview's plots drawn here and each site's handed to `drawing`
+    (their calls added to `site_plots`); the plots drawn here."""
     for site in data.sites:
         names = {
             "loads": f"plots/{site.site_id}-loads.svg",
@@ -170,7 +191,7 @@ def _sponsor_site(data: ReportData, folder: Path) -> list[Path]:
         ]
         page(f"site-{site.site_id}.html", "site.html.j2", title=f"Site {site.site_id}",
              site=site, plots=names)  # fmt: skip
-    written += [
+    drawn = [
         plots.flow_plot(data.flow, folder / overview["flow"]),
         plots.enrolment_plot(data.enrolment, folder / overview["enrolment"]),
         plots.kri_plot(data.kris, folder / overview["kri"]),
@@ -179,8 +200,7 @@ def _sponsor_site(data: ReportData, folder: Path) -> list[Path]:
     for report in data.suites:
         page(f"suite-{report.slug}.html", "suite.html.j2", title=f"Suite {report.suite.name}",
              report=report)  # fmt: skip
-    written += [wait() for wait in site_plots]
-    return pages + written
+    return drawn
 
 
 def _query_listings(

@@ -51,7 +51,7 @@ def _column_with_compression(element: CreateColumn, compiler: Any, **kw: Any) ->
     compression = element.element.info.get("compression")
     if compression:
         type_ = element.element.type.compile(dialect=compiler.dialect)
-        head = f"{element.element.name} {type_}"
+        head = f"{compiler.preparer.format_column(element.element)} {type_}"
         if not text.startswith(head):
             raise RuntimeError(f"cannot place the compression of column {element.element.name}")
         text = f"{head} USING COMPRESSION {compression}{text[len(head) :]}"

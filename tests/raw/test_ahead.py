@@ -4,6 +4,8 @@ nothing left behind."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import rescue_pipeline.raw.landing as landing
 from rescue_pipeline.extract.ndjson import discover
 from rescue_pipeline.raw import ahead
 from rescue_pipeline.raw.chunks import SPILL_PREFIX, spill_dir
+from rescue_pipeline.raw.workers import pool as worker_pool
 from rescue_pipeline.raw.workers import shutdown_pools
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.conftest import obs
@@ -31,6 +34,7 @@ QUERIES = (
 @pytest.fixture(autouse=True)
 def small_spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(landing, "SPAN_BYTES", 1500)  # many spans from a few lines
+    monkeypatch.setattr(landing, "PARALLEL_MIN_BYTES", 10_000)  # each site's file is above
     yield
     ahead.discard()
     shutdown_pools()
@@ -55,13 +59,16 @@ def taken(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def write_sites(write_site, variant: int = 0) -> dict[str, Path]:
     folders = {}
     for n, site in enumerate(SITES):
-        lines: list[object] = [obs(f"o{i}", value=float(i + n)) for i in range(40 + variant)]
+        # 120 lines: about 20 spans a site, more than are classified ahead (AHEAD_SPANS)
+        lines: list[object] = [obs(f"o{i}", value=float(i + n)) for i in range(120 + variant)]
         lines += [b"{cut", obs("o3", value=float(3 + n))]  # quarantined; a version twice
         folders[site] = write_site(site, {"Observation": lines})
     return folders
 
 
-def land_all(path: Path, folders: dict[str, Path], *, expect: bool) -> list[list[tuple]]:
+def land_all(
+    path: Path, folders: dict[str, Path], *, expect: bool, workers: int | None = 2
+) -> list[list[tuple]]:
     """Each site in turn, as `rescue run` lands them: with or without the next one's files
     named ahead."""
     con = open_work_db(path)
@@ -71,7 +78,7 @@ def land_all(path: Path, folders: dict[str, Path], *, expect: bool) -> list[list
                 ahead.expect(site, discover(folders[site], site))
         for site in SITES:
             landing.land_files(
-                con, site, discover(folders[site], site), load_id=f"load-{site}", workers=2
+                con, site, discover(folders[site], site), load_id=f"load-{site}", workers=workers
             )
         ahead.discard()
         return [con.execute(q).fetchall() for q in QUERIES]
@@ -88,7 +95,76 @@ def test_the_raw_layer_is_the_same_with_chunks_classified_ahead(
     ahead_ = land_all(tmp_path / "ahead.duckdb", folders, expect=True)
     assert set(taken) == {"site-b", "site-c"}  # the later sites did take chunks made ahead
     assert ahead_ == plain
-    assert len(plain[0]) == 3 * 40 and len(plain[1]) == 3  # o3 once a site; {cut quarantined
+    assert len(plain[0]) == 3 * 120 and len(plain[1]) == 3  # o3 once a site; {cut quarantined
+
+
+def test_the_landing_s_own_choice_of_workers_takes_the_work_begun_ahead(
+    tmp_path: Path, write_site, taken: list[str]
+) -> None:
+    folders = write_sites(write_site)
+    plain = land_all(tmp_path / "plain.duckdb", folders, expect=False, workers=0)
+    assert land_all(tmp_path / "ahead.duckdb", folders, expect=True, workers=None) == plain
+    assert set(taken) == {"site-b", "site-c"}
+
+
+def test_nothing_is_begun_for_a_site_that_will_land_without_workers(
+    tmp_path: Path, write_site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folders = write_sites(write_site)
+    con = open_work_db(tmp_path / "w.duckdb")
+    try:
+        for site in SITES:
+            ahead.expect(site, discover(folders[site], site))
+        monkeypatch.setattr(landing, "PARALLEL_MIN_BYTES", 10**9)  # site-b's load: inline
+        landing.land_files(
+            con, "site-a", discover(folders["site-a"], "site-a"), load_id="a", workers=2
+        )
+        assert not ahead._STARTED
+    finally:
+        con.close()
+
+
+def test_a_source_fetched_when_it_loads_gets_its_turn_in_the_order(
+    tmp_path: Path, write_site
+) -> None:
+    folders = write_sites(write_site)
+    con = open_work_db(tmp_path / "w.duckdb")
+    try:
+        ahead.expect("site-a", discover(folders["site-a"], "site-a"))
+        ahead.expect("site-rest", [])  # a REST or Bulk source: its files come when it loads
+        ahead.expect("site-c", discover(folders["site-c"], "site-c"))
+        landing.land_files(
+            con, "site-a", discover(folders["site-a"], "site-a"), load_id="a", workers=2
+        )
+        assert not ahead._STARTED  # site-c is not next: nothing held for it through a fetch
+    finally:
+        con.close()
+
+
+def test_a_worker_killed_between_two_loads_costs_neither_the_next_site_nor_its_data(
+    tmp_path: Path, write_site, taken: list[str]
+) -> None:
+    folders = write_sites(write_site)
+    plain = land_all(tmp_path / "plain.duckdb", folders, expect=False)
+    con = open_work_db(tmp_path / "w.duckdb")
+    try:
+        for site in SITES:
+            ahead.expect(site, discover(folders[site], site))
+        for site in SITES:
+            landing.land_files(
+                con, site, discover(folders[site], site), load_id=f"load-{site}", workers=2
+            )
+            if site == "site-a":  # the next site's spans are being classified: a worker dies
+                begun = ahead._STARTED["site-b"]
+                begun.worker.join()  # type: ignore[union-attr]
+                pool = worker_pool(2)
+                os.kill(next(iter(pool._processes)), signal.SIGKILL)
+                deadline = time.monotonic() + 30
+                while not pool._broken and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                    time.sleep(0.05)  # as when it died during the commit
+        assert [con.execute(q).fetchall() for q in QUERIES] == plain
+    finally:
+        con.close()
 
 
 def test_a_file_rewritten_after_it_was_classified_ahead_lands_as_it_is_now(
@@ -102,6 +178,7 @@ def test_a_file_rewritten_after_it_was_classified_ahead_lands_as_it_is_now(
         landing.land_files(
             con, "site-a", discover(folders["site-a"], "site-a"), load_id="a", workers=2
         )
+        assert ahead._STARTED["site-b"].chunks  # site-b's spans are being classified
         # site-b's file was hashed and classified during site-a's load: now it changes
         write_site("site-b", {"Observation": [obs(f"n{i}") for i in range(30)]})
         landing.land_files(

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import duckdb
@@ -12,6 +16,7 @@ import pytest
 from rescue_pipeline.extract.ndjson import SourceError, discover
 from rescue_pipeline.raw.chunks import classify_span
 from rescue_pipeline.raw.landing import land_files, new_load_id
+from rescue_pipeline.raw.workers import shutdown_pools
 from rescue_pipeline.warehouse.database import open_work_db
 from tests.conftest import line as ndjson_line
 from tests.conftest import obs
@@ -514,5 +519,32 @@ def test_the_pool_starts_early_only_for_files_that_will_surely_be_read(
     land(con, folder, reread=True)
     assert len(started) == 1  # a full reload reads it whatever the ledger says
     write_site("site-a", {"Observation": [obs(f"o{i}") for i in range(21)]})
-    land(con, folder)
-    assert len(started) == 2  # a new size: surely new bytes
+    land(con, folder, workers=0)
+    assert len(started) == 1  # the caller chose: none started
+    write_site("site-a", {"Observation": [obs(f"o{i}") for i in range(22)]})
+    try:
+        land(con, folder)
+        assert len(started) == 2  # a new size: surely new bytes
+    finally:
+        shutdown_pools()
+
+
+def test_an_early_start_starts_every_worker_and_replaces_a_broken_pool() -> None:
+    import multiprocessing
+
+    from rescue_pipeline.raw.workers import start
+
+    try:
+        first = start(2)
+        assert len(multiprocessing.active_children()) >= 2  # both spawned, not one
+        os.kill(first.submit(os.getpid).result(), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not first._broken and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            time.sleep(0.05)
+        with pytest.raises(BrokenProcessPool):
+            first.submit(os.getpid)
+        second = start(2)  # a pool that lost a process would refuse every task
+        assert second is not first
+        assert second.submit(os.getpid).result() > 0
+    finally:
+        shutdown_pools()
