@@ -36,6 +36,7 @@ from rescue_pipeline.raw.chunks import (
     FilePlan,
     Span,
     classify_span,
+    drop_unread,
     plan_spans,
     private_spill,
     release_spill,
@@ -88,21 +89,34 @@ def read_ledger(con: duckdb.DuckDBPyConnection, after: str) -> None:
         return
     new: list[SourceFile] = []
     if upcoming.files:
-        known = set(
-            con.execute(
-                "SELECT source, size_bytes FROM ops.landed_files WHERE site_id = ?",
-                [upcoming.site_id],
-            ).fetchall()
+        new, upcoming.new_bytes = surely_new(
+            con, upcoming.site_id, upcoming.files, reread=upcoming.reread
         )
-        for source in upcoming.files:
-            try:
-                size = source.path.stat().st_size
-            except OSError:
-                continue  # its own load says what is wrong with it
-            if upcoming.reread or (source.label, size) not in known:
-                new.append(source)
-                upcoming.new_bytes += size
     upcoming.new = new
+
+
+def surely_new(
+    con: duckdb.DuckDBPyConnection, site_id: str, sources: list[SourceFile], *, reread: bool
+) -> tuple[list[SourceFile], int]:
+    """The files of `site_id` that will surely be read, and their bytes: every file when
+    `reread`, else those whose size no ledger entry of theirs has. A file that cannot be read
+    is left to its load to report."""
+    known = set(
+        con.execute(
+            "SELECT source, size_bytes FROM ops.landed_files WHERE site_id = ?", [site_id]
+        ).fetchall()
+    )
+    new: list[SourceFile] = []
+    total = 0
+    for source in sources:
+        try:
+            size = source.path.stat().st_size
+        except OSError:
+            continue
+        if reread or (source.label, size) not in known:
+            new.append(source)
+            total += size
+    return new, total
 
 
 def begin_next(after: str, pool: ProcessPoolExecutor, span_bytes: int, min_bytes: int) -> None:
@@ -264,15 +278,7 @@ def _drop(site: _Site) -> None:
     site.cancel.set()
     if site.worker is not None:
         site.worker.join()
-    for future in [*site.chunks.values(), *site.taken]:
-        if future.cancel():
-            continue
-        try:
-            chunk = future.result()
-        except Exception:  # noqa: S112 - a span never landed has nothing to report
-            continue
-        if chunk.versions_path:
-            Path(chunk.versions_path).unlink(missing_ok=True)
+    drop_unread([*site.chunks.values(), *site.taken])
     site.chunks.clear()
     site.taken.clear()
     site.plans.clear()

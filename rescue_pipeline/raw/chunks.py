@@ -18,7 +18,10 @@ import uuid
 import zlib
 from array import array
 from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 import pyarrow as pa
@@ -219,6 +222,20 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def drop_unread(futures: Iterable[Future[ClassifiedChunk]]) -> None:
+    """Chunks that will not be landed: cancelled if not begun, else waited for (a running
+    classification cannot be cancelled) and their spilled versions removed."""
+    for future in futures:
+        if future.cancel():
+            continue
+        try:
+            chunk = future.result()
+        except Exception:  # noqa: S112 - a span never landed has nothing to report
+            continue
+        if chunk.versions_path:
+            Path(chunk.versions_path).unlink(missing_ok=True)
 
 
 def classify_span(span: Span, spill: str | None = None) -> ClassifiedChunk:

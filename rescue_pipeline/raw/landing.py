@@ -36,6 +36,7 @@ from rescue_pipeline.raw.chunks import (
     FilePlan,
     Span,
     classify_span,
+    drop_unread,
     plan_spans,
     private_spill,
     release_spill,
@@ -153,28 +154,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _new_bytes(
-    con: duckdb.DuckDBPyConnection, site_id: str, sources: list[SourceFile], reread: bool
-) -> int:
-    """Bytes of the files that will surely be read: every file when `reread`, else those whose
-    size no ledger entry of theirs has (a file of a known size may still be new; it is found
-    so once hashed, and the pool then starts at its first span as it always did)."""
-    known = set(
-        con.execute(
-            "SELECT source, size_bytes FROM ops.landed_files WHERE site_id = ?", [site_id]
-        ).fetchall()
-    )
-    total = 0
-    for source in sources:
-        try:
-            size = source.path.stat().st_size
-        except OSError:  # planning the file says what is wrong with it
-            continue
-        if reread or (source.label, size) not in known:
-            total += size
-    return total
-
-
 def _workers_for(files: list[tuple[SourceFile, FilePlan]]) -> int:
     size = sum(plan.size for _, plan in files)
     return available() if size >= PARALLEL_MIN_BYTES else 0
@@ -202,7 +181,10 @@ def land_files(
     try:
         ahead.keep_only(site_id)
         ahead.read_ledger(con, after=site_id)
-        if workers is None and _new_bytes(con, site_id, sources, reread) >= PARALLEL_MIN_BYTES:
+        # a file of a known size may still be new: found so once hashed, the pool then starts
+        # at its first span
+        _, new_bytes = ahead.surely_new(con, site_id, sources, reread=reread)
+        if workers is None and new_bytes >= PARALLEL_MIN_BYTES:
             # they start while the files are hashed; failing, the load starts them itself
             with contextlib.suppress(Exception):
                 start_workers(available())
@@ -384,13 +366,5 @@ def _classified(
         while pending:
             yield result(*pending.popleft())
     finally:
-        for _, future, _ in pending:  # a failure part-way: leave no spilled files behind
-            if future.cancel():
-                continue
-            try:
-                chunk = future.result()
-            except Exception:  # noqa: S112 - the original failure is what the caller sees
-                continue
-            if chunk.versions_path:
-                Path(chunk.versions_path).unlink(missing_ok=True)
+        drop_unread(future for _, future, _ in pending)  # a failure part-way: no file left
         release_spill(spill)

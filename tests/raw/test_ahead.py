@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,10 +67,15 @@ def write_sites(write_site, variant: int = 0) -> dict[str, Path]:
 
 
 def land_all(
-    path: Path, folders: dict[str, Path], *, expect: bool, workers: int | None = 2
+    path: Path,
+    folders: dict[str, Path],
+    *,
+    expect: bool,
+    workers: int | None = 2,
+    after: Callable[[str], None] = lambda site: None,
 ) -> list[list[tuple]]:
     """Each site in turn, as `rescue run` lands them: with or without the next one's files
-    named ahead."""
+    named ahead; `after(site)` once each site has landed."""
     con = open_work_db(path)
     try:
         if expect:
@@ -80,6 +85,7 @@ def land_all(
             landing.land_files(
                 con, site, discover(folders[site], site), load_id=f"load-{site}", workers=workers
             )
+            after(site)
         ahead.discard()
         return [con.execute(q).fetchall() for q in QUERIES]
     finally:
@@ -146,25 +152,18 @@ def test_a_worker_killed_between_two_loads_costs_neither_the_next_site_nor_its_d
 ) -> None:
     folders = write_sites(write_site)
     plain = land_all(tmp_path / "plain.duckdb", folders, expect=False)
-    con = open_work_db(tmp_path / "w.duckdb")
-    try:
-        for site in SITES:
-            ahead.expect(site, discover(folders[site], site))
-        for site in SITES:
-            landing.land_files(
-                con, site, discover(folders[site], site), load_id=f"load-{site}", workers=2
-            )
-            if site == "site-a":  # the next site's spans are being classified: a worker dies
-                begun = ahead._STARTED["site-b"]
-                begun.worker.join()  # type: ignore[union-attr]
-                pool = worker_pool(2)
-                os.kill(next(iter(pool._processes)), signal.SIGKILL)
-                deadline = time.monotonic() + 30
-                while not pool._broken and time.monotonic() < deadline:  # type: ignore[attr-defined]
-                    time.sleep(0.05)  # as when it died during the commit
-        assert [con.execute(q).fetchall() for q in QUERIES] == plain
-    finally:
-        con.close()
+
+    def kill_a_worker(site: str) -> None:
+        if site == "site-a":  # the next site's spans are being classified: a worker dies
+            ahead._STARTED["site-b"].worker.join()  # type: ignore[union-attr]
+            pool = worker_pool(2)
+            os.kill(next(iter(pool._processes)), signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while not pool._broken and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                time.sleep(0.05)  # as when it died during the commit
+
+    assert land_all(tmp_path / "w.duckdb", folders, expect=True, after=kill_a_worker) == plain
+    assert set(taken) == {"site-b", "site-c"}
 
 
 def test_a_file_rewritten_after_it_was_classified_ahead_lands_as_it_is_now(
